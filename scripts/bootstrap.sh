@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Make a Debian 12 machine ready to build, run and test poolwatch: apt packages, the libvirt-qemu
+# user a real libvirtd insists on, and .venv with the project and its dev tools.
+# Safe to run again; it only does work when something is missing or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# libvirt-python builds from source (libvirt-dev, pkg-config, gcc, python3-dev); the integration
+# tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs, util-linux, mount).
+APT_PACKAGES=(libvirt-daemon libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev
+  e2fsprogs util-linux mount make)
+DEV_TOOLS=(pytest pytest-asyncio mypy ruff "coverage[toml]" types-defusedxml hypothesis)
+VENV=.venv
+STAMP=$VENV/.poolwatch-installed
+
+die() {
+  echo "bootstrap: $*" >&2
+  exit 1
+}
+
+# --- apt packages -------------------------------------------------------------------------------
+command -v dpkg-query >/dev/null || die "this script expects Debian 12 (no dpkg-query); install the equivalents of: ${APT_PACKAGES[*]}"
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing apt packages: ${missing[*]}; install them with:" >&2
+    echo "sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${APT_PACKAGES[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing apt packages: ${missing[*]}"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
+fi
+
+# --- the user libvirtd's QEMU driver needs (libvirt-daemon-system would create it) --------------
+if ! getent passwd libvirt-qemu >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    useradd -r -s /usr/sbin/nologin libvirt-qemu
+  else
+    echo "bootstrap: note: user libvirt-qemu is missing; the integration tests (run as root) create it" >&2
+  fi
+fi
+
+# --- Python -------------------------------------------------------------------------------------
+command -v python3 >/dev/null || die "python3 is not on PATH"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  die "poolwatch needs Python >= 3.11, but python3 on PATH ($(command -v python3)) is $(python3 -V 2>&1)"
+
+if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "bootstrap: creating $VENV with $(command -v python3) ($(python3 -V 2>&1))"
+  python3 -m venv --clear "$VENV"
+  rm -f "$STAMP"
+fi
+
+if [ ! -e "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/bootstrap.sh -nt "$STAMP" ]; then
+  echo "bootstrap: installing poolwatch and the dev tools into $VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e . "${DEV_TOOLS[@]}"
+  touch "$STAMP"
+fi
+echo "bootstrap: ready ($VENV/bin/python is $("$VENV/bin/python" -V 2>&1))"
