@@ -1,0 +1,312 @@
+"""The `poolwatch` command: flags, subcommands and exit codes.
+
+This module turns a command line into a validated `Config` and hands it to the daemon; it never
+touches libvirt, so `check-config` and `--help` work on machines without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import structlog
+
+from poolwatch import __version__
+from poolwatch.config import DEFAULT_LISTEN, DEFAULT_URI, Config, ConfigError, load_config
+from poolwatch.errors import StartupError
+from poolwatch.logsetup import configure_logging
+
+DEFAULT_CONFIG_PATH = Path("/etc/poolwatch/poolwatch.toml")
+DEMO_LISTEN = "127.0.0.1:9479"
+
+_FLAGS_SOURCE = "command-line flags"
+
+
+class ExitCode(enum.IntEnum):
+    """poolwatch's exit statuses; systemd and scripts rely on them, so they never change."""
+
+    OK = 0
+    RUNTIME_ERROR = 1
+    USAGE = 2
+    CONFIG_INVALID = 3
+    STARTUP_FAILED = 4
+
+
+_EXIT_CODE_HELP = {
+    ExitCode.OK: "clean shutdown (SIGTERM, SIGINT), or check-config found no problem",
+    ExitCode.RUNTIME_ERROR: "unexpected runtime error (logged with its traceback)",
+    ExitCode.USAGE: "bad command line: unknown flag, missing or extra argument",
+    ExitCode.CONFIG_INVALID: "invalid configuration (file or flag values); every problem "
+    "is listed on stderr",
+    ExitCode.STARTUP_FAILED: "startup failed, e.g. the listen address cannot be bound",
+}
+_EPILOG = "exit codes:\n" + "\n".join(
+    textwrap.fill(text, 78, initial_indent=f"  {int(code)}  ", subsequent_indent="     ")
+    for code, text in _EXIT_CODE_HELP.items()
+)
+
+# Flag values are validated as config keys; their errors name the flag the operator typed.
+_FLAG_FOR_KEY = (
+    ("web.listen", "--web.listen-address"),
+    ("log.level", "--log.level"),
+    ("log.format", "--log.format"),
+    ("connection[0].uri", "--libvirt.uri"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `poolwatch` command line and return its exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(_with_default_command(args_list))
+    except SystemExit as exc:
+        # argparse exits by itself for --help, --version and usage errors; main returns instead
+        # so callers (tests, the console script) see one way out.
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    command: Callable[[argparse.Namespace], int] = args.command
+    return int(command(args))
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    # `poolwatch --libvirt.uri test:///default` means `poolwatch run ...`, as for other
+    # exporters whose flags follow the binary directly.
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        return ["run", *argv]
+    return argv
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    config_path: Path | None = args.config_file
+    if config_path is None and DEFAULT_CONFIG_PATH.exists():
+        config_path = DEFAULT_CONFIG_PATH
+
+    def load() -> Config:
+        config = Config() if config_path is None else load_config(config_path)
+        return _apply_flags(config, args, listen=args.listen, libvirt_uri=args.libvirt_uri)
+
+    try:
+        config = load()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
+    configure_logging(level=config.log.level, fmt=config.log.format)
+    if config_path is None:
+        structlog.get_logger().info("config_file_absent", path=str(DEFAULT_CONFIG_PATH))
+    return _serve(config, reload_config=None if config_path is None else load, demo=False)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    config_path: Path | None = args.config_file
+
+    def load() -> Config:
+        config = Config() if config_path is None else load_config(config_path)
+        listen = args.listen
+        if listen is None and "listen" not in config.web.model_fields_set:
+            # The demo serves made-up pools; keep it off the network unless asked otherwise.
+            listen = [DEMO_LISTEN]
+        config = _apply_flags(config, args, listen=listen, libvirt_uri=None)
+        # The daemon supplies the demo connection itself.
+        return config.model_copy(update={"connections": ()})
+
+    try:
+        config = load()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
+    configure_logging(level=config.log.level, fmt=config.log.format)
+    return _serve(config, reload_config=None if config_path is None else load, demo=True)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
+    print(f"{path}: OK")
+    return ExitCode.OK
+
+
+def _apply_flags(
+    config: Config,
+    args: argparse.Namespace,
+    *,
+    listen: list[str] | None,
+    libvirt_uri: str | None,
+) -> Config:
+    try:
+        return config.with_overrides(
+            listen=listen,
+            log_level=args.log_level,
+            log_format=args.log_format,
+            libvirt_uri=libvirt_uri,
+            source=_FLAGS_SOURCE,
+        )
+    except ConfigError as exc:
+        raise ConfigError(exc.source, [_name_flag(error) for error in exc.errors]) from None
+
+
+def _name_flag(error: str) -> str:
+    for key, flag in _FLAG_FOR_KEY:
+        if error.startswith(key):
+            rest = error[len(key) :]
+            if rest.startswith("["):
+                rest = rest[rest.index("]") + 1 :]
+            return flag + rest
+    return error
+
+
+def _serve(config: Config, *, reload_config: Callable[[], Config] | None, demo: bool) -> int:
+    try:
+        return _run_daemon(config, reload_config=reload_config, demo=demo)
+    except StartupError as exc:
+        print(f"poolwatch: cannot start: {exc}", file=sys.stderr)
+        return ExitCode.STARTUP_FAILED
+    except KeyboardInterrupt:
+        # Ctrl-C before the daemon installed its own signal handlers is still a requested stop.
+        return ExitCode.OK
+    except Exception:
+        structlog.get_logger().exception("daemon_failed")
+        return ExitCode.RUNTIME_ERROR
+
+
+def _run_daemon(config: Config, *, reload_config: Callable[[], Config] | None, demo: bool) -> int:
+    """Start the daemon; `reload_config` re-reads the file and re-applies the flags on SIGHUP,
+    raising ConfigError when the result is invalid."""
+    # Imported late: the daemon pulls in libvirt and aiohttp, which check-config, --help and
+    # --version do not need. Tests replace this function.
+    from poolwatch.daemon import run_daemon
+
+    return run_daemon(config, reload_config=reload_config, demo=demo)
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poolwatch",
+        description=_paragraphs(
+            "Watch libvirt storage pools and volumes and export them to Prometheus.",
+            "Without a command, poolwatch runs the daemon: `poolwatch --libvirt.uri "
+            "test:///default` is `poolwatch run --libvirt.uri test:///default`. "
+            "See `poolwatch run --help` for the daemon's flags.",
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"poolwatch {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = _add_command(
+        commands,
+        "run",
+        _run,
+        summary="run the daemon (the default command)",
+        description="Run the daemon: watch the configured libvirt connections and serve "
+        "/metrics. Flags override the configuration file.",
+    )
+    _add_config_file_flag(
+        run,
+        f"TOML configuration file (default: {DEFAULT_CONFIG_PATH}; when that default is absent, "
+        "built-in defaults apply, but a file given here must exist)",
+    )
+    _add_daemon_flags(run, listen_default=f"{DEFAULT_LISTEN}, all addresses")
+    run.add_argument(
+        "--libvirt.uri",
+        dest="libvirt_uri",
+        metavar="URI",
+        help="watch this one libvirt connection instead of the [[connection]] list in the file, "
+        "e.g. qemu:///system, qemu+ssh://root@kvm02/system, test:///default "
+        f"(default: the file's connections, else {DEFAULT_URI})",
+    )
+
+    check = _add_command(
+        commands,
+        "check-config",
+        _check_config,
+        summary="validate a configuration file without running",
+        description="Validate a configuration file: print 'FILE: OK' on stdout, or every "
+        "problem with its key path on stderr.",
+    )
+    check.add_argument("file", type=Path, metavar="FILE", help="configuration file to validate")
+
+    demo = _add_command(
+        commands,
+        "demo",
+        _demo,
+        summary="run the daemon on libvirt's embedded test driver with demo pools",
+        description="Run the daemon against libvirt's embedded test driver with demo pools "
+        "that fill over time, so every feature is visible without a hypervisor. Any "
+        "[[connection]] in the configuration file is ignored.",
+    )
+    _add_config_file_flag(demo, "TOML configuration file (default: none, built-in defaults)")
+    _add_daemon_flags(demo, listen_default=f"{DEMO_LISTEN} unless the file sets web.listen")
+    return parser
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=_paragraphs(description),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(command=handler)
+    return parser
+
+
+def _paragraphs(*texts: str) -> str:
+    # Raw formatting keeps the exit code table aligned, so descriptions are wrapped here.
+    return "\n\n".join(textwrap.fill(text, 78) for text in texts)
+
+
+def _add_config_file_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--config.file", dest="config_file", type=Path, metavar="PATH", help=help_text
+    )
+
+
+def _add_daemon_flags(parser: argparse.ArgumentParser, *, listen_default: str) -> None:
+    # No argparse `choices`: values are checked by the config models, so a bad flag and a bad
+    # file entry get the same message and the same exit code.
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        metavar="ADDR",
+        help="address to serve /metrics on: host:port, [::1]:port or :port for all addresses; "
+        f"repeat to listen on several; replaces web.listen (default: {listen_default})",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        metavar="LEVEL",
+        help="only log events at this level or above: debug, info, warning, error "
+        "(default: log.level from the file, else info)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        metavar="FORMAT",
+        help="console (human-readable), json (one JSON object per line, for journald and log "
+        "shippers) or auto (console on a terminal, json otherwise) "
+        "(default: log.format from the file, else auto)",
+    )

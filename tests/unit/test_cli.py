@@ -1,0 +1,516 @@
+"""The `poolwatch` command line: exit codes, messages, and the config each command hands over."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import structlog
+
+from poolwatch import __version__, cli
+from poolwatch.cli import ExitCode, main
+from poolwatch.config import Config, ConfigError, ConnectionConfig
+from poolwatch.errors import StartupError
+from poolwatch.logsetup import configure_logging
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "poolwatch.toml"
+
+
+@dataclass
+class DaemonCall:
+    config: Config
+    reload_config: Callable[[], Config] | None
+    demo: bool
+    log_wrapper_class: object
+
+
+class FakeDaemon:
+    """Stands in for cli._run_daemon and records what the CLI handed over."""
+
+    def __init__(self) -> None:
+        self.calls: list[DaemonCall] = []
+        self.exit_code = 0
+        self.raises: BaseException | None = None
+
+    def __call__(
+        self, config: Config, *, reload_config: Callable[[], Config] | None, demo: bool
+    ) -> int:
+        self.calls.append(
+            DaemonCall(config, reload_config, demo, structlog.get_config()["wrapper_class"])
+        )
+        if self.raises is not None:
+            raise self.raises
+        return self.exit_code
+
+    @property
+    def call(self) -> DaemonCall:
+        assert len(self.calls) == 1
+        return self.calls[0]
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    # The CLI configures logging onto the captured stderr, which pytest closes after the test.
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeDaemon:
+    fake = FakeDaemon()
+    monkeypatch.setattr(cli, "_run_daemon", fake)
+    # Tests must not depend on the machine's /etc/poolwatch.
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", tmp_path / "absent" / "poolwatch.toml")
+    return fake
+
+
+def write(tmp_path: Path, text: str, name: str = "poolwatch.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_exit_codes_are_stable() -> None:
+    # systemd units, scripts and the --help text rely on these numbers.
+    assert {code.name: int(code) for code in ExitCode} == {
+        "OK": 0,
+        "RUNTIME_ERROR": 1,
+        "USAGE": 2,
+        "CONFIG_INVALID": 3,
+        "STARTUP_FAILED": 4,
+    }
+
+
+# --- check-config -----------------------------------------------------------------------------
+
+
+def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, '[poll]\ninterval = "30s"\n')
+
+    assert main(["check-config", str(path)]) == ExitCode.OK
+
+    out, err = capsys.readouterr()
+    assert out == f"{path}: OK\n"
+    assert err == ""
+
+
+def test_check_config_accepts_the_shipped_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out == f"{EXAMPLE}: OK\n"
+
+
+def test_check_config_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, '[poll]\ninterval = "15"\n[web]\nbogus = 1\n')
+
+    assert main(["check-config", str(path)]) == ExitCode.CONFIG_INVALID
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"invalid configuration in {path} (2 errors):\n"
+        '  poll.interval: invalid duration "15" (use e.g. "15s", "5m", "1h30m")\n'
+        "  web.bogus: unknown key\n"
+    )
+
+
+def test_check_config_toml_syntax_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[poll\n")
+
+    assert main(["check-config", str(path)]) == 3
+
+    err = capsys.readouterr().err
+    assert "TOML syntax error" in err
+    assert "line 1" in err
+    assert "Traceback" not in err
+
+
+def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "missing.toml"
+
+    assert main(["check-config", str(path)]) == 3
+
+    assert capsys.readouterr().err == (
+        f"invalid configuration in {path} (1 error):\n"
+        "  cannot read the file: No such file or directory\n"
+    )
+
+
+def test_check_config_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == ExitCode.USAGE
+    assert "FILE" in capsys.readouterr().err
+
+
+# --- top-level flags and usage errors ---------------------------------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"poolwatch {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--bogus"],
+        ["run", "--bogus"],
+        ["frobnicate"],
+        ["demo", "--libvirt.uri", "test:///default"],  # demo brings its own connection
+        ["run", "--log.level"],
+    ],
+)
+def test_bad_command_line_exits_2(
+    argv: list[str], daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == ExitCode.USAGE
+
+    assert "usage: poolwatch" in capsys.readouterr().err
+    assert daemon.calls == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["demo", "--help"]])
+def test_help_documents_flags_defaults_and_exit_codes(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 0
+
+    out = capsys.readouterr().out
+    for code in ExitCode:
+        assert f"  {int(code)}  " in out
+    if argv[0] != "--help":
+        for flag in ("--config.file", "--web.listen-address", "--log.level", "--log.format"):
+            assert flag in out
+        assert "default:" in out
+
+
+def test_module_entry_point_runs_main() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "poolwatch", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert (result.returncode, result.stdout) == (0, f"poolwatch {__version__}\n")
+
+
+# --- bad flag values --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--log.level", "verbose"],
+            '--log.level: must be "debug", "info", "warning" or "error" (got "verbose")',
+        ),
+        (
+            ["--log.format", "xml"],
+            '--log.format: must be "auto", "console" or "json" (got "xml")',
+        ),
+        (
+            ["--web.listen-address", ":9479", "--web.listen-address", "::1:9479"],
+            '--web.listen-address: invalid listen address "::1:9479": an IPv6 address must be '
+            'in brackets, e.g. [::1]:9479 (use "host:port", "[::1]:port" or ":port")',
+        ),
+        (
+            ["--libvirt.uri", "kvm01"],
+            '--libvirt.uri: invalid libvirt URI "kvm01" '
+            '(use e.g. "qemu:///system", "qemu+ssh://root@kvm02/system")',
+        ),
+    ],
+)
+def test_bad_flag_value_exits_3_naming_the_flag(
+    argv: list[str], expected: str, daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == ExitCode.CONFIG_INVALID
+
+    assert capsys.readouterr().err == (
+        f"invalid configuration in command-line flags (1 error):\n  {expected}\n"
+    )
+    assert daemon.calls == []
+
+
+def test_bad_flag_values_are_reported_together(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--log.level", "loud", "--log.format", "xml"]) == 3
+
+    err = capsys.readouterr().err
+    assert "(2 errors)" in err
+    assert "--log.level:" in err
+    assert "--log.format:" in err
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def test_run_is_the_default_command(daemon: FakeDaemon) -> None:
+    daemon.exit_code = 0
+
+    assert main(["--libvirt.uri", "test:///default"]) == 0
+
+    call = daemon.call
+    assert call.demo is False
+    assert call.config.connections == (ConnectionConfig(uri="test:///default"),)
+    assert call.config.web.listen == (":9479",)
+    assert call.reload_config is None  # no file to reload
+
+
+def test_run_without_arguments_uses_defaults_when_the_default_file_is_absent(
+    daemon: FakeDaemon,
+) -> None:
+    assert main([]) == 0
+
+    assert daemon.call.config == Config()
+
+
+def test_run_reads_the_default_file_when_present(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write(tmp_path, '[poll]\ninterval = "30s"\n')
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", path)
+
+    assert main(["run"]) == 0
+
+    assert daemon.call.config.poll.interval == 30.0
+    assert daemon.call.reload_config is not None
+
+
+def test_run_with_an_explicit_missing_file_exits_3(
+    daemon: FakeDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "missing.toml"
+
+    assert main(["run", "--config.file", str(path)]) == 3
+
+    assert str(path) in capsys.readouterr().err
+    assert daemon.calls == []
+
+
+def test_run_with_an_invalid_file_exits_3_without_traceback(
+    daemon: FakeDaemon, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[poll]\ninterval = 15\n")
+
+    assert main(["--config.file", str(path)]) == 3
+
+    err = capsys.readouterr().err
+    assert "poll.interval: invalid duration 15" in err
+    assert "Traceback" not in err
+    assert daemon.calls == []
+
+
+def test_flags_override_the_file(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[connection]]\nname = "kvm01"\n[poll]\ninterval = "30s"\n'
+        '[web]\nlisten = [":9100"]\n[log]\nlevel = "debug"\nformat = "console"\n',
+    )
+
+    main(
+        [
+            "run",
+            "--config.file",
+            str(path),
+            "--web.listen-address",
+            "127.0.0.1:9479",
+            "--web.listen-address",
+            "[::1]:9479",
+            "--log.level",
+            "warning",
+            "--log.format",
+            "json",
+            "--libvirt.uri",
+            "test:///default",
+        ]
+    )
+
+    config = daemon.call.config
+    assert config.web.listen == ("127.0.0.1:9479", "[::1]:9479")
+    assert (config.log.level, config.log.format) == ("warning", "json")
+    assert config.connections == (ConnectionConfig(uri="test:///default"),)
+    assert config.poll.interval == 30.0  # not overridden: the file's value
+
+
+def test_logging_is_configured_before_the_daemon_runs(daemon: FakeDaemon) -> None:
+    main(["--log.level", "warning", "--log.format", "json"])
+
+    assert daemon.call.log_wrapper_class is structlog.make_filtering_bound_logger("warning")
+
+
+def test_reload_rereads_the_file_and_keeps_the_flags(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = write(tmp_path, '[poll]\ninterval = "30s"\n')
+    main(["run", "--config.file", str(path), "--log.level", "debug"])
+    reload_config = daemon.call.reload_config
+    assert reload_config is not None
+
+    path.write_text('[poll]\ninterval = "1m"\n[log]\nlevel = "error"\n')
+    reloaded = reload_config()
+
+    assert reloaded.poll.interval == 60.0
+    assert reloaded.log.level == "debug"
+
+    path.write_text('[poll]\ninterval = "1x"\n')
+    with pytest.raises(ConfigError, match=r"poll\.interval"):
+        reload_config()
+
+
+def test_daemon_exit_code_is_returned(daemon: FakeDaemon) -> None:
+    daemon.exit_code = 0
+    assert main([]) == 0
+
+
+def test_startup_error_exits_4_with_one_line(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.raises = StartupError("cannot listen on :9479: address already in use")
+
+    assert main([]) == ExitCode.STARTUP_FAILED
+
+    assert capsys.readouterr().err.endswith(
+        "poolwatch: cannot start: cannot listen on :9479: address already in use\n"
+    )
+
+
+def test_unexpected_error_exits_1_and_is_logged(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.raises = RuntimeError("boom")
+
+    assert main(["--log.format", "json"]) == ExitCode.RUNTIME_ERROR
+
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    failure = events[-1]
+    assert failure["event"] == "daemon_failed"
+    assert failure["level"] == "error"
+    assert "RuntimeError: boom" in failure["exception"]
+
+
+def test_interrupt_before_the_daemon_handles_signals_is_a_clean_stop(daemon: FakeDaemon) -> None:
+    daemon.raises = KeyboardInterrupt()
+
+    assert main([]) == ExitCode.OK
+
+
+def test_run_daemon_hands_over_to_the_daemon_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    received: list[tuple[Config, object, bool]] = []
+
+    def run_daemon(
+        config: Config, *, reload_config: Callable[[], Config] | None, demo: bool
+    ) -> int:
+        received.append((config, reload_config, demo))
+        return 7
+
+    fake_module = types.ModuleType("poolwatch.daemon")
+    fake_module.run_daemon = run_daemon  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "poolwatch.daemon", fake_module)
+    config = Config()
+
+    assert cli._run_daemon(config, reload_config=None, demo=True) == 7
+    assert received == [(config, None, True)]
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def test_demo_has_no_connections_and_listens_locally(daemon: FakeDaemon) -> None:
+    assert main(["demo"]) == 0
+
+    call = daemon.call
+    assert call.demo is True
+    assert call.config.connections == ()
+    assert call.config.web.listen == ("127.0.0.1:9479",)
+    assert call.reload_config is None
+
+
+def test_demo_listen_flag_wins(daemon: FakeDaemon) -> None:
+    main(["demo", "--web.listen-address", ":9999"])
+
+    assert daemon.call.config.web.listen == (":9999",)
+
+
+def test_demo_uses_the_files_listen_when_set(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = write(tmp_path, '[[connection]]\nname = "kvm01"\n[web]\nlisten = [":9100"]\n')
+
+    main(["demo", "--config.file", str(path)])
+
+    assert daemon.call.config.web.listen == (":9100",)
+    assert daemon.call.config.connections == ()
+
+
+def test_demo_keeps_local_listen_when_the_file_does_not_set_it(
+    daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    path = write(tmp_path, '[log]\nlevel = "debug"\n')
+
+    main(["demo", "--config.file", str(path)])
+
+    config = daemon.call.config
+    assert config.web.listen == ("127.0.0.1:9479",)
+    assert config.log.level == "debug"
+    reload_config = daemon.call.reload_config
+    assert reload_config is not None
+    assert reload_config() == config
+
+
+def test_demo_ignores_the_default_config_file(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", write(tmp_path, "[web]\nlisten = [':1']\n"))
+
+    main(["demo"])
+
+    assert daemon.call.config.web.listen == ("127.0.0.1:9479",)
+
+
+# --- logging as the CLI configures it ---------------------------------------------------------
+
+
+def test_json_logs_one_object_per_line() -> None:
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+
+    structlog.get_logger().info("pool_started", pool="default", host="kvm01")
+    structlog.get_logger().debug("filtered_out")
+
+    (line,) = stream.getvalue().splitlines()
+    event = json.loads(line)
+    assert event["event"] == "pool_started"
+    assert (event["pool"], event["host"], event["level"]) == ("default", "kvm01", "info")
+    assert event["timestamp"].endswith("Z")
+
+
+def test_auto_format_is_json_off_a_terminal_and_console_on_one() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    piped, terminal = io.StringIO(), Terminal()
+    configure_logging(level="info", fmt="auto", stream=piped)
+    structlog.get_logger().info("pool_started", pool="default")
+    configure_logging(level="info", fmt="auto", stream=terminal)
+    structlog.get_logger().info("pool_started", pool="default")
+
+    assert json.loads(piped.getvalue())["event"] == "pool_started"
+    assert "pool_started" in terminal.getvalue()
+    assert not terminal.getvalue().startswith("{")
+
+
+def test_reconfiguring_changes_the_level_of_existing_loggers() -> None:
+    stream = io.StringIO()
+    log = structlog.get_logger()
+    configure_logging(level="info", fmt="json", stream=stream)
+    log.debug("hidden")
+    configure_logging(level="debug", fmt="json", stream=stream)
+    log.debug("shown")
+
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["shown"]
