@@ -1,0 +1,305 @@
+"""One libvirt connection, kept open: executor, timeouts, keepalive, events and reconnect.
+
+Blocking libvirt calls never run on the event loop thread. They run in a small executor of
+their own, one job at a time per worker, each bounded by ``call_timeout``. A call that outlives
+its timeout (a frozen libvirtd) or fails with a transport error marks the connection lost: the
+watcher sees ``Disconnected`` at once, the old connection is torn down in the background and a
+new one is opened with exponential backoff and jitter. Keepalive, derived from the timeout,
+catches a frozen daemon while no call is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import libvirt
+import structlog
+
+from poolwatch.adapter import reader
+from poolwatch.adapter.eventloop import ensure_event_loop
+from poolwatch.model import PoolEventKind, VolumeScan
+from poolwatch.poolxml import PoolDescription
+from poolwatch.source import (
+    Connected,
+    Disconnected,
+    PoolChanged,
+    PoolNotFound,
+    PoolReading,
+    SourceError,
+    SourceEvent,
+    SourceUnavailable,
+)
+
+T = TypeVar("T")
+
+log = structlog.get_logger()
+
+_LIFECYCLE = {
+    libvirt.VIR_STORAGE_POOL_EVENT_DEFINED: PoolEventKind.DEFINED,
+    libvirt.VIR_STORAGE_POOL_EVENT_UNDEFINED: PoolEventKind.UNDEFINED,
+    libvirt.VIR_STORAGE_POOL_EVENT_STARTED: PoolEventKind.STARTED,
+    libvirt.VIR_STORAGE_POOL_EVENT_STOPPED: PoolEventKind.STOPPED,
+    libvirt.VIR_STORAGE_POOL_EVENT_CREATED: PoolEventKind.CREATED,
+    libvirt.VIR_STORAGE_POOL_EVENT_DELETED: PoolEventKind.DELETED,
+}
+
+# Reconnect backoff: short enough that events flow again within a few seconds of libvirtd's
+# return however long it was gone; a refused connect on a unix socket costs next to nothing.
+BACKOFF_INITIAL = 0.25
+BACKOFF_MAX = 4.0
+
+# Volumes per executor job: a pool with thousands of volumes is read in parallel on the shared
+# connection, and no single job comes near call_timeout.
+VOLUME_CHUNK = 200
+
+WORKERS = 4
+
+
+def _is_transport_error(exc: libvirt.libvirtError) -> bool:
+    """The connection itself failed (as opposed to one call being refused)."""
+    code = exc.get_error_code()
+    if code == libvirt.VIR_ERR_SYSTEM_ERROR:  # 38: EOF, connection refused or reset
+        return True
+    # 1 from the RPC layer: "client socket is closed", keepalive timeout
+    return bool(
+        code == libvirt.VIR_ERR_INTERNAL_ERROR and exc.get_error_domain() == libvirt.VIR_FROM_RPC
+    )
+
+
+def library_version() -> str:
+    """The libvirt library poolwatch runs on, as "major.minor.micro"."""
+    version = int(libvirt.getVersion())
+    return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+
+
+class LibvirtSource:
+    """``poolwatch.source.StorageSource`` on a real libvirt connection."""
+
+    def __init__(self, *, uri: str, read_only: bool, call_timeout: float) -> None:
+        self._uri = uri
+        self._read_only = read_only
+        self._call_timeout = call_timeout
+        self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        # Calls and connects use separate threads so that a hung open() or close() never takes
+        # a worker from the calls, and the calls never starve a reconnect.
+        self._calls = concurrent.futures.ThreadPoolExecutor(WORKERS, "libvirt-call")
+        self._connects = concurrent.futures.ThreadPoolExecutor(1, "libvirt-connect")
+        self._slots = asyncio.Semaphore(WORKERS)
+        self._conn: Any = None  # libvirt.virConnect while connected
+        self._generation = 0  # which connection an event or a failure belongs to
+        self._lost: asyncio.Future[str] | None = None
+        self._callback_ids: list[int] = []
+        self._physical_supported = True
+        self._descriptions: dict[str, PoolDescription] = {}  # by uuid, per connection
+
+    @property
+    def events(self) -> asyncio.Queue[SourceEvent]:
+        return self._events
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    async def start(self) -> None:
+        ensure_event_loop()
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._keep_connected(), name=f"libvirt {self._uri}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._connects, self._teardown, conn, list(self._callback_ids)
+            )
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        self._connects.shutdown(wait=False, cancel_futures=True)
+
+    # -- connection lifecycle --------------------------------------------------------------
+
+    async def _keep_connected(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = BACKOFF_INITIAL
+        failures = 0
+        pending_open: asyncio.Future[tuple[Any, list[int], str]] | None = None
+        while True:
+            generation = self._generation + 1
+            if pending_open is None:
+                pending_open = loop.run_in_executor(self._connects, self._open, generation)
+            try:
+                conn, ids, hostname = await asyncio.wait_for(
+                    asyncio.shield(pending_open), self._call_timeout
+                )
+            except TimeoutError:
+                # open() on a frozen daemon blocks; wait for that attempt rather than
+                # piling up new ones behind it.
+                failures += 1
+                if failures == 1:
+                    log.warning("libvirt_connect_failed", uri=self._uri, error="timeout")
+                continue
+            except libvirt.libvirtError as exc:
+                pending_open = None
+                failures += 1
+                # The first failure of a streak is news; the rest would flood the journal.
+                (log.warning if failures == 1 else log.debug)(
+                    "libvirt_connect_failed", uri=self._uri, error=exc.get_error_message()
+                )
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            pending_open = None
+            delay, failures = BACKOFF_INITIAL, 0
+            self._generation = generation
+            self._conn, self._callback_ids = conn, ids
+            self._descriptions.clear()
+            self._lost = loop.create_future()
+            log.info("libvirt_connected", uri=self._uri, hostname=hostname)
+            self._events.put_nowait(Connected(hostname=hostname))
+            reason = await self._lost
+            self._conn = None
+            log.warning("libvirt_disconnected", uri=self._uri, reason=reason)
+            self._events.put_nowait(Disconnected(reason=reason))
+            loop.run_in_executor(self._connects, self._teardown, conn, ids)
+
+    def _open(self, generation: int) -> tuple[Any, list[int], str]:
+        """Blocking: open, arm keepalive and callbacks. Runs in the connect thread."""
+        conn = libvirt.openReadOnly(self._uri) if self._read_only else libvirt.open(self._uri)
+        # Drivers without keepalive or close callbacks (test:///) have no transport to lose.
+        with contextlib.suppress(libvirt.libvirtError):
+            # Dead after interval * (count + 1) seconds of silence: about one call_timeout.
+            conn.setKeepAlive(max(1, int(self._call_timeout // 3)), 2)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.registerCloseCallback(self._on_close, generation)
+        ids = [
+            conn.storagePoolEventRegisterAny(
+                None,
+                libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
+                self._on_lifecycle,
+                generation,
+            ),
+            conn.storagePoolEventRegisterAny(
+                None, libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH, self._on_refresh, generation
+            ),
+        ]
+        return conn, ids, str(conn.getHostname())
+
+    @staticmethod
+    def _teardown(conn: Any, callback_ids: list[int]) -> None:
+        """Blocking: release a connection that is lost or no longer wanted."""
+        # Each step may fail on a dead connection, which forgets its callbacks anyway.
+        for callback_id in callback_ids:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.storagePoolEventDeregisterAny(callback_id)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()  # breaks the reference cycle through the callback
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+    def _mark_lost(self, generation: int, reason: str) -> None:
+        """On the loop thread: the connection of ``generation`` is gone."""
+        if generation == self._generation and self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+
+    # -- libvirt callbacks (libvirt's event thread, or whichever thread saw a close) ------
+
+    def _hand_over(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # RuntimeError: the loop closed between the check and the call, shutting down.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _on_close(self, _conn: Any, reason: int, generation: int) -> None:
+        names = {
+            libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "error",
+            libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "eof",
+            libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive",
+            libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed",
+        }
+        self._hand_over(self._mark_lost, generation, names.get(reason, "closed"))
+
+    def _on_lifecycle(self, _conn: Any, pool: Any, event: int, _detail: int, gen: int) -> None:
+        kind = _LIFECYCLE.get(event)
+        if kind is not None:
+            # name() and UUIDString() are local to the pool object: no RPC in this thread.
+            self._hand_over(self._deliver, gen, PoolChanged(pool.name(), pool.UUIDString(), kind))
+
+    def _on_refresh(self, _conn: Any, pool: Any, generation: int) -> None:
+        changed = PoolChanged(pool.name(), pool.UUIDString(), PoolEventKind.REFRESHED)
+        self._hand_over(self._deliver, generation, changed)
+
+    def _deliver(self, generation: int, event: PoolChanged) -> None:
+        if generation != self._generation:
+            return  # from a connection already given up
+        if event.kind in (PoolEventKind.DEFINED, PoolEventKind.UNDEFINED):
+            self._descriptions.pop(event.uuid, None)
+        self._events.put_nowait(event)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in a worker, bounded by call_timeout."""
+        await self._slots.acquire()
+        conn, generation = self._conn, self._generation
+        if conn is None:
+            self._slots.release()
+            raise SourceUnavailable("not connected")
+        loop = asyncio.get_running_loop()
+        future = self._calls.submit(functools.partial(fn, conn, *args))
+        # The slot is freed when the thread is, not when we stop waiting: a thread stuck in a
+        # frozen libvirtd still occupies a worker, and nothing may queue behind it unseen.
+        future.add_done_callback(lambda _f: self._hand_over(self._slots.release))
+        try:
+            waiting = asyncio.wrap_future(future, loop=loop)
+            return await asyncio.wait_for(waiting, self._call_timeout)
+        except TimeoutError:
+            self._mark_lost(generation, "call_timeout")
+            raise SourceUnavailable(f"libvirt call timed out after {self._call_timeout}s") from None
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            if _is_transport_error(exc):
+                self._mark_lost(generation, "error")
+                raise SourceUnavailable(exc.get_error_message()) from None
+            if code == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise PoolNotFound(exc.get_error_message()) from None
+            raise SourceError(exc.get_error_message(), code=code) from None
+
+    async def execute(self, fn: Callable[[Any], T]) -> T:
+        """Run a blocking ``fn(conn)`` on this connection, like every other call."""
+        return await self._call(fn)
+
+    async def list_pools(self) -> list[PoolReading]:
+        readings, descriptions = await self._call(reader.read_pools, dict(self._descriptions))
+        self._descriptions = descriptions
+        return readings
+
+    async def read_pool(self, name: str) -> PoolReading:
+        return await self._call(reader.read_pool, name)
+
+    async def refresh_pool(self, name: str) -> None:
+        await self._call(reader.refresh_pool, name)
+
+    async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
+        scanned_at = time.time()
+        volumes = await self._call(reader.list_volumes, name)
+        chunks = [volumes[i : i + VOLUME_CHUNK] for i in range(0, len(volumes), VOLUME_CHUNK)]
+        physical = self._physical_supported
+        results = await asyncio.gather(
+            *(self._call(reader.read_volumes, chunk, physical) for chunk in chunks)
+        )
+        if physical and any(r.physical_unsupported for r in results):
+            self._physical_supported = False  # the driver said so once; do not ask again
+        return reader.summarize([v for r in results for v in r.volumes], limit, scanned_at)

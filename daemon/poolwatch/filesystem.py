@@ -1,0 +1,52 @@
+"""statvfs of pool targets on this host: the space a non-root writer such as QEMU can use.
+
+libvirt's ``available`` counts root-reserved blocks, so a pool can look half empty while QEMU
+already gets ENOSPC. Where the target is a local filesystem we read it ourselves.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from poolwatch.model import FilesystemStat
+
+# Pool types whose target path is a filesystem on the libvirt host.
+FILESYSTEM_POOL_TYPES = frozenset({"dir", "fs", "netfs"})
+
+
+def is_local_uri(uri: str) -> bool:
+    """A connection to the libvirtd of this very host, whose pool paths we can stat."""
+    parts = urlsplit(uri)
+    driver, _, transport = parts.scheme.partition("+")
+    if driver == "test":  # the test driver's pools are simulated: their paths mean nothing
+        return False
+    return parts.hostname in (None, "", "localhost") and transport in ("", "unix")
+
+
+def without_credentials(uri: str) -> str:
+    """The URI as a label: no user or password, since labels end up in every TSDB."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def stat_target(pool_type: str, path: str) -> FilesystemStat | None:
+    """Blocking (a hung NFS mount blocks it): call from a worker thread with a timeout."""
+    if pool_type not in FILESYSTEM_POOL_TYPES or not path:
+        return None
+    try:
+        # An fs/netfs target that is not a mount point in our view (libvirtd in another mount
+        # namespace, or the mount went away) would report the wrong filesystem: say nothing.
+        if pool_type != "dir" and not os.path.ismount(path):
+            return None
+        st = os.statvfs(path)
+        device = os.stat(path).st_dev
+    except OSError:
+        return None
+    return FilesystemStat(
+        avail_bytes=st.f_bavail * st.f_frsize,
+        size_bytes=st.f_blocks * st.f_frsize,
+        device=f"{os.major(device)}:{os.minor(device)}",
+    )

@@ -1,0 +1,100 @@
+"""The interface between the watcher and a libvirt connection.
+
+The libvirt adapter (``poolwatch.adapter``) implements ``StorageSource``; tests may implement it
+in memory. Nothing here imports libvirt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from poolwatch.model import PoolEventKind, PoolState, VolumeScan
+
+
+class SourceUnavailable(Exception):
+    """The connection is down, was lost during the call, or the call timed out."""
+
+
+class PoolNotFound(Exception):
+    """The pool is not (or no longer) defined."""
+
+
+class SourceError(Exception):
+    """libvirt refused one call; the connection itself is fine."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class PoolReading:
+    """One pool as libvirt describes it right now (no volumes, no filesystem)."""
+
+    name: str
+    uuid: str
+    type: str
+    target_path: str
+    source: str
+    state: PoolState
+    active: bool
+    persistent: bool
+    autostart: bool
+    capacity: int
+    allocation: int
+    available: int
+    volume_count: int | None  # numOfVolumes() of an active pool
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    hostname: str  # libvirt's hostname of the connected host
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str  # closed, keepalive, eof, call_timeout, error
+
+
+@dataclass(frozen=True, slots=True)
+class PoolChanged:
+    """A storage pool event; the pool is re-read by the watcher."""
+
+    pool: str
+    uuid: str
+    kind: PoolEventKind
+
+
+SourceEvent = Connected | Disconnected | PoolChanged
+
+
+class StorageSource(Protocol):
+    """One libvirt connection, kept open (and reopened) by its implementation."""
+
+    @property
+    def events(self) -> asyncio.Queue[SourceEvent]:
+        """Connection changes and pool events, in the order they happened."""
+        ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Begin connecting; returns at once. Connected arrives on ``events``."""
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the connection."""
+
+    async def list_pools(self) -> list[PoolReading]: ...
+
+    async def read_pool(self, name: str) -> PoolReading:
+        """Raises PoolNotFound when the pool is gone."""
+        ...
+
+    async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
+        """Every volume of an active pool; ``limit`` caps the volumes listed, not the sums."""
+        ...
+
+    async def refresh_pool(self, name: str) -> None: ...

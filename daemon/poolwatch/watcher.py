@@ -1,0 +1,356 @@
+"""The watcher of one connection: turns libvirt events and poll timers into inventory updates.
+
+Events re-read the pool they name at once (coalesced: a burst of events on one pool costs one
+read in flight and at most one after it). Three timers cover what libvirt does not announce:
+pool info (cheap), volume scans, and ``pool.refresh()``, without which libvirt never notices
+guests writing into their images. After every (re)connect a full resync replaces whatever was
+known, because events are lost while disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, stat_target, without_credentials
+from poolwatch.inventory import Inventory
+from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
+from poolwatch.source import (
+    Connected,
+    Disconnected,
+    PoolChanged,
+    PoolNotFound,
+    PoolReading,
+    SourceError,
+    SourceEvent,
+    SourceUnavailable,
+    StorageSource,
+)
+
+if TYPE_CHECKING:
+    from poolwatch.config import PollConfig
+
+log = structlog.get_logger()
+
+# libvirt's VIR_ERR_OPERATION_INVALID: the pool stopped between listing and reading.
+_OPERATION_INVALID = 55
+
+
+def default_host_name(uri: str) -> str:
+    """The host label before libvirt has told us its hostname."""
+    return urlsplit(uri).hostname or socket.gethostname()
+
+
+class Watcher:
+    def __init__(
+        self,
+        *,
+        key: str,
+        uri: str,
+        name: str | None,
+        source: StorageSource,
+        inventory: Inventory,
+        poll: PollConfig,
+        stat_filesystems: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = key
+        self.poll = poll  # replaced on reload; every loop reads it afresh
+        self._configured_name = name
+        self._host = name or default_host_name(uri)
+        self._uri_label = without_credentials(uri)
+        self._source = source
+        self._inventory = inventory
+        self._stat_filesystems = stat_filesystems
+        self._clock = clock
+        self._log = log.bind(host=self._host)
+        self._connected = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Event bookkeeping so that a poll which began before an event never overwrites what
+        # the event's re-read found: per pool, the sequence number and kind of its last event.
+        self._event_seq = 0
+        self._last_event: dict[str, tuple[int, PoolEventKind]] = {}
+        self._reading: set[str] = set()
+        self._dirty: dict[str, bool] = {}  # pool -> volumes wanted, for a re-read after this one
+        self._last_refresh: dict[str, float] = {}
+        self._stat_pending: set[str] = set()
+        self._statfs = concurrent.futures.ThreadPoolExecutor(2, "statvfs")
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        self._inventory.add_host(self.key, name=self._host, uri=self._uri_label)
+        await self._source.start()
+        if self._source.read_only and self.poll.refresh_interval > 0:
+            self._log.info("pool_refresh_disabled", reason="read-only connection")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._consume_events())
+                group.create_task(self._every(lambda: self.poll.interval, "info", self._poll_info))
+                group.create_task(
+                    self._every(lambda: self.poll.volumes_interval, "volumes", self._poll_volumes)
+                )
+                group.create_task(
+                    self._every(lambda: self.poll.refresh_interval, "refresh", self._poll_refresh)
+                )
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._source.close()
+            self._statfs.shutdown(wait=False, cancel_futures=True)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def _consume_events(self) -> None:
+        while True:
+            event = await self._source.events.get()
+            try:
+                self._handle(event)
+            except Exception:
+                # One bad event must not end the watch of a whole host.
+                self._log.exception("event_handling_failed", source_event=repr(event))
+
+    def _handle(self, event: SourceEvent) -> None:
+        if isinstance(event, Connected):
+            self._connected = True
+            self._host = self._configured_name or event.hostname
+            self._log = log.bind(host=self._host)
+            self._inventory.set_connected(self.key, name=self._host)
+            self._spawn(self._resync())
+        elif isinstance(event, Disconnected):
+            self._connected = False
+            self._inventory.set_disconnected(self.key, reason=event.reason)
+        else:
+            self._on_pool_changed(event)
+
+    def _on_pool_changed(self, event: PoolChanged) -> None:
+        self._event_seq += 1
+        self._last_event[event.pool] = (self._event_seq, event.kind)
+        pool_event = PoolEvent(self._host, event.pool, event.uuid, event.kind, self._clock())
+        self._inventory.record_pool_event(self.key, pool_event)
+        if event.kind is PoolEventKind.REFRESHED:
+            # Every poll refreshes every pool: the journal needs no line for each.
+            self._log.debug("pool_refreshed", pool=event.pool)
+            self._last_refresh[event.pool] = pool_event.at
+        else:
+            self._log.info("pool_event", pool=event.pool, kind=event.kind.value)
+        if event.kind is PoolEventKind.UNDEFINED:
+            self._last_refresh.pop(event.pool, None)
+            self._inventory.drop_pool(self.key, event.pool)
+            return
+        volumes = event.kind in (PoolEventKind.STARTED, PoolEventKind.REFRESHED)
+        self._request_reread(event.pool, volumes=volumes)
+
+    def _undefined_since(self, pool: str, seq: int) -> bool:
+        last = self._last_event.get(pool)
+        return last is not None and last[0] > seq and last[1] is PoolEventKind.UNDEFINED
+
+    def _changed_since(self, pool: str, seq: int) -> bool:
+        last = self._last_event.get(pool)
+        return last is not None and last[0] > seq
+
+    def _request_reread(self, pool: str, *, volumes: bool) -> None:
+        if pool in self._reading:
+            self._dirty[pool] = self._dirty.get(pool, False) or volumes
+            return
+        self._reading.add(pool)
+        self._spawn(self._reread(pool, volumes))
+
+    async def _reread(self, pool: str, volumes: bool) -> None:
+        try:
+            while True:
+                await self._timed("info", functools.partial(self._read_one, pool, volumes=volumes))
+                if pool not in self._dirty:
+                    return
+                volumes = self._dirty.pop(pool)
+        finally:
+            self._reading.discard(pool)
+
+    async def _read_one(self, name: str, *, volumes: bool) -> None:
+        seq = self._event_seq
+        try:
+            reading = await self._source.read_pool(name)
+        except PoolNotFound:
+            # Gone without an UNDEFINED event: a transient pool that stopped.
+            self._inventory.drop_pool(self.key, name)
+            return
+        previous = self._inventory.pool(self.key, name)
+        scan = _carried_scan(previous, reading)
+        if reading.active and (volumes or scan is None or scan.count != reading.volume_count):
+            scan = await self._scan(name)
+        filesystem = await self._stat(reading)
+        if self._undefined_since(name, seq):
+            return
+        self._inventory.put_pool(self.key, self._snapshot(reading, filesystem, scan))
+
+    # -- timers ----------------------------------------------------------------------------
+
+    async def _every(
+        self, interval: Callable[[], float], kind: str, poll: Callable[[], Awaitable[None]]
+    ) -> None:
+        while True:
+            seconds = interval()
+            if seconds <= 0:  # disabled; a reload may enable it
+                await asyncio.sleep(5)
+                continue
+            await asyncio.sleep(seconds)
+            if self._connected:
+                await self._timed(kind, poll)
+
+    async def _timed(self, kind: str, poll: Callable[[], Awaitable[None]]) -> None:
+        started = time.monotonic()
+        ok = False
+        try:
+            await poll()
+            ok = True
+        except SourceUnavailable as exc:
+            # The connection is down: logged and counted as a disconnect.
+            self._log.debug("poll_skipped", kind=kind, error=str(exc))
+        except (SourceError, PoolNotFound) as exc:
+            self._log.warning("poll_failed", kind=kind, error=str(exc))
+        except Exception:
+            self._log.exception("poll_crashed", kind=kind)
+        finally:
+            self._inventory.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
+
+    async def _resync(self) -> None:
+        await self._timed("info", self._poll_info)
+        await self._timed("volumes", self._poll_volumes)
+
+    async def _poll_info(self) -> None:
+        seq = self._event_seq
+        readings = await self._source.list_pools()
+        filesystems = await asyncio.gather(*(self._stat(r) for r in readings))
+        current = self._inventory.hosts[self.key].pools
+        pools: dict[str, PoolSnapshot] = {}
+        stale_scans = []
+        for reading, filesystem in zip(readings, filesystems, strict=True):
+            if self._changed_since(reading.name, seq):
+                continue  # an event's re-read knows better than this listing
+            scan = _carried_scan(current.get(reading.name), reading)
+            if reading.active and (scan is None or scan.count != reading.volume_count):
+                stale_scans.append(reading.name)
+            pools[reading.name] = self._snapshot(reading, filesystem, scan)
+        for name, pool in current.items():
+            changed = self._changed_since(name, seq) and not self._undefined_since(name, seq)
+            if changed and name not in pools:
+                pools[name] = pool
+        for name in set(self._last_refresh) - set(pools):
+            del self._last_refresh[name]
+        self._inventory.replace_pools(self.key, pools)
+        if stale_scans:
+            await self._scan_into_inventory(stale_scans)
+
+    async def _poll_volumes(self) -> None:
+        pools = self._inventory.hosts[self.key].pools.values()
+        await self._scan_into_inventory([p.name for p in pools if p.active])
+
+    async def _scan_into_inventory(self, names: list[str]) -> None:
+        async def one(name: str) -> None:
+            try:
+                scan = await self._scan(name)
+            except PoolNotFound:
+                return  # undefined meanwhile; its event does the rest
+            except SourceError as exc:
+                if exc.code == _OPERATION_INVALID:
+                    return  # stopped meanwhile
+                raise
+            current = self._inventory.pool(self.key, name)
+            if current is not None and current.active:
+                self._inventory.put_pool(self.key, replace(current, volumes=scan))
+
+        results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _poll_refresh(self) -> None:
+        if self._source.read_only:
+            return
+        failed = []
+        for pool in list(self._inventory.hosts[self.key].pools.values()):
+            if not pool.active:
+                continue
+            try:
+                # One at a time: a refresh holds the pool's lock in libvirtd and can be slow
+                # (rbd, iscsi); guests and operators share that daemon with us.
+                await self._source.refresh_pool(pool.name)
+            except PoolNotFound:
+                continue
+            except SourceError as exc:
+                # A dir pool whose directory vanished fails here, and libvirt stops it.
+                self._log.warning("pool_refresh_failed", pool=pool.name, error=str(exc))
+                failed.append(pool.name)
+        if failed:
+            raise SourceError(f"refresh failed for {', '.join(failed)}", code=0)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _scan(self, name: str) -> VolumeScan:
+        return await self._source.scan_volumes(name, limit=self.poll.max_volumes_per_pool)
+
+    async def _stat(self, reading: PoolReading) -> FilesystemStat | None:
+        path = reading.target_path
+        if (
+            not self._stat_filesystems
+            or not reading.active
+            or reading.type not in FILESYSTEM_POOL_TYPES
+            or path in self._stat_pending  # still stuck in a hung mount: don't pile up
+        ):
+            return None
+        self._stat_pending.add(path)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._statfs, stat_target, reading.type, path
+        )
+        future.add_done_callback(lambda _f: self._stat_pending.discard(path))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.poll.call_timeout)
+        except TimeoutError:
+            self._log.warning("filesystem_stat_timeout", pool=reading.name, path=path)
+            return None
+
+    def _snapshot(
+        self, reading: PoolReading, filesystem: FilesystemStat | None, scan: VolumeScan | None
+    ) -> PoolSnapshot:
+        return PoolSnapshot(
+            host=self._host,
+            name=reading.name,
+            uuid=reading.uuid,
+            type=reading.type,
+            target_path=reading.target_path,
+            source=reading.source,
+            state=reading.state,
+            active=reading.active,
+            persistent=reading.persistent,
+            autostart=reading.autostart,
+            capacity=reading.capacity,
+            allocation=reading.allocation,
+            available=reading.available,
+            filesystem=filesystem,
+            volumes=scan if reading.active else None,
+            last_refresh=self._last_refresh.get(reading.name),
+            read_at=self._clock(),
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _carried_scan(previous: PoolSnapshot | None, reading: PoolReading) -> VolumeScan | None:
+    """The last volume scan, while it still describes the same running pool."""
+    if previous is None or not previous.active or not reading.active:
+        return None
+    if previous.uuid != reading.uuid:
+        return None
+    return previous.volumes

@@ -1,0 +1,246 @@
+"""The watcher against an in-memory StorageSource: events, polls, races and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from poolwatch.config import PollConfig
+from poolwatch.inventory import Inventory
+from poolwatch.model import PoolEventKind, PoolState, VolumeScan, VolumeSnapshot
+from poolwatch.source import (
+    Connected,
+    Disconnected,
+    PoolChanged,
+    PoolNotFound,
+    PoolReading,
+    SourceEvent,
+    SourceUnavailable,
+)
+from poolwatch.watcher import Watcher
+
+GiB = 1024**3
+
+
+def reading(name: str, *, active: bool = True, volumes: int = 0) -> PoolReading:
+    return PoolReading(
+        name=name,
+        uuid=f"uuid-{name}",
+        type="dir",
+        target_path=f"/pools/{name}",
+        source="",
+        state=PoolState.RUNNING if active else PoolState.INACTIVE,
+        active=active,
+        persistent=True,
+        autostart=False,
+        capacity=100 * GiB,
+        allocation=10 * GiB,
+        available=90 * GiB,
+        volume_count=volumes if active else None,
+    )
+
+
+class FakeSource:
+    """A libvirt host in memory; ``list_gate`` lets a test hold a listing mid-flight."""
+
+    def __init__(self, *pools: PoolReading) -> None:
+        self.pools = {p.name: p for p in pools}
+        self.volumes: dict[str, list[VolumeSnapshot]] = {}
+        self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        self.list_gate: asyncio.Event | None = None
+        self.connected = False
+        self.scans = 0
+
+    @property
+    def events(self) -> asyncio.Queue[SourceEvent]:
+        return self._events
+
+    @property
+    def read_only(self) -> bool:
+        return False
+
+    async def start(self) -> None:
+        self.connect()
+
+    async def close(self) -> None:
+        pass
+
+    def connect(self) -> None:
+        self.connected = True
+        self._events.put_nowait(Connected(hostname="kvm01"))
+
+    def disconnect(self) -> None:
+        self.connected = False
+        self._events.put_nowait(Disconnected(reason="eof"))
+
+    def emit(self, name: str, kind: PoolEventKind) -> None:
+        self._events.put_nowait(PoolChanged(name, f"uuid-{name}", kind))
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise SourceUnavailable("down")
+
+    async def list_pools(self) -> list[PoolReading]:
+        self._check()
+        snapshot = list(self.pools.values())
+        if self.list_gate is not None:
+            await self.list_gate.wait()
+        return snapshot
+
+    async def read_pool(self, name: str) -> PoolReading:
+        self._check()
+        if name not in self.pools:
+            raise PoolNotFound(name)
+        return self.pools[name]
+
+    async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
+        self._check()
+        self.scans += 1
+        volumes = sorted(self.volumes.get(name, []), key=lambda v: v.name)
+        return VolumeScan(
+            count=len(volumes),
+            capacity_bytes=sum(v.capacity for v in volumes),
+            allocation_bytes=sum(v.allocation for v in volumes),
+            volumes=tuple(volumes[:limit]),
+            scanned_at=0.0,
+        )
+
+    async def refresh_pool(self, name: str) -> None:
+        self._check()
+        self.emit(name, PoolEventKind.REFRESHED)
+
+
+async def until(condition: Callable[[], bool], inventory: Inventory) -> None:
+    async def wait() -> None:
+        while not condition():
+            await inventory.wait_changed(inventory.generation)
+
+    await asyncio.wait_for(wait(), 2)
+
+
+@pytest.fixture
+async def watched() -> AsyncIterator[tuple[FakeSource, Inventory]]:
+    source = FakeSource(reading("images", volumes=2), reading("isos", active=False))
+    source.volumes["images"] = [
+        VolumeSnapshot("a.qcow2", 0, 10 * GiB, 1 * GiB, None),
+        VolumeSnapshot("b.qcow2", 0, 20 * GiB, 2 * GiB, None),
+    ]
+    inventory = Inventory()
+    # Long intervals: every change in these tests comes from an event or an explicit poll.
+    poll = PollConfig(interval=3600.0, volumes_interval=3600.0, refresh_interval=3600.0)
+    watcher = Watcher(
+        key="kvm01",
+        uri="qemu:///system",
+        name=None,
+        source=source,
+        inventory=inventory,
+        poll=poll,
+        stat_filesystems=False,
+    )
+    task = asyncio.create_task(watcher.run())
+    await until(lambda: inventory.ready, inventory)
+    await until(lambda: inventory.pool("kvm01", "images").volumes is not None, inventory)  # type: ignore[union-attr]
+    yield source, inventory
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_resync_reads_every_pool_and_the_volumes_of_active_ones(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    _, inventory = watched
+    host = inventory.hosts["kvm01"]
+    assert host.up
+    assert host.name == "kvm01"
+    images = host.pools["images"]
+    assert images.volumes is not None
+    assert images.volumes.count == 2
+    assert images.volumes.capacity_bytes == 30 * GiB
+    assert host.pools["isos"].volumes is None
+
+
+async def test_stop_event_rereads_the_pool(watched: tuple[FakeSource, Inventory]) -> None:
+    source, inventory = watched
+    source.pools["images"] = reading("images", active=False)
+    source.emit("images", PoolEventKind.STOPPED)
+    await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+    pool = inventory.pool("kvm01", "images")
+    assert pool is not None
+    assert pool.state is PoolState.INACTIVE
+    assert pool.volumes is None
+    assert inventory.stats("kvm01").pool_events["images"][PoolEventKind.STOPPED] == 1
+
+
+async def test_undefined_pool_leaves_at_once(watched: tuple[FakeSource, Inventory]) -> None:
+    source, inventory = watched
+    del source.pools["isos"]
+    source.emit("isos", PoolEventKind.UNDEFINED)
+    await until(lambda: "isos" not in inventory.hosts["kvm01"].pools, inventory)
+    assert [a.kind for a in inventory.activity()][-1] == "undefined"
+
+
+async def test_transient_pool_that_stops_vanishes(watched: tuple[FakeSource, Inventory]) -> None:
+    source, inventory = watched
+    del source.pools["images"]  # a transient pool stops without UNDEFINED
+    source.emit("images", PoolEventKind.STOPPED)
+    await until(lambda: "images" not in inventory.hosts["kvm01"].pools, inventory)
+
+
+async def test_a_poll_older_than_an_event_does_not_undo_it(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    source, inventory = watched
+    source.list_gate = asyncio.Event()
+    source.disconnect()
+    source.connect()  # the resync's listing starts, sees images active, and is held
+    await asyncio.sleep(0.05)
+    source.pools["images"] = reading("images", active=False)
+    source.emit("images", PoolEventKind.STOPPED)
+    await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+    synced_before = inventory.hosts["kvm01"].last_poll_success
+    source.list_gate.set()
+    await until(lambda: inventory.hosts["kvm01"].last_poll_success != synced_before, inventory)
+    pool = inventory.pool("kvm01", "images")
+    assert pool is not None
+    assert not pool.active
+
+
+async def test_refresh_event_sets_last_refresh_and_rescans(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    source, inventory = watched
+    source.volumes["images"].append(VolumeSnapshot("c.qcow2", 0, 5 * GiB, 5 * GiB, None))
+    source.pools["images"] = reading("images", volumes=3)
+    source.emit("images", PoolEventKind.REFRESHED)
+    await until(lambda: inventory.pool("kvm01", "images").volumes.count == 3, inventory)  # type: ignore[union-attr]
+    pool = inventory.pool("kvm01", "images")
+    assert pool is not None
+    assert pool.last_refresh is not None
+
+
+async def test_disconnect_keeps_last_pools_and_reconnect_resyncs(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    source, inventory = watched
+    source.disconnect()
+    await until(lambda: not inventory.hosts["kvm01"].up, inventory)
+    assert set(inventory.hosts["kvm01"].pools) == {"images", "isos"}  # stale, but served
+    del source.pools["isos"]  # undefined while we could not hear the event
+    source.connect()
+    await until(lambda: "isos" not in inventory.hosts["kvm01"].pools, inventory)
+    stats = inventory.stats("kvm01")
+    assert (stats.connects, stats.disconnects) == (2, 1)
+
+
+async def test_volume_count_change_seen_by_info_poll_triggers_a_scan(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    source, inventory = watched
+    source.volumes["images"] = source.volumes["images"][:1]
+    source.pools["images"] = dataclasses.replace(source.pools["images"], volume_count=1)
+    source.disconnect()
+    source.connect()
+    await until(lambda: inventory.pool("kvm01", "images").volumes.count == 1, inventory)  # type: ignore[union-attr]
