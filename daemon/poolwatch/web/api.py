@@ -1,0 +1,188 @@
+"""The JSON documents of /api/v1: their shape (the TypedDicts) and how they are built.
+
+``poolwatch status`` and scripts read these, so field names and order are stable: fields are
+listed in the order they appear, names follow the model (sizes in bytes, times in unix seconds).
+Handlers live in :mod:`poolwatch.web.app`; everything here is a pure function of the inventory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NotRequired, TypedDict
+
+from poolwatch.inventory import Activity, Inventory
+from poolwatch.model import FilesystemStat, HostSnapshot, PoolSnapshot, VolumeScan
+
+DEFAULT_EVENTS_LIMIT = 100
+MAX_EVENTS_LIMIT = 500
+
+
+class FilesystemDoc(TypedDict):
+    avail_bytes: int
+    size_bytes: int
+    device: str
+
+
+class VolumeDoc(TypedDict):
+    name: str
+    type: int
+    capacity: int
+    allocation: int
+    physical: int | None
+
+
+class VolumeSummaryDoc(TypedDict):
+    count: int  # every volume of the pool
+    capacity_bytes: int
+    allocation_bytes: int
+    exported: int  # volumes with their own metric series (the rest exceed the cap)
+    scanned_at: float
+    list: NotRequired[list[VolumeDoc]]  # only with ?volumes=1
+
+
+class PoolDoc(TypedDict):
+    host: str
+    name: str
+    uuid: str
+    type: str
+    target_path: str
+    source: str
+    state: str  # "running", "inactive", ...
+    state_code: int  # virStoragePoolState, as in libvirt_storage_pool_state
+    active: bool
+    persistent: bool
+    autostart: bool
+    capacity: int  # capacity/allocation/available are stale unless active
+    allocation: int
+    available: int
+    free_bytes: int | None  # smaller of available and filesystem avail; null unless active
+    fill_ratio: float | None  # allocation / capacity; null unless active
+    filesystem: FilesystemDoc | None
+    volumes: VolumeSummaryDoc | None
+    last_refresh: float | None
+    read_at: float
+
+
+class HostDoc(TypedDict):
+    key: str  # the connection's configured name, or its URI
+    name: str
+    uri: str
+    up: bool
+    synced: bool
+    last_poll_success: float | None
+    pools: list[PoolDoc]
+
+
+class PoolsDoc(TypedDict):
+    generation: int  # changes whenever anything in the inventory changes
+    hosts: list[HostDoc]
+
+
+class EventDoc(TypedDict):
+    at: float
+    host: str
+    kind: str
+    pool: str | None
+    detail: str
+
+
+class EventsDoc(TypedDict):
+    events: list[EventDoc]  # newest first
+
+
+def pools_document(inventory: Inventory, *, with_volumes: bool = False) -> PoolsDoc:
+    return {
+        "generation": inventory.generation,
+        "hosts": [
+            _host_doc(key, host, with_volumes=with_volumes) for key, host in inventory.hosts.items()
+        ],
+    }
+
+
+def events_document(activity: Iterable[Activity], *, limit: int) -> EventsDoc:
+    """``activity`` oldest first, as :meth:`Inventory.activity` returns it."""
+    newest_first = list(activity)[::-1][:limit]
+    return {
+        "events": [
+            {"at": a.at, "host": a.host, "kind": a.kind, "pool": a.pool, "detail": a.detail}
+            for a in newest_first
+        ]
+    }
+
+
+def parse_limit(raw: str | None) -> int:
+    """The ``limit`` query parameter: a positive integer, capped at MAX_EVENTS_LIMIT."""
+    if raw is None or raw == "":
+        return DEFAULT_EVENTS_LIMIT
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise ValueError(f"limit must be a positive integer, not {raw!r}")
+    return min(int(raw), MAX_EVENTS_LIMIT)
+
+
+def parse_flag(raw: str | None) -> bool:
+    return raw is not None and raw.lower() in {"1", "true", "yes", "on"}
+
+
+def _host_doc(key: str, host: HostSnapshot, *, with_volumes: bool) -> HostDoc:
+    pools = host.pools
+    return {
+        "key": key,
+        "name": host.name,
+        "uri": host.uri,
+        "up": host.up,
+        "synced": host.synced,
+        "last_poll_success": host.last_poll_success,
+        "pools": [_pool_doc(pools[name], with_volumes=with_volumes) for name in sorted(pools)],
+    }
+
+
+def _pool_doc(pool: PoolSnapshot, *, with_volumes: bool) -> PoolDoc:
+    active = pool.active
+    return {
+        "host": pool.host,
+        "name": pool.name,
+        "uuid": pool.uuid,
+        "type": pool.type,
+        "target_path": pool.target_path,
+        "source": pool.source,
+        "state": pool.state.name.lower(),
+        "state_code": int(pool.state),
+        "active": active,
+        "persistent": pool.persistent,
+        "autostart": pool.autostart,
+        "capacity": pool.capacity,
+        "allocation": pool.allocation,
+        "available": pool.available,
+        "free_bytes": pool.free_bytes if active else None,
+        "fill_ratio": pool.allocation / pool.capacity if active and pool.capacity > 0 else None,
+        "filesystem": None if pool.filesystem is None else _filesystem_doc(pool.filesystem),
+        "volumes": None if pool.volumes is None else _volumes_doc(pool.volumes, with_volumes),
+        "last_refresh": pool.last_refresh,
+        "read_at": pool.read_at,
+    }
+
+
+def _filesystem_doc(fs: FilesystemStat) -> FilesystemDoc:
+    return {"avail_bytes": fs.avail_bytes, "size_bytes": fs.size_bytes, "device": fs.device}
+
+
+def _volumes_doc(scan: VolumeScan, with_list: bool) -> VolumeSummaryDoc:
+    doc: VolumeSummaryDoc = {
+        "count": scan.count,
+        "capacity_bytes": scan.capacity_bytes,
+        "allocation_bytes": scan.allocation_bytes,
+        "exported": len(scan.volumes),
+        "scanned_at": scan.scanned_at,
+    }
+    if with_list:
+        doc["list"] = [
+            {
+                "name": v.name,
+                "type": v.type,
+                "capacity": v.capacity,
+                "allocation": v.allocation,
+                "physical": v.physical,
+            }
+            for v in scan.volumes
+        ]
+    return doc

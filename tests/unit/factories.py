@@ -1,0 +1,150 @@
+"""Inventories and snapshots for tests of the readers of the inventory (exporter, web).
+
+``sample_inventory()`` builds one fixed world that covers every case the readers distinguish;
+the module constants name its parts so tests do not repeat magic strings.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from poolwatch.inventory import Inventory
+from poolwatch.model import (
+    FilesystemStat,
+    PoolEvent,
+    PoolEventKind,
+    PoolSnapshot,
+    PoolState,
+    VolumeScan,
+    VolumeSnapshot,
+)
+
+NOW = 1_700_000_000.0
+GIB = 1024**3
+
+HOST_A = "alpha"  # connected, synced, with every kind of pool
+URI_A = "qemu:///system"
+HOST_B = "beta"  # was connected, then lost; its last pools are still served
+URI_B = "qemu+ssh://beta.example/system"
+
+HOSTILE = 'evil "pool" \\ with\nnewline <script>alert(1)</script> ünïcødé'
+
+
+class FakeClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def volume(name: str, *, capacity: int = 10 * GIB, allocation: int = 2 * GIB) -> VolumeSnapshot:
+    return VolumeSnapshot(
+        name=name, type=0, capacity=capacity, allocation=allocation, physical=allocation
+    )
+
+
+def pool(name: str, *, host: str = HOST_A, **changes: Any) -> PoolSnapshot:
+    """A running dir pool, 100 GiB with 40 GiB allocated, unless ``changes`` say otherwise."""
+    base = PoolSnapshot(
+        host=host,
+        name=name,
+        uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{host}/{name}")),
+        type="dir",
+        target_path=f"/var/lib/libvirt/{name}",
+        source="",
+        state=PoolState.RUNNING,
+        active=True,
+        persistent=True,
+        autostart=True,
+        capacity=100 * GIB,
+        allocation=40 * GIB,
+        available=60 * GIB,
+        read_at=NOW,
+    )
+    return replace(base, **changes)
+
+
+def capped_scan() -> VolumeScan:
+    """Five volumes, of which the export cap kept three (sorted by name, as the scan does)."""
+    kept = (
+        volume("a.qcow2"),
+        # physical unknown: the driver could not tell
+        VolumeSnapshot(name="b.raw", type=0, capacity=GIB, allocation=GIB, physical=None),
+        volume("c.qcow2", capacity=20 * GIB, allocation=5 * GIB),
+    )
+    return VolumeScan(
+        count=5,
+        capacity_bytes=60 * GIB,
+        allocation_bytes=15 * GIB,
+        volumes=kept,
+        scanned_at=NOW - 30,
+    )
+
+
+def sample_pools() -> dict[str, PoolSnapshot]:
+    pools = [
+        # Local dir pool with statvfs figures and a volume scan capped by max_volumes_per_pool.
+        pool(
+            "default",
+            filesystem=FilesystemStat(avail_bytes=50 * GIB, size_bytes=200 * GIB, device="253:1"),
+            volumes=capped_scan(),
+            last_refresh=NOW - 60,
+        ),
+        # Remote netfs pool: no statvfs, a complete (uncapped) and empty scan, 92 % full.
+        pool(
+            "nfs",
+            type="netfs",
+            source="nas.example:/export/vm",
+            allocation=92 * GIB,
+            available=8 * GIB,
+            volumes=VolumeScan(
+                count=0, capacity_bytes=0, allocation_bytes=0, volumes=(), scanned_at=NOW
+            ),
+        ),
+        # Stopped pool whose stale figures libvirt still reports.
+        pool(
+            "backup",
+            state=PoolState.INACTIVE,
+            active=False,
+            autostart=True,
+            capacity=500 * GIB,
+            allocation=499 * GIB,
+            available=GIB,
+            last_refresh=NOW - 3600,
+        ),
+        # Name chosen by whoever defined the pool: quotes, backslash, newline, markup, unicode.
+        pool(HOSTILE, type="logical", source="/dev/sdb", persistent=False, autostart=False),
+    ]
+    return {p.name: p for p in pools}
+
+
+def sample_inventory(clock: FakeClock | None = None) -> Inventory:
+    clock = clock or FakeClock()
+    inventory = Inventory(clock=clock)
+
+    inventory.add_host(HOST_A, name=HOST_A, uri=URI_A)
+    inventory.set_connected(HOST_A, name=HOST_A)
+    inventory.replace_pools(HOST_A, sample_pools())
+    for kind in (PoolEventKind.STARTED, PoolEventKind.REFRESHED, PoolEventKind.REFRESHED):
+        inventory.record_pool_event(HOST_A, event("default", kind))
+    # A pool that is gone by now: its counters stay.
+    inventory.record_pool_event(HOST_A, event("transient", PoolEventKind.UNDEFINED))
+    inventory.record_poll(HOST_A, "info", 0.003, ok=True)
+    inventory.record_poll(HOST_A, "info", 0.2, ok=False)
+    inventory.record_poll(HOST_A, "volumes", 1.5, ok=True)
+    inventory.record_poll(HOST_A, "volumes", 45.0, ok=True)  # beyond the largest bucket
+
+    inventory.add_host(HOST_B, name=HOST_B, uri=URI_B)
+    inventory.set_connected(HOST_B, name=HOST_B)
+    inventory.replace_pools(
+        HOST_B, {"images": pool("images", host=HOST_B, allocation=85 * GIB, available=15 * GIB)}
+    )
+    inventory.set_disconnected(HOST_B, reason="connection reset by peer")
+    return inventory
+
+
+def event(pool_name: str, kind: PoolEventKind, *, host: str = HOST_A) -> PoolEvent:
+    return PoolEvent(host=host, pool=pool_name, uuid="", kind=kind, at=NOW)
