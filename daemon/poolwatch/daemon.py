@@ -1,0 +1,205 @@
+"""The daemon's one lifecycle: start the HTTP server and one watcher per connection, reload on
+SIGHUP, stop everything on SIGTERM/SIGINT, and leave nothing running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from poolwatch import __version__
+from poolwatch.adapter.connection import LibvirtSource, library_version
+from poolwatch.config import Config, ConfigError, ConnectionConfig
+from poolwatch.exporter.collector import InventoryCollector
+from poolwatch.exporter.exposition import Exposition
+from poolwatch.filesystem import is_local_uri
+from poolwatch.inventory import Inventory
+from poolwatch.logsetup import configure_logging
+from poolwatch.watcher import Watcher
+from poolwatch.web.app import HttpServer, create_app, start_http_server
+
+log = structlog.get_logger()
+
+DEMO_HOST = Path(__file__).parent / "demo" / "host.xml"
+DEMO_STEP_SECONDS = 2.0
+
+
+@dataclass
+class _Running:
+    config: ConnectionConfig
+    watcher: Watcher
+    task: asyncio.Task[None]
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, *, reload_config: Callable[[], Config] | None, demo: bool
+    ) -> None:
+        self._config = config
+        self._reload_config = reload_config
+        self._demo = demo
+        self.inventory = Inventory()
+        self._running: dict[str, _Running] = {}
+        self._demo_task: asyncio.Task[None] | None = None
+        self._server: HttpServer | None = None
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound HTTP addresses (the real port where the config asked for port 0)."""
+        return [] if self._server is None else self._server.addresses
+
+    async def start(self) -> None:
+        """Bind the HTTP listeners, then start watching. Raises StartupError."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(
+            InventoryCollector(
+                self.inventory,
+                version=__version__,
+                libvirt_version=library_version(),
+                python_version=platform.python_version(),
+            )
+        )
+        exposition = Exposition(registry, lambda: self.inventory.generation)
+        app = create_app(inventory=self.inventory, exposition=exposition)
+        self._server = await start_http_server(app=app, listen=list(self._config.web.listen))
+        urls = [f"http://{_url_host(host)}:{port}/" for host, port in self.addresses]
+        log.info("http_listening", urls=urls)
+        if self._demo:
+            # The demo is run by people, from a terminal: tell them where to look.
+            print(f"poolwatch demo is running: open {urls[0]} (metrics at {urls[0]}metrics)")
+            self._demo_task = self._start_demo()
+        else:
+            self._apply_connections(self._config)
+
+    async def stop(self) -> None:
+        tasks = [r.task for r in self._running.values()]
+        if self._demo_task is not None:
+            tasks.append(self._demo_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+        if self._server is not None:
+            await self._server.close()
+
+    async def run(self) -> int:
+        """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await stop.wait()
+            log.info("shutting_down")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+        return 0
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _start(self, connection: ConnectionConfig, config: Config) -> LibvirtSource:
+        source = LibvirtSource(
+            uri=connection.uri,
+            read_only=connection.wants_read_only(config.poll.refresh_interval),
+            call_timeout=config.poll.call_timeout,
+        )
+        watcher = Watcher(
+            key=connection.key,
+            uri=connection.uri,
+            name=connection.name,
+            source=source,
+            inventory=self.inventory,
+            poll=config.poll,
+            stat_filesystems=is_local_uri(connection.uri),
+        )
+        task = asyncio.create_task(watcher.run(), name=f"watch {connection.key}")
+        self._running[connection.key] = _Running(connection, watcher, task)
+        return source
+
+    def _apply_connections(self, config: Config) -> None:
+        wanted = {c.key: c for c in config.connections}
+        for key, running in list(self._running.items()):
+            if wanted.get(key) != running.config or running.watcher.poll.call_timeout != (
+                config.poll.call_timeout
+            ):
+                running.task.cancel()
+                del self._running[key]
+                self.inventory.remove_host(key)
+                log.info("connection_removed", connection=key)
+        for key, connection in wanted.items():
+            if key in self._running:
+                self._running[key].watcher.poll = config.poll
+            else:
+                self._start(connection, config)
+                log.info("connection_added", connection=key, uri=connection.uri)
+
+    # -- reload ----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        if self._reload_config is None:
+            log.info("config_reload_skipped", reason="no configuration file")
+            return
+        try:
+            config = self._reload_config()
+        except ConfigError as exc:
+            # The running configuration stays; the gauge tells the operator's alerting.
+            log.error("config_reload_failed", errors=exc.errors)
+            self.inventory.record_reload(ok=False)
+            return
+        if config.web != self._config.web:
+            log.warning("config_reload_needs_restart", section="web")
+        configure_logging(level=config.log.level, fmt=config.log.format)
+        if not self._demo:
+            self._apply_connections(config)
+        self._config = config
+        self.inventory.record_reload(ok=True)
+        log.info("config_reloaded")
+
+    # -- demo ------------------------------------------------------------------------------
+
+    def _start_demo(self) -> asyncio.Task[None]:
+        from poolwatch.adapter.demo_filler import DemoFiller
+
+        connection = ConnectionConfig(name="demo", uri=f"test://{DEMO_HOST.resolve()}")
+        # The demo fills and drains pools quickly, so poll quickly too.
+        config = self._config.model_copy(
+            update={
+                "poll": self._config.poll.model_copy(
+                    update={"interval": 2.0, "volumes_interval": 5.0, "refresh_interval": 20.0}
+                )
+            }
+        )
+        source = self._start(connection, config)
+        filler = DemoFiller(random.Random())  # noqa: S311 - a demo, not cryptography
+
+        async def fill() -> None:
+            while True:
+                await asyncio.sleep(DEMO_STEP_SECONDS)
+                with contextlib.suppress(Exception):
+                    for line in await source.execute(filler.step):
+                        log.info("demo_step", action=line)
+
+        return asyncio.create_task(fill(), name="demo filler")
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def run_daemon(config: Config, *, reload_config: Callable[[], Config] | None, demo: bool) -> int:
+    return asyncio.run(Daemon(config, reload_config=reload_config, demo=demo).run())

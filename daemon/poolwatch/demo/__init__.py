@@ -1,0 +1,1 @@
+"""Demo assets: ``host.xml``, a libvirt test-driver host for ``poolwatch demo``."""

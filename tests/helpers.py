@@ -1,0 +1,189 @@
+"""Shared by the embedded and integration tiers: run poolwatch (in process or as a real
+process), scrape it, and read samples the way Prometheus would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from poolwatch.config import Config, ConnectionConfig, PollConfig, WebConfig
+from poolwatch.daemon import Daemon
+
+REPO = Path(__file__).resolve().parents[1]
+POOLWATCH = Path(sys.executable).with_name("poolwatch")
+
+
+def config_for(uri: str, **poll: Any) -> Config:
+    """One connection, a free loopback port, and the given [poll] settings."""
+    return Config(
+        connections=(ConnectionConfig(name="test", uri=uri),),
+        poll=PollConfig(**poll),
+        web=WebConfig(listen=("127.0.0.1:0",)),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Daemon]:
+    """The real daemon wiring in this process, stopped on the way out."""
+    daemon = Daemon(config, reload_config=None, demo=False)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+def base_url(daemon: Daemon) -> str:
+    host, port = daemon.addresses[0]
+    return f"http://{host}:{port}"
+
+
+async def fetch(url: str, *, within: float = 5.0, **kwargs: Any) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within)) as session,
+        session.get(url, **kwargs) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def scrape(daemon_or_url: Daemon | str) -> str:
+    url = daemon_or_url if isinstance(daemon_or_url, str) else base_url(daemon_or_url)
+    status, text = await fetch(f"{url}/metrics")
+    assert status == 200, text
+    return text
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one series ``name`` whose labels include ``labels``; None if absent."""
+    found = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+    assert len(found) <= 1, f"{name}{labels} matches {len(found)} series"
+    return found[0] if found else None
+
+
+def series(text: str, name: str, **labels: str) -> list[dict[str, str]]:
+    """The label sets of every series ``name`` whose labels include ``labels``."""
+    return [
+        s.labels
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, interval: float = 0.02
+) -> None:
+    """Wait until ``check`` holds; fail with a clear message after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(interval)
+
+
+async def until_metric(
+    url: str,
+    name: str,
+    expected: float | None,
+    *,
+    within: float = 10.0,
+    **labels: str,
+) -> float:
+    """Scrape until the series has the expected value (None: is absent); return seconds taken."""
+    started = time.monotonic()
+    last: list[float | None] = [None]
+
+    async def check() -> bool:
+        last[0] = sample(await scrape(url), name, **labels)
+        return last[0] == expected
+
+    try:
+        await eventually(check, within=within)
+    except AssertionError:
+        raise AssertionError(f"{name}{labels} is {last[0]}, expected {expected}") from None
+    return time.monotonic() - started
+
+
+class PoolwatchProcess:
+    """poolwatch run as an operator runs it: a real process, JSON logs, stopped by its pid."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = [str(POOLWATCH), *args, "--log.format", "json"]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.logs: list[dict[str, Any]] = []
+        self.stdout: list[str] = []
+        self._listening = threading.Event()
+        self.url = ""
+
+    def start(self, *, timeout: float = 20.0) -> PoolwatchProcess:
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=REPO,
+        )
+        threading.Thread(target=self._read_logs, daemon=True).start()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        if not self._listening.wait(timeout):
+            self.stop()
+            raise AssertionError(f"poolwatch did not start listening: {self.logs}")
+        return self
+
+    def _read_logs(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                entry = {"event": "unparsed", "line": line}
+            self.logs.append(entry)
+            if entry.get("event") == "http_listening":
+                self.url = entry["urls"][0].rstrip("/")
+                self._listening.set()
+
+    def _read_stdout(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.logs if e.get("event") == name]
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, *, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(timeout)
