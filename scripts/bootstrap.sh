@@ -9,7 +9,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs, util-linux, mount).
 APT_PACKAGES=(libvirt-daemon libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev
   e2fsprogs util-linux mount make)
-DEV_TOOLS=(pytest pytest-asyncio mypy ruff "coverage[toml]" types-defusedxml hypothesis)
 VENV=.venv
 STAMP=$VENV/.poolwatch-installed
 
@@ -57,8 +56,10 @@ if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>
 fi
 
 if [ ! -e "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/bootstrap.sh -nt "$STAMP" ]; then
-  echo "bootstrap: installing poolwatch and the dev tools into $VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e . "${DEV_TOOLS[@]}"
+  echo "bootstrap: installing poolwatch and its dev dependency group into $VENV"
+  # Debian 12's pip (23.0) predates dependency groups (pip >= 25.1).
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -e . --group dev
   touch "$STAMP"
 fi
 echo "bootstrap: ready ($VENV/bin/python is $("$VENV/bin/python" -V 2>&1))"

@@ -51,6 +51,7 @@ class Daemon:
         self._running: dict[str, _Running] = {}
         self._demo_task: asyncio.Task[None] | None = None
         self._server: HttpServer | None = None
+        self._exposition: Exposition | None = None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -68,8 +69,8 @@ class Daemon:
                 python_version=platform.python_version(),
             )
         )
-        exposition = Exposition(registry, lambda: self.inventory.generation)
-        app = create_app(inventory=self.inventory, exposition=exposition)
+        self._exposition = Exposition(registry, lambda: self.inventory.generation)
+        app = create_app(inventory=self.inventory, exposition=self._exposition)
         self._server = await start_http_server(app=app, listen=list(self._config.web.listen))
         urls = [f"http://{_url_host(host)}:{port}/" for host, port in self.addresses]
         log.info("http_listening", urls=urls)
@@ -90,6 +91,8 @@ class Daemon:
         self._running.clear()
         if self._server is not None:
             await self._server.close()
+        if self._exposition is not None:
+            self._exposition.close()
 
     async def run(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""

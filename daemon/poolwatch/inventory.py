@@ -27,9 +27,12 @@ MAX_COUNTED_POOLS = 1024
 @dataclass
 class Histogram:
     buckets: tuple[float, ...] = POLL_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * len(POLL_BUCKETS))  # not cumulative
+    counts: list[int] = field(init=False)  # per bucket, not cumulative
     count: int = 0
     sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
 
     def observe(self, value: float) -> None:
         for i, bound in enumerate(self.buckets):

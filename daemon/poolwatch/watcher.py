@@ -72,7 +72,6 @@ class Watcher:
         self._inventory = inventory
         self._stat_filesystems = stat_filesystems
         self._clock = clock
-        self._log = log.bind(host=self._host)
         self._connected = False
         self._tasks: set[asyncio.Task[None]] = set()
         # Event bookkeeping so that a poll which began before an event never overwrites what
@@ -122,8 +121,7 @@ class Watcher:
     def _handle(self, event: SourceEvent) -> None:
         if isinstance(event, Connected):
             self._connected = True
-            self._host = self._configured_name or event.hostname
-            self._log = log.bind(host=self._host)
+            self._host = self._configured_name or self._unique_name(event.hostname)
             self._inventory.set_connected(self.key, name=self._host)
             self._spawn(self._resync())
         elif isinstance(event, Disconnected):
@@ -131,6 +129,14 @@ class Watcher:
             self._inventory.set_disconnected(self.key, reason=event.reason)
         else:
             self._on_pool_changed(event)
+
+    def _unique_name(self, hostname: str) -> str:
+        taken = {h.name for key, h in self._inventory.hosts.items() if key != self.key}
+        if hostname not in taken:
+            return hostname
+        # Two connections reporting one hostname would export clashing series.
+        log.warning("host_name_conflict", hostname=hostname, connection=self.key)
+        return self.key
 
     def _on_pool_changed(self, event: PoolChanged) -> None:
         self._event_seq += 1
@@ -294,6 +300,12 @@ class Watcher:
             raise SourceError(f"refresh failed for {', '.join(failed)}", code=0)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @property
+    def _log(self) -> Any:
+        # Bound afresh for each event: a logger bound once would keep the log level it had
+        # then, and a SIGHUP may change it.
+        return log.bind(host=self._host)
 
     async def _scan(self, name: str) -> VolumeScan:
         return await self._source.scan_volumes(name, limit=self.poll.max_volumes_per_pool)

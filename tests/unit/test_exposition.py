@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import gzip
 
 import pytest
@@ -47,35 +48,35 @@ def exposition(inventory: Inventory, collector: CountingCollector) -> Exposition
     return Exposition(registry, lambda: inventory.generation)
 
 
-def test_plain_text_by_default(exposition: Exposition) -> None:
-    body, headers = exposition.render(None, None)
+async def test_plain_text_by_default(exposition: Exposition) -> None:
+    body, headers = await exposition.render(None, None)
     assert headers == {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     assert b"libvirt_storage_pool_state{" in body
 
 
-def test_unchanged_inventory_is_served_from_cache(
+async def test_unchanged_inventory_is_served_from_cache(
     exposition: Exposition, collector: CountingCollector
 ) -> None:
-    first = exposition.render(None, None)
-    second = exposition.render(None, None)
+    first = await exposition.render(None, None)
+    second = await exposition.render(None, None)
     assert second[0] is first[0]
     assert second[1] is first[1]
     assert collector.collects == 1
 
 
-def test_new_generation_renders_again(
+async def test_new_generation_renders_again(
     inventory: Inventory, exposition: Exposition, collector: CountingCollector
 ) -> None:
-    before, _ = exposition.render(None, None)
+    before, _ = await exposition.render(None, None)
     inventory.put_pool(HOST_A, pool("fresh"))
-    after, _ = exposition.render(None, None)
+    after, _ = await exposition.render(None, None)
     assert collector.collects == 2
     assert b'storage_pool="fresh"' in after
     assert b'storage_pool="fresh"' not in before
 
 
-def test_openmetrics_when_asked(exposition: Exposition) -> None:
-    body, headers = exposition.render(OPENMETRICS, None)
+async def test_openmetrics_when_asked(exposition: Exposition) -> None:
+    body, headers = await exposition.render(OPENMETRICS, None)
     assert headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
     assert body.endswith(b"# EOF\n")
     samples = [
@@ -88,56 +89,74 @@ def test_openmetrics_when_asked(exposition: Exposition) -> None:
     assert {"host": HOST_A, "storage_pool": HOSTILE} in [s.labels for s in samples]
 
 
-def test_prometheus_scrape_accept_header_gets_openmetrics(exposition: Exposition) -> None:
-    body, headers = exposition.render(PROMETHEUS_ACCEPT, "gzip")
+async def test_prometheus_scrape_accept_header_gets_openmetrics(exposition: Exposition) -> None:
+    body, headers = await exposition.render(PROMETHEUS_ACCEPT, "gzip")
     assert headers["Content-Type"].startswith("application/openmetrics-text")
     assert gzip.decompress(body).endswith(b"# EOF\n")
 
 
-def test_formats_are_cached_separately(
+async def test_formats_are_cached_separately(
     exposition: Exposition, collector: CountingCollector
 ) -> None:
-    plain, _ = exposition.render(None, None)
-    openmetrics, _ = exposition.render(OPENMETRICS, None)
+    plain, _ = await exposition.render(None, None)
+    openmetrics, _ = await exposition.render(OPENMETRICS, None)
     assert plain != openmetrics
-    assert exposition.render(OPENMETRICS, None)[0] is openmetrics
-    assert exposition.render("text/plain", None)[0] is plain
+    assert (await exposition.render(OPENMETRICS, None))[0] is openmetrics
+    assert (await exposition.render("text/plain", None))[0] is plain
     assert collector.collects == 2
 
 
-def test_gzip_when_accepted(exposition: Exposition, collector: CountingCollector) -> None:
-    plain, _ = exposition.render(None, None)
-    body, headers = exposition.render(None, "deflate, gzip;q=0.8")
+async def test_gzip_when_accepted(exposition: Exposition, collector: CountingCollector) -> None:
+    plain, _ = await exposition.render(None, None)
+    body, headers = await exposition.render(None, "deflate, gzip;q=0.8")
     assert headers["Content-Encoding"] == "gzip"
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert gzip.decompress(body) == plain
     # Compressed from the cached plain page, not rendered again.
     assert collector.collects == 1
-    assert exposition.render(None, "gzip")[0] is body
+    assert (await exposition.render(None, "gzip"))[0] is body
 
 
-def test_no_gzip_unless_accepted(exposition: Exposition) -> None:
-    _, headers = exposition.render(None, "identity, br")
+async def test_no_gzip_unless_accepted(exposition: Exposition) -> None:
+    _, headers = await exposition.render(None, "identity, br")
     assert "Content-Encoding" not in headers
 
 
-def test_gzip_first_then_plain_renders_once(
+async def test_gzip_first_then_plain_renders_once(
     exposition: Exposition, collector: CountingCollector
 ) -> None:
-    compressed, _ = exposition.render(None, "gzip")
-    plain, _ = exposition.render(None, None)
+    compressed, _ = await exposition.render(None, "gzip")
+    plain, _ = await exposition.render(None, None)
     assert gzip.decompress(compressed) == plain
     assert collector.collects == 1
 
 
-def test_cache_is_bounded_within_a_generation(
+async def test_cache_is_bounded_within_a_generation(
     exposition: Exposition, collector: CountingCollector
 ) -> None:
     # Each made-up OpenMetrics version is a content type of its own.
     for minor in range(MAX_CACHED_VARIANTS):
-        exposition.render(f"application/openmetrics-text; version=1.{minor}.0", None)
+        await exposition.render(f"application/openmetrics-text; version=1.{minor}.0", None)
     assert collector.collects == MAX_CACHED_VARIANTS
     one_too_many = "application/openmetrics-text; version=9.9.9"
-    exposition.render(one_too_many, None)
-    exposition.render(one_too_many, None)
+    await exposition.render(one_too_many, None)
+    await exposition.render(one_too_many, None)
     assert collector.collects == MAX_CACHED_VARIANTS + 2
+
+
+async def test_concurrent_scrapes_share_one_render(
+    exposition: Exposition, collector: CountingCollector
+) -> None:
+    pages = await asyncio.gather(*(exposition.render(None, "gzip") for _ in range(10)))
+    assert collector.collects == 1
+    assert all(page[0] is pages[0][0] for page in pages)
+
+
+async def test_a_change_during_a_render_is_served_by_the_next_scrape(
+    inventory: Inventory, exposition: Exposition
+) -> None:
+    first = asyncio.ensure_future(exposition.render(None, None))
+    await asyncio.sleep(0)  # the render is collected and now encoding in its thread
+    inventory.put_pool(HOST_A, pool("late"))
+    assert b'storage_pool="late"' not in (await first)[0]
+    assert b'storage_pool="late"' in (await exposition.render(None, None))[0]

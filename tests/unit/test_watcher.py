@@ -244,3 +244,33 @@ async def test_volume_count_change_seen_by_info_poll_triggers_a_scan(
     source.disconnect()
     source.connect()
     await until(lambda: inventory.pool("kvm01", "images").volumes.count == 1, inventory)  # type: ignore[union-attr]
+
+
+async def test_two_connections_reporting_one_hostname_get_distinct_host_labels() -> None:
+    inventory = Inventory()
+    poll = PollConfig(interval=3600.0, volumes_interval=3600.0, refresh_interval=3600.0)
+    watchers = [
+        Watcher(
+            key=key,
+            uri=key,
+            name=None,
+            source=FakeSource(reading("images")),
+            inventory=inventory,
+            poll=poll,
+            stat_filesystems=False,
+        )
+        for key in ("qemu:///system", "qemu+tcp://localhost/system")
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in watchers]
+    try:
+        await until(lambda: inventory.ready, inventory)
+        names = {key: h.name for key, h in inventory.hosts.items()}
+        # Whichever connected first keeps the hostname; the other is named by its URI.
+        assert sorted(names.values()) in (
+            ["kvm01", "qemu+tcp://localhost/system"],
+            ["kvm01", "qemu:///system"],
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from poolwatch.config import parse_listen_address
 from poolwatch.errors import StartupError
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
@@ -45,7 +46,7 @@ def create_app(
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body, headers = request.app[EXPOSITION].render(
+    body, headers = await request.app[EXPOSITION].render(
         request.headers.get("Accept"), request.headers.get("Accept-Encoding")
     )
     # The body is already encoded (and compressed when negotiated); aiohttp sends it as is.
@@ -118,7 +119,12 @@ async def start_http_server(*, app: web.Application, listen: list[str]) -> HttpS
     """
     if not listen:
         raise StartupError("no listen address given")
-    binds = [(address, *parse_listen_address(address)) for address in listen]
+    binds = []
+    for address in listen:
+        try:
+            binds.append((address, *parse_listen_address(address)))
+        except ValueError as exc:
+            raise StartupError(f"cannot listen on {address}: {exc}") from None
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
@@ -135,19 +141,3 @@ async def start_http_server(*, app: web.Application, listen: list[str]) -> HttpS
     # getsockname() gives (host, port) for IPv4 and (host, port, flowinfo, scope_id) for IPv6.
     addresses = [(str(sockname[0]), int(sockname[1])) for sockname in runner.addresses]
     return HttpServer(runner, addresses)
-
-
-def parse_listen_address(address: str) -> tuple[str | None, int]:
-    """Host and port of "host:port", "[v6]:port" or ":port"; host None means every address."""
-    host, colon, port_text = address.rpartition(":")
-    if not colon:
-        raise StartupError(f"cannot listen on {address}: no port (expected host:port)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise StartupError(
-            f"cannot listen on {address}: put IPv6 addresses in brackets, as in [::1]:9479"
-        )
-    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
-        raise StartupError(f"cannot listen on {address}: port must be a number from 0 to 65535")
-    return (host or None), int(port_text)
