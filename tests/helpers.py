@@ -25,6 +25,7 @@ from poolwatch.daemon import Daemon
 
 REPO = Path(__file__).resolve().parents[1]
 POOLWATCH = Path(sys.executable).with_name("poolwatch")
+STOP_TIMEOUT = 30.0  # seconds for Daemon.stop() in `running`
 
 
 def config_for(uri: str, **poll: Any) -> Config:
@@ -44,7 +45,12 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
     try:
         yield daemon
     finally:
-        await daemon.stop()
+        # Bounded: a stop that hangs (say, on a libvirt call that never returns) must fail the
+        # test that caused it, not stall the whole run.
+        try:
+            await asyncio.wait_for(daemon.stop(), STOP_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError(f"Daemon.stop() took more than {STOP_TIMEOUT} s") from None
 
 
 def base_url(daemon: Daemon) -> str:
@@ -144,11 +150,18 @@ class PoolwatchProcess:
             env=self.env,
             cwd=REPO,
         )
-        threading.Thread(target=self._read_logs, daemon=True).start()
+        logs = threading.Thread(target=self._read_logs, daemon=True)
+        logs.start()
         threading.Thread(target=self._read_stdout, daemon=True).start()
-        if not self._listening.wait(timeout):
-            self.stop()
-            raise AssertionError(f"poolwatch did not start listening: {self.logs}")
+        deadline = time.monotonic() + timeout
+        # Poll, so that a poolwatch that exits at once (bad flags, a crash) fails fast.
+        while not self._listening.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                code = self.stop()
+                logs.join(2)  # the last lines say why
+                raise AssertionError(
+                    f"poolwatch did not start listening (exit code {code}): {self.logs}"
+                )
         return self
 
     def _read_logs(self) -> None:

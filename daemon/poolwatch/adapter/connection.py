@@ -1,10 +1,11 @@
 """One libvirt connection, kept open: executor, timeouts, keepalive, events and reconnect.
 
 Blocking libvirt calls never run on the event loop thread. They run in a small executor of
-their own, one job at a time per worker, each bounded by ``call_timeout``. A call that outlives
-its timeout (a frozen libvirtd) or fails with a transport error marks the connection lost: the
-watcher sees ``Disconnected`` at once, the old connection is torn down in the background and a
-new one is opened with exponential backoff and jitter. Keepalive, derived from the timeout,
+their own, one job at a time per worker, never two at once on one connection (see
+``_serialized``), each bounded by ``call_timeout``. A call that outlives its timeout (a frozen
+libvirtd) or fails with a transport error marks the connection lost: the watcher sees
+``Disconnected`` at once, the old connection is torn down in the background and a new one is
+opened with exponential backoff and jitter. Keepalive, derived from the timeout,
 catches a frozen daemon while no call is in flight.
 """
 
@@ -14,7 +15,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import heapq
+import itertools
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -55,11 +59,56 @@ _LIFECYCLE = {
 BACKOFF_INITIAL = 0.25
 BACKOFF_MAX = 4.0
 
-# Volumes per executor job: a pool with thousands of volumes is read in parallel on the shared
-# connection, and no single job comes near call_timeout.
+# Volumes per executor job: a pool with thousands of volumes is read in several short jobs, so
+# no single job comes near call_timeout and events' re-reads slip in between them.
 VOLUME_CHUNK = 200
 
-WORKERS = 4
+
+def _serialized(lock: threading.Lock, call: Callable[[], T]) -> T:
+    """Run a blocking libvirt call while no other thread is inside libvirt on its connection.
+
+    libvirt's RPC client before 10.3.0 (Debian 12 ships 9.0.0) has a stack use-after-free when
+    several threads share a connection (CVE-2024-4418): a thread that leaves the client's I/O loop
+    on an error, such as a keepalive timeout, leaves a GSource that points into its stack frame,
+    and the thread the buck passes to later dispatches it. Measured: with calls from several
+    workers in flight, a libvirtd frozen past the keepalive timeout and then thawed crashed the
+    process with SIGSEGV every time. One call at a time per connection never passes the buck.
+    """
+    with lock:
+        return call()
+
+
+class _Turn:
+    """Whose turn it is on the connection's one worker: urgent calls (an event's re-read, a
+    policy action) go before queued routine ones (volume scans, refreshes), so an event is not
+    held up behind a scan of thousands of volumes.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, *, urgent: bool) -> None:
+        if not self._busy and not self._waiting:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # it was our turn already: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy = False
 
 
 def _is_transport_error(exc: libvirt.libvirtError) -> bool:
@@ -91,10 +140,13 @@ class LibvirtSource:
         self._task: asyncio.Task[None] | None = None
         # Calls and connects use separate threads so that a hung open() or close() never takes
         # a worker from the calls, and the calls never starve a reconnect.
-        self._calls = concurrent.futures.ThreadPoolExecutor(WORKERS, "libvirt-call")
+        # One worker: calls are serialized anyway (see _serialized), and with a single worker a
+        # call's timeout measures the call itself, never the wait behind a slow one.
+        self._calls = concurrent.futures.ThreadPoolExecutor(1, "libvirt-call")
         self._connects = concurrent.futures.ThreadPoolExecutor(1, "libvirt-connect")
-        self._slots = asyncio.Semaphore(WORKERS)
+        self._turn = _Turn()
         self._conn: Any = None  # libvirt.virConnect while connected
+        self._conn_lock = threading.Lock()  # held by the thread inside libvirt on _conn
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
         self._callback_ids: list[int] = []
@@ -122,7 +174,7 @@ class LibvirtSource:
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(
-                self._connects, self._teardown, conn, list(self._callback_ids)
+                self._connects, self._release, conn, list(self._callback_ids), self._conn_lock
             )
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._connects.shutdown(wait=False, cancel_futures=True)
@@ -163,6 +215,7 @@ class LibvirtSource:
             delay, failures = BACKOFF_INITIAL, 0
             self._generation = generation
             self._conn, self._callback_ids = conn, ids
+            self._conn_lock = threading.Lock()  # a call stuck on the old one must not block us
             self._descriptions.clear()
             self._lost = loop.create_future()
             log.info("libvirt_connected", uri=self._uri, hostname=hostname)
@@ -171,7 +224,7 @@ class LibvirtSource:
             self._conn = None
             log.warning("libvirt_disconnected", uri=self._uri, reason=reason)
             self._events.put_nowait(Disconnected(reason=reason))
-            loop.run_in_executor(self._connects, self._teardown, conn, ids)
+            loop.run_in_executor(self._connects, self._release, conn, ids, self._conn_lock)
 
     def _open(self, generation: int) -> tuple[Any, list[int], str]:
         """Blocking: open, arm keepalive and callbacks. Runs in the connect thread."""
@@ -194,6 +247,24 @@ class LibvirtSource:
             ),
         ]
         return conn, ids, str(conn.getHostname())
+
+    def _release(self, conn: Any, callback_ids: list[int], lock: threading.Lock) -> None:
+        """Blocking: tear a connection down once no call runs on it (see ``_serialized``)."""
+        # Keepalive ends a call stuck in a hung libvirtd within about call_timeout. A call that
+        # takes longer on a live daemon must not hold up the reconnect: release the connection
+        # after it, from a thread of its own.
+        if lock.acquire(timeout=self._call_timeout + 1):
+            try:
+                self._teardown(conn, callback_ids)
+            finally:
+                lock.release()
+            return
+        threading.Thread(
+            target=_serialized,
+            args=(lock, functools.partial(self._teardown, conn, callback_ids)),
+            name="libvirt-teardown",
+            daemon=True,
+        ).start()
 
     @staticmethod
     def _teardown(conn: Any, callback_ids: list[int]) -> None:
@@ -250,18 +321,18 @@ class LibvirtSource:
 
     # -- calls -----------------------------------------------------------------------------
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in a worker, bounded by call_timeout."""
-        await self._slots.acquire()
-        conn, generation = self._conn, self._generation
+    async def _call(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
+        """Run ``fn(conn, *args)`` in the worker, bounded by call_timeout."""
+        await self._turn.acquire(urgent=urgent)
+        conn, lock, generation = self._conn, self._conn_lock, self._generation
         if conn is None:
-            self._slots.release()
+            self._turn.release()
             raise SourceUnavailable("not connected")
         loop = asyncio.get_running_loop()
-        future = self._calls.submit(functools.partial(fn, conn, *args))
-        # The slot is freed when the thread is, not when we stop waiting: a thread stuck in a
-        # frozen libvirtd still occupies a worker, and nothing may queue behind it unseen.
-        future.add_done_callback(lambda _f: self._hand_over(self._slots.release))
+        future = self._calls.submit(_serialized, lock, functools.partial(fn, conn, *args))
+        # The turn passes on when the thread is done, not when we stop waiting: a thread stuck
+        # in a frozen libvirtd still occupies the worker (until keepalive ends the call).
+        future.add_done_callback(lambda _f: self._hand_over(self._turn.release))
         try:
             waiting = asyncio.wrap_future(future, loop=loop)
             return await asyncio.wait_for(waiting, self._call_timeout)
@@ -287,10 +358,16 @@ class LibvirtSource:
         return readings
 
     async def read_pool(self, name: str) -> PoolReading:
-        return await self._call(reader.read_pool, name)
+        return await self._call(reader.read_pool, name, urgent=True)
 
     async def refresh_pool(self, name: str) -> None:
         await self._call(reader.refresh_pool, name)
+
+    async def start_pool(self, name: str) -> None:
+        await self._call(reader.start_pool, name, urgent=True)
+
+    async def set_autostart(self, name: str, *, enabled: bool) -> None:
+        await self._call(reader.set_autostart, name, enabled, urgent=True)
 
     async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
         scanned_at = time.time()

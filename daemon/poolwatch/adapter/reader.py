@@ -103,6 +103,19 @@ def refresh_pool(conn: Any, name: str) -> None:
     conn.storagePoolLookupByName(name).refresh(0)
 
 
+def start_pool(conn: Any, name: str) -> None:
+    # Never VIR_STORAGE_POOL_CREATE_WITH_BUILD: building someone else's pool runs mkdir/mkfs.
+    try:
+        conn.storagePoolLookupByName(name).create(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            raise  # 55 is "already active": someone started it first, which is what we wanted
+
+
+def set_autostart(conn: Any, name: str, enabled: bool) -> None:
+    conn.storagePoolLookupByName(name).setAutostart(1 if enabled else 0)
+
+
 def list_volumes(conn: Any, name: str) -> list[Any]:
     return list(conn.storagePoolLookupByName(name).listAllVolumes(0))
 

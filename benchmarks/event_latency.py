@@ -1,0 +1,253 @@
+"""Event to metric: how long after a pool stops (or starts) /metrics shows it (spec §10: a pool
+stop is visible on /metrics within 100 ms, p99).
+
+    python -m benchmarks.event_latency [--cycles 100] [--warmup 3]
+
+Starts a private libvirtd (the integration tier's harness: a mount namespace of its own, the
+host's libvirt state is never touched), defines one `dir` pool under a temporary directory and
+runs poolwatch as a real process against it, at the default poll intervals: only the storage
+pool events can make a stop or start visible quickly, the 15 s info poll cannot. Then, from a
+libvirt connection of its own, it stops and starts the pool `--cycles` times and measures, for
+each transition, the time from `destroy()`/`create()` returning to the first /metrics response
+that shows the new `libvirt_storage_pool_state`. /metrics is polled as fast as one keep-alive
+HTTP connection allows; the duration of one poll (request and parse) is the resolution of every
+figure and is reported with them. Needs root (as the integration tier does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import libvirt
+from tests.helpers import PoolwatchProcess
+from tests.integration.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
+
+from poolwatch import __version__
+
+POOL = "bench-pool"
+RUNNING, INACTIVE = 2, 0
+TRANSITION_TIMEOUT = 10.0  # seconds; a transition not seen by then counts as a failure
+
+# Default intervals (poolwatch.config.PollConfig), spelled out: this is what operators run.
+CONFIG = """\
+[poll]
+interval = "15s"
+volumes_interval = "1m"
+refresh_interval = "5m"
+call_timeout = "10s"
+"""
+
+
+@dataclass
+class Poller:
+    """GET /metrics over one keep-alive connection; every request's duration is kept."""
+
+    url: str
+    pool: str
+    durations: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        assert parts.hostname is not None
+        self._conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+        self._state = re.compile(
+            rb"^libvirt_storage_pool_state\{[^}]*storage_pool=\""
+            + re.escape(self.pool.encode())
+            + rb"\"[^}]*\} (\S+)$",
+            re.MULTILINE,
+        )
+
+    def state(self) -> float | None:
+        started = time.perf_counter()
+        self._conn.request("GET", "/metrics")
+        response = self._conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"/metrics answered {response.status}")
+        match = self._state.search(body)
+        self.durations.append(time.perf_counter() - started)
+        return None if match is None else float(match.group(1))
+
+    def wait_for(self, expected: float, since: float) -> float:
+        """Seconds from `since` (a perf_counter time) to the first response showing `expected`."""
+        while True:
+            value = self.state()
+            now = time.perf_counter()
+            if value == expected:
+                return now - since
+            if now - since > TRANSITION_TIMEOUT:
+                raise TimeoutError(f"state {value}, expected {expected}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version_string(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def report(
+    stops: list[float], starts: list[float], polls: list[float], failures: int, conn: Any
+) -> str:
+    lines = [
+        "| transition | n | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, values in (("stop (destroy)", stops), ("start (create)", starts)):
+        if values:
+            lines.append(
+                f"| {name} | {len(values)} | {ms(percentile(values, 50))} | "
+                f"{ms(percentile(values, 90))} | {ms(percentile(values, 99))} | "
+                f"{ms(max(values))} |"
+            )
+    lines += [
+        "",
+        f"Resolution: one /metrics poll took {ms(statistics.median(polls))} ms median, "
+        f"{ms(percentile(polls, 99))} ms p99 ({len(polls)} polls over one keep-alive "
+        "connection); each figure is the time to the end of the first response showing the "
+        "new state, so it overstates the latency by up to one poll.",
+        f"Transitions not seen within {TRANSITION_TIMEOUT:g} s: {failures}.",
+    ]
+    if stops:
+        p99 = percentile(stops, 99)
+        verdict = "met" if p99 <= 0.100 else "NOT met"
+        lines.append(
+            f"Target (spec §10): stop visible within 100 ms p99: {verdict} ({ms(p99)} ms)."
+        )
+    lines += [
+        "",
+        f"Machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; libvirt daemon "
+        f"{version_string(conn.getLibVersion())}, library {version_string(libvirt.getVersion())}"
+        f"; poolwatch {__version__}; Python {platform.python_version()}.",
+    ]
+    return "\n".join(lines)
+
+
+def run(cycles: int, warmup: int) -> int:
+    problem = prerequisites_problem()
+    if problem:
+        print(f"cannot run: {problem}", file=sys.stderr)
+        return 2
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    workdir = Path(tempfile.mkdtemp(prefix="poolwatch-bench-"))
+    daemon = Libvirtd()
+    process: PoolwatchProcess | None = None
+    conn: Any = None
+    poller: Poller | None = None
+    try:
+        daemon.start()
+        target = workdir / "pool"
+        target.mkdir()
+        daemon.virsh_xml(
+            "pool-define",
+            f"<pool type='dir'><name>{POOL}</name><target><path>{target}</path></target></pool>",
+        )
+        daemon.virsh("pool-start", POOL)
+        config = workdir / "poolwatch.toml"
+        config.write_text(CONFIG)
+        process = PoolwatchProcess(
+            "--libvirt.uri",
+            daemon.uri,
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--config.file",
+            str(config),
+        ).start()
+        conn = libvirt.open(daemon.uri)
+        pool = conn.storagePoolLookupByName(POOL)
+        poller = Poller(process.url, POOL)
+        poller.wait_for(RUNNING, time.perf_counter())  # poolwatch has read the pool once
+
+        stops: list[float] = []
+        starts: list[float] = []
+        failures = 0
+        print(f"{warmup} warm-up and {cycles} measured stop/start cycles ...", file=sys.stderr)
+        for cycle in range(warmup + cycles):
+            measured = cycle >= warmup
+            for call, expected, results in (
+                (pool.destroy, INACTIVE, stops),
+                (pool.create, RUNNING, starts),
+            ):
+                call()
+                returned = time.perf_counter()
+                try:
+                    latency = poller.wait_for(expected, returned)
+                except TimeoutError as exc:
+                    failures += measured
+                    print(f"cycle {cycle}: {exc}", file=sys.stderr)
+                    continue
+                if measured:
+                    results.append(latency)
+            if warmup and cycle == warmup - 1:
+                poller.durations.clear()  # the resolution of the measured cycles only
+        print(report(stops, starts, poller.durations, failures, conn))
+        return 0 if failures == 0 else 1
+    finally:
+        if poller is not None:
+            poller.close()
+        if process is not None:
+            code = process.stop()
+            if code != 0:
+                print(f"poolwatch exited with {code}: {process.logs[-5:]}", file=sys.stderr)
+        if conn is not None:
+            conn.close()
+        try:
+            if daemon.running:
+                daemon.virsh("pool-destroy", POOL, check=False)
+                daemon.virsh("pool-undefine", POOL, check=False)
+        finally:
+            daemon.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.event_latency", description=__doc__)
+    parser.add_argument("--cycles", type=int, default=100, help="measured stop/start cycles")
+    parser.add_argument("--warmup", type=int, default=3, help="cycles run first, not measured")
+    args = parser.parse_args(argv)
+    if args.cycles < 1 or args.warmup < 0:
+        parser.error("--cycles must be at least 1 and --warmup at least 0")
+    try:
+        return run(args.cycles, args.warmup)
+    except (LibvirtdError, libvirt.libvirtError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
