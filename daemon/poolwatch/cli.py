@@ -100,7 +100,12 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(level=config.log.level, fmt=config.log.format)
     if config_path is None:
         structlog.get_logger().info("config_file_absent", path=str(DEFAULT_CONFIG_PATH))
-    return _serve(config, reload_config=None if config_path is None else load, demo=False)
+    return _serve(
+        config,
+        reload_config=None if config_path is None else load,
+        demo=False,
+        dry_run=args.dry_run,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -122,18 +127,34 @@ def _demo(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return ExitCode.CONFIG_INVALID
     configure_logging(level=config.log.level, fmt=config.log.format)
-    return _serve(config, reload_config=None if config_path is None else load, demo=True)
+    return _serve(
+        config,
+        reload_config=None if config_path is None else load,
+        demo=True,
+        dry_run=args.dry_run,
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:
     path: Path = args.file
     try:
-        load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return ExitCode.CONFIG_INVALID
-    print(f"{path}: OK")
+    print(f"{path}: OK ({_summary(config)})")
     return ExitCode.OK
+
+
+def _summary(config: Config) -> str:
+    """What the file sets up, so an operator sees that the rules they wrote were read."""
+    counts = (
+        (len(config.connections), "connection", "connections"),
+        (len(config.autostart), "autostart rule", "autostart rules"),
+        (len(config.thresholds), "threshold rule", "threshold rules"),
+        (len(config.hooks), "hook", "hooks"),
+    )
+    return ", ".join(f"{n} {one if n == 1 else many}" for n, one, many in counts)
 
 
 def _apply_flags(
@@ -165,9 +186,11 @@ def _name_flag(error: str) -> str:
     return error
 
 
-def _serve(config: Config, *, reload_config: Callable[[], Config] | None, demo: bool) -> int:
+def _serve(
+    config: Config, *, reload_config: Callable[[], Config] | None, demo: bool, dry_run: bool
+) -> int:
     try:
-        return _run_daemon(config, reload_config=reload_config, demo=demo)
+        return _run_daemon(config, reload_config=reload_config, demo=demo, dry_run=dry_run)
     except StartupError as exc:
         print(f"poolwatch: cannot start: {exc}", file=sys.stderr)
         return ExitCode.STARTUP_FAILED
@@ -179,14 +202,17 @@ def _serve(config: Config, *, reload_config: Callable[[], Config] | None, demo: 
         return ExitCode.RUNTIME_ERROR
 
 
-def _run_daemon(config: Config, *, reload_config: Callable[[], Config] | None, demo: bool) -> int:
+def _run_daemon(
+    config: Config, *, reload_config: Callable[[], Config] | None, demo: bool, dry_run: bool
+) -> int:
     """Start the daemon; `reload_config` re-reads the file and re-applies the flags on SIGHUP,
-    raising ConfigError when the result is invalid."""
+    raising ConfigError when the result is invalid; `dry_run` logs policy actions instead of
+    carrying them out."""
     # Imported late: the daemon pulls in libvirt and aiohttp, which check-config, --help and
     # --version do not need. Tests replace this function.
     from poolwatch.daemon import run_daemon
 
-    return run_daemon(config, reload_config=reload_config, demo=demo)
+    return run_daemon(config, reload_config=reload_config, demo=demo, dry_run=dry_run)
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -235,8 +261,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "check-config",
         _check_config,
         summary="validate a configuration file without running",
-        description="Validate a configuration file: print 'FILE: OK' on stdout, or every "
-        "problem with its key path on stderr.",
+        description="Validate a configuration file: print 'FILE: OK' and what it sets up "
+        "(connections, autostart and threshold rules, hooks) on stdout, or every problem with "
+        "its key path on stderr.",
     )
     check.add_argument("file", type=Path, metavar="FILE", help="configuration file to validate")
 
@@ -309,4 +336,11 @@ def _add_daemon_flags(parser: argparse.ArgumentParser, *, listen_default: str) -
         help="console (human-readable), json (one JSON object per line, for journald and log "
         "shippers) or auto (console on a terminal, json otherwise) "
         "(default: log.format from the file, else auto)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        help="decide and log every policy action (pool starts, autostart flags, hooks) but "
+        "carry none out",
     )

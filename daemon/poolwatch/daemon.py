@@ -17,11 +17,13 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from poolwatch import __version__
+from poolwatch.actuator import Actuator, PolicyRules
 from poolwatch.adapter.connection import LibvirtSource, library_version
 from poolwatch.config import Config, ConfigError, ConnectionConfig
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.filesystem import is_local_uri
+from poolwatch.hooks import HookEvent, HookResult, HookRunner
 from poolwatch.inventory import Inventory
 from poolwatch.logsetup import configure_logging
 from poolwatch.watcher import Watcher
@@ -40,15 +42,39 @@ class _Running:
     task: asyncio.Task[None]
 
 
+def _policy_rules(config: Config) -> PolicyRules:
+    return PolicyRules(
+        thresholds=config.threshold_rules(),
+        autostart=config.autostart_rules(),
+        hooks=config.hook_definitions(),
+    )
+
+
 class Daemon:
     def __init__(
-        self, config: Config, *, reload_config: Callable[[], Config] | None, demo: bool
+        self,
+        config: Config,
+        *,
+        reload_config: Callable[[], Config] | None,
+        demo: bool,
+        dry_run: bool = False,
     ) -> None:
         self._config = config
         self._reload_config = reload_config
         self._demo = demo
         self.inventory = Inventory()
         self._running: dict[str, _Running] = {}
+        self._hooks = HookRunner(
+            config.hook_definitions(), on_result=self._hook_finished, dry_run=dry_run
+        )
+        self._actuator = Actuator(
+            inventory=self.inventory,
+            connections=self._connection,
+            rules=_policy_rules(config),
+            hooks=self._hooks,
+            dry_run=dry_run,
+        )
+        self._actuator_task: asyncio.Task[None] | None = None
         self._demo_task: asyncio.Task[None] | None = None
         self._server: HttpServer | None = None
         self._exposition: Exposition | None = None
@@ -74,6 +100,8 @@ class Daemon:
         self._server = await start_http_server(app=app, listen=list(self._config.web.listen))
         urls = [f"http://{_url_host(host)}:{port}/" for host, port in self.addresses]
         log.info("http_listening", urls=urls)
+        await self._hooks.start()
+        self._actuator_task = asyncio.create_task(self._actuator.run(), name="actuator")
         if self._demo:
             # The demo is run by people, from a terminal: tell them where to look.
             print(f"poolwatch demo is running: open {urls[0]} (metrics at {urls[0]}metrics)")
@@ -81,14 +109,23 @@ class Daemon:
         else:
             self._apply_connections(self._config)
 
+    def _connection(self, key: str) -> Watcher | None:
+        running = self._running.get(key)
+        return None if running is None else running.watcher
+
+    def _hook_finished(self, name: str, event: HookEvent, result: HookResult) -> None:
+        self._actuator.hook_finished(name, event, result)
+
     async def stop(self) -> None:
         tasks = [r.task for r in self._running.values()]
-        if self._demo_task is not None:
-            tasks.append(self._demo_task)
+        for task in (self._demo_task, self._actuator_task):
+            if task is not None:
+                tasks.append(task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
+        await self._hooks.close()
         if self._server is not None:
             await self._server.close()
         if self._exposition is not None:
@@ -116,7 +153,7 @@ class Daemon:
     def _start(self, connection: ConnectionConfig, config: Config) -> LibvirtSource:
         source = LibvirtSource(
             uri=connection.uri,
-            read_only=connection.wants_read_only(config.poll.refresh_interval),
+            read_only=connection.wants_read_only(config),
             call_timeout=config.poll.call_timeout,
         )
         watcher = Watcher(
@@ -167,6 +204,7 @@ class Daemon:
         configure_logging(level=config.log.level, fmt=config.log.format)
         if not self._demo:
             self._apply_connections(config)
+        self._actuator.update_rules(_policy_rules(config))
         self._config = config
         self.inventory.record_reload(ok=True)
         log.info("config_reloaded")
@@ -204,5 +242,12 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run_daemon(config: Config, *, reload_config: Callable[[], Config] | None, demo: bool) -> int:
-    return asyncio.run(Daemon(config, reload_config=reload_config, demo=demo).run())
+def run_daemon(
+    config: Config,
+    *,
+    reload_config: Callable[[], Config] | None,
+    demo: bool,
+    dry_run: bool = False,
+) -> int:
+    daemon = Daemon(config, reload_config=reload_config, demo=demo, dry_run=dry_run)
+    return asyncio.run(daemon.run())

@@ -50,3 +50,13 @@ def stat_target(pool_type: str, path: str) -> FilesystemStat | None:
         size_bytes=st.f_blocks * st.f_frsize,
         device=f"{os.major(device)}:{os.minor(device)}",
     )
+
+
+def inspect_target(
+    pool_type: str, path: str, *, active: bool
+) -> tuple[FilesystemStat | None, bool | None]:
+    """Blocking: the filesystem of an active pool's target, and for dir pools whether the
+    target is a mount point (the require_mount guard needs that for inactive pools too).
+    """
+    mounted = os.path.ismount(path) if pool_type == "dir" and path else None
+    return (stat_target(pool_type, path) if active else None), mounted

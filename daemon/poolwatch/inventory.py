@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from poolwatch.model import HostSnapshot, PoolEvent, PoolEventKind, PoolSnapshot
+from poolwatch.model import HostSnapshot, PoolEvent, PoolEventKind, PoolPolicy, PoolSnapshot
 
 # Seconds; poll durations range from a single pool.info() to a volume scan of thousands.
 POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -53,6 +53,8 @@ class ConnectionStats:
     poll_errors: dict[str, int] = field(default_factory=dict)  # by poll kind
     # pool name -> event kind -> count, oldest pool first
     pool_events: OrderedDict[str, dict[PoolEventKind, int]] = field(default_factory=OrderedDict)
+    actions: dict[tuple[str, str, str], int] = field(default_factory=dict)  # pool, action, result
+    autostart_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, result
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +63,11 @@ class Activity:
 
     at: float
     host: str
-    kind: str  # a PoolEventKind value, or "connected" / "disconnected"
+    kind: str  # a PoolEventKind value, "connected" / "disconnected", or "action"
     pool: str | None = None
     detail: str = ""
+    action: str | None = None  # for policy actions: what was done ...
+    result: str | None = None  # ... and how it went: ok, failed, timeout, dropped, dry_run
 
 
 class Inventory:
@@ -73,6 +77,7 @@ class Inventory:
         self._clock = clock
         self._hosts: dict[str, HostSnapshot] = {}
         self._stats: dict[str, ConnectionStats] = {}
+        self._policies: dict[str, dict[str, PoolPolicy]] = {}  # by connection key, pool name
         self._activity: deque[Activity] = deque(maxlen=activity_history)
         self._waiter: asyncio.Event | None = None
         self.generation = 0
@@ -94,6 +99,10 @@ class Inventory:
     def activity(self) -> list[Activity]:
         """Recent pool events and connection changes, newest last."""
         return list(self._activity)
+
+    def policies(self, key: str) -> Mapping[str, PoolPolicy]:
+        """Policy status of the host's pools, by pool name (only pools a rule applies to)."""
+        return self._policies.get(key, {})
 
     def pool(self, key: str, name: str) -> PoolSnapshot | None:
         host = self._hosts.get(key)
@@ -122,11 +131,12 @@ class Inventory:
     def remove_host(self, key: str) -> None:
         self._hosts.pop(key, None)
         self._stats.pop(key, None)
+        self._policies.pop(key, None)
         self._bump()
 
     def set_connected(self, key: str, *, name: str) -> None:
         host = self._hosts[key]
-        self._hosts[key] = replace(host, name=name, up=True)
+        self._hosts[key] = replace(host, name=name, up=True, connected_at=self._clock())
         self._stats[key].connects += 1
         self._activity.append(Activity(at=self._clock(), host=name, kind="connected"))
         self._bump()
@@ -189,6 +199,42 @@ class Inventory:
         stats.poll_durations.setdefault(kind, Histogram()).observe(seconds)
         if not ok:
             stats.poll_errors[kind] = stats.poll_errors.get(kind, 0) + 1
+        self._bump()
+
+    def set_policy(self, key: str, pool: str, policy: PoolPolicy | None) -> None:
+        policies = self._policies.setdefault(key, {})
+        if policies.get(pool) == policy:
+            return
+        if policy is None:
+            del policies[pool]
+        else:
+            policies[pool] = policy
+        self._bump()
+
+    def record_action(
+        self, key: str, pool: str, action: str, result: str, *, detail: str = ""
+    ) -> None:
+        """A policy action carried out (or skipped): counted and kept for /api/v1/events."""
+        stats = self._stats.get(key)
+        host = self._hosts.get(key)
+        if stats is None or host is None:
+            return
+        counter = (pool, action, result)
+        stats.actions[counter] = stats.actions.get(counter, 0) + 1
+        if action == "start_pool" and result in ("ok", "failed"):
+            attempt = (pool, result)
+            stats.autostart_attempts[attempt] = stats.autostart_attempts.get(attempt, 0) + 1
+        self._activity.append(
+            Activity(
+                at=self._clock(),
+                host=host.name,
+                kind="action",
+                pool=pool,
+                detail=detail,
+                action=action,
+                result=result,
+            )
+        )
         self._bump()
 
     def record_reload(self, *, ok: bool) -> None:

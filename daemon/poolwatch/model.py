@@ -86,6 +86,8 @@ class PoolSnapshot:
     filesystem: FilesystemStat | None = None
     volumes: VolumeScan | None = None  # None until scanned, and for inactive pools
     last_refresh: float | None = None  # unix time of the last successful pool.refresh()
+    # Whether the target path is a mount point, for dir pools on this host; None: not known.
+    target_mounted: bool | None = None
     read_at: float = 0.0  # unix time this snapshot was read
 
     @property
@@ -117,3 +119,22 @@ class HostSnapshot:
     pools: Mapping[str, PoolSnapshot] = field(default_factory=dict)  # by pool name
     last_poll_success: float | None = None  # unix time of the last complete info poll
     synced: bool = False  # one full poll completed since start (readiness)
+    connected_at: float | None = None  # unix time of the last (re)connect
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """What the policies currently say about one pool (for metrics, the API and the page)."""
+
+    level: int | None = None  # threshold level 0 ok, 1 warning, 2 critical; None: no rule
+    episode: str | None = None  # the open alarm episode
+    time_to_full: float | None = None  # seconds, while the pool is growing
+    growth_rate: float | None = None  # bytes per second, from the forecast
+    autostart_mode: str | None = None  # off, boot, enforce; None: no rule
+    autostart_failures: int = 0
+    autostart_gave_up: bool = False
+    next_attempt_at: float | None = None
+    last_error: str | None = None
+    not_mounted: bool | None = None  # None: no require_mount rule
+    last_action: str | None = None  # e.g. "start_pool ok"
+    last_action_at: float | None = None

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, stat_target, without_credentials
+from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, inspect_target, without_credentials
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
 from poolwatch.source import (
@@ -43,6 +43,9 @@ log = structlog.get_logger()
 
 # libvirt's VIR_ERR_OPERATION_INVALID: the pool stopped between listing and reading.
 _OPERATION_INVALID = 55
+
+# Pools near a threshold are refreshed at most this often (but never more often than polled).
+URGENT_REFRESH_MIN = 30.0
 
 
 def default_host_name(uri: str) -> str:
@@ -82,7 +85,26 @@ class Watcher:
         self._dirty: dict[str, bool] = {}  # pool -> volumes wanted, for a re-read after this one
         self._last_refresh: dict[str, float] = {}
         self._stat_pending: set[str] = set()
+        self._urgent: frozenset[str] = frozenset()  # pools the policies want refreshed sooner
         self._statfs = concurrent.futures.ThreadPoolExecutor(2, "statvfs")
+
+    @property
+    def source(self) -> StorageSource:
+        return self._source
+
+    def reread(self, pool: str) -> None:
+        """Read one pool again now: for changes libvirt sends no event about."""
+        if self._connected:
+            self._request_reread(pool, volumes=False)
+
+    def set_urgent(self, pools: frozenset[str]) -> None:
+        """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
+        self._urgent = pools
+
+    def urgent_refresh_interval(self) -> float:
+        """Sooner than refresh_interval, but never more often than the info poll or 30 s."""
+        interval = self.poll.refresh_interval
+        return min(interval, max(self.poll.interval, URGENT_REFRESH_MIN)) if interval > 0 else 0
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -99,6 +121,9 @@ class Watcher:
                 )
                 group.create_task(
                     self._every(lambda: self.poll.refresh_interval, "refresh", self._poll_refresh)
+                )
+                group.create_task(
+                    self._every(self.urgent_refresh_interval, "refresh", self._refresh_urgent)
                 )
         finally:
             for task in self._tasks:
@@ -189,14 +214,14 @@ class Watcher:
             # Gone without an UNDEFINED event: a transient pool that stopped.
             self._inventory.drop_pool(self.key, name)
             return
-        previous = self._inventory.pool(self.key, name)
-        scan = _carried_scan(previous, reading)
-        if reading.active and (volumes or scan is None or scan.count != reading.volume_count):
-            scan = await self._scan(name)
-        filesystem = await self._stat(reading)
+        target = await self._inspect(reading)
         if self._undefined_since(name, seq):
             return
-        self._inventory.put_pool(self.key, self._snapshot(reading, filesystem, scan))
+        scan = _carried_scan(self._inventory.pool(self.key, name), reading)
+        # The new state goes out before the volume scan: a stop or start must not wait for it.
+        self._inventory.put_pool(self.key, self._snapshot(reading, target, scan))
+        if reading.active and (volumes or scan is None or scan.count != reading.volume_count):
+            await self._scan_into_inventory([name])
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -235,17 +260,17 @@ class Watcher:
     async def _poll_info(self) -> None:
         seq = self._event_seq
         readings = await self._source.list_pools()
-        filesystems = await asyncio.gather(*(self._stat(r) for r in readings))
+        targets = await asyncio.gather(*(self._inspect(r) for r in readings))
         current = self._inventory.hosts[self.key].pools
         pools: dict[str, PoolSnapshot] = {}
         stale_scans = []
-        for reading, filesystem in zip(readings, filesystems, strict=True):
+        for reading, target in zip(readings, targets, strict=True):
             if self._changed_since(reading.name, seq):
                 continue  # an event's re-read knows better than this listing
             scan = _carried_scan(current.get(reading.name), reading)
             if reading.active and (scan is None or scan.count != reading.volume_count):
                 stale_scans.append(reading.name)
-            pools[reading.name] = self._snapshot(reading, filesystem, scan)
+            pools[reading.name] = self._snapshot(reading, target, scan)
         for name, pool in current.items():
             changed = self._changed_since(name, seq) and not self._undefined_since(name, seq)
             if changed and name not in pools:
@@ -279,12 +304,16 @@ class Watcher:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _poll_refresh(self) -> None:
+    async def _refresh_urgent(self) -> None:
+        if self._urgent:
+            await self._poll_refresh(only=self._urgent)
+
+    async def _poll_refresh(self, only: frozenset[str] | None = None) -> None:
         if self._source.read_only:
             return
         failed = []
         for pool in list(self._inventory.hosts[self.key].pools.values()):
-            if not pool.active:
+            if not pool.active or (only is not None and pool.name not in only):
                 continue
             try:
                 # One at a time: a refresh holds the pool's lock in libvirtd and can be slow
@@ -310,29 +339,34 @@ class Watcher:
     async def _scan(self, name: str) -> VolumeScan:
         return await self._source.scan_volumes(name, limit=self.poll.max_volumes_per_pool)
 
-    async def _stat(self, reading: PoolReading) -> FilesystemStat | None:
+    async def _inspect(self, reading: PoolReading) -> tuple[FilesystemStat | None, bool | None]:
+        """The target's filesystem and mount status; (None, None) where not measurable."""
         path = reading.target_path
         if (
             not self._stat_filesystems
-            or not reading.active
             or reading.type not in FILESYSTEM_POOL_TYPES
             or path in self._stat_pending  # still stuck in a hung mount: don't pile up
         ):
-            return None
+            return None, None
         self._stat_pending.add(path)
         future = asyncio.get_running_loop().run_in_executor(
-            self._statfs, stat_target, reading.type, path
+            self._statfs,
+            functools.partial(inspect_target, reading.type, path, active=reading.active),
         )
         future.add_done_callback(lambda _f: self._stat_pending.discard(path))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.poll.call_timeout)
         except TimeoutError:
             self._log.warning("filesystem_stat_timeout", pool=reading.name, path=path)
-            return None
+            return None, None
 
     def _snapshot(
-        self, reading: PoolReading, filesystem: FilesystemStat | None, scan: VolumeScan | None
+        self,
+        reading: PoolReading,
+        target: tuple[FilesystemStat | None, bool | None],
+        scan: VolumeScan | None,
     ) -> PoolSnapshot:
+        filesystem, mounted = target
         return PoolSnapshot(
             host=self._host,
             name=reading.name,
@@ -350,6 +384,7 @@ class Watcher:
             filesystem=filesystem,
             volumes=scan if reading.active else None,
             last_refresh=self._last_refresh.get(reading.name),
+            target_mounted=mounted,
             read_at=self._clock(),
         )
 

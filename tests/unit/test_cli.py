@@ -28,6 +28,7 @@ class DaemonCall:
     config: Config
     reload_config: Callable[[], Config] | None
     demo: bool
+    dry_run: bool
     log_wrapper_class: object
 
 
@@ -40,10 +41,17 @@ class FakeDaemon:
         self.raises: BaseException | None = None
 
     def __call__(
-        self, config: Config, *, reload_config: Callable[[], Config] | None, demo: bool
+        self,
+        config: Config,
+        *,
+        reload_config: Callable[[], Config] | None,
+        demo: bool,
+        dry_run: bool,
     ) -> int:
         self.calls.append(
-            DaemonCall(config, reload_config, demo, structlog.get_config()["wrapper_class"])
+            DaemonCall(
+                config, reload_config, demo, dry_run, structlog.get_config()["wrapper_class"]
+            )
         )
         if self.raises is not None:
             raise self.raises
@@ -97,13 +105,47 @@ def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["check-config", str(path)]) == ExitCode.OK
 
     out, err = capsys.readouterr()
-    assert out == f"{path}: OK\n"
+    assert out == (f"{path}: OK (1 connection, 0 autostart rules, 0 threshold rules, 0 hooks)\n")
     assert err == ""
+
+
+def test_check_config_summarizes_what_the_file_sets_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[connection]]
+        name = "kvm01"
+        [[connection]]
+        name = "kvm02"
+        uri = "qemu+ssh://root@kvm02/system"
+        [[autostart]]
+        type = "netfs"
+        hooks = ["pager"]
+        [[threshold]]
+        warning = "85%"
+        [[threshold]]
+        type = "netfs"
+        warning = "< 20GiB"
+        hooks = ["pager", "ops-webhook"]
+        [hooks.pager]
+        exec = ["/usr/local/bin/page-oncall"]
+        [hooks.ops-webhook]
+        webhook = "https://alerts.example.com/poolwatch"
+        """,
+    )
+
+    assert main(["check-config", str(path)]) == ExitCode.OK
+
+    assert capsys.readouterr().out == (
+        f"{path}: OK (2 connections, 1 autostart rule, 2 threshold rules, 2 hooks)\n"
+    )
 
 
 def test_check_config_accepts_the_shipped_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(EXAMPLE)]) == 0
-    assert capsys.readouterr().out == f"{EXAMPLE}: OK\n"
+    assert capsys.readouterr().out.startswith(f"{EXAMPLE}: OK (1 connection, ")
 
 
 def test_check_config_lists_every_problem(
@@ -141,6 +183,19 @@ def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == (
         f"invalid configuration in {path} (1 error):\n"
         "  cannot read the file: No such file or directory\n"
+    )
+
+
+def test_check_config_reports_policy_errors_with_key_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, '[[threshold]]\nwarning = "85%"\nhooks = ["pager"]\n')
+
+    assert main(["check-config", str(path)]) == ExitCode.CONFIG_INVALID
+
+    assert capsys.readouterr().err == (
+        f"invalid configuration in {path} (1 error):\n"
+        '  threshold[0].hooks[0]: unknown hook "pager" (defined: none)\n'
     )
 
 
@@ -186,7 +241,13 @@ def test_help_documents_flags_defaults_and_exit_codes(
     for code in ExitCode:
         assert f"  {int(code)}  " in out
     if argv[0] != "--help":
-        for flag in ("--config.file", "--web.listen-address", "--log.level", "--log.format"):
+        for flag in (
+            "--config.file",
+            "--web.listen-address",
+            "--log.level",
+            "--log.format",
+            "--dry-run",
+        ):
             assert flag in out
         assert "default:" in out
 
@@ -260,6 +321,7 @@ def test_run_is_the_default_command(daemon: FakeDaemon) -> None:
 
     call = daemon.call
     assert call.demo is False
+    assert call.dry_run is False
     assert call.config.connections == (ConnectionConfig(uri="test:///default"),)
     assert call.config.web.listen == (":9479",)
     assert call.reload_config is None  # no file to reload
@@ -364,6 +426,26 @@ def test_reload_rereads_the_file_and_keeps_the_flags(daemon: FakeDaemon, tmp_pat
         reload_config()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--dry-run"],
+        ["--dry-run"],
+        ["--libvirt.uri", "test:///default", "--dry-run"],
+        ["demo", "--dry-run"],
+    ],
+)
+def test_dry_run_is_handed_to_the_daemon(argv: list[str], daemon: FakeDaemon) -> None:
+    assert main(argv) == 0
+
+    assert daemon.call.dry_run is True
+    assert daemon.call.demo is (argv[0] == "demo")
+
+
+def test_check_config_has_no_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--dry-run", str(EXAMPLE)]) == ExitCode.USAGE
+
+
 def test_daemon_exit_code_is_returned(daemon: FakeDaemon) -> None:
     daemon.exit_code = 0
     assert main([]) == 0
@@ -402,12 +484,16 @@ def test_interrupt_before_the_daemon_handles_signals_is_a_clean_stop(daemon: Fak
 
 
 def test_run_daemon_hands_over_to_the_daemon_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    received: list[tuple[Config, object, bool]] = []
+    received: list[tuple[Config, object, bool, bool]] = []
 
     def run_daemon(
-        config: Config, *, reload_config: Callable[[], Config] | None, demo: bool
+        config: Config,
+        *,
+        reload_config: Callable[[], Config] | None,
+        demo: bool,
+        dry_run: bool = False,
     ) -> int:
-        received.append((config, reload_config, demo))
+        received.append((config, reload_config, demo, dry_run))
         return 7
 
     fake_module = types.ModuleType("poolwatch.daemon")
@@ -415,8 +501,8 @@ def test_run_daemon_hands_over_to_the_daemon_module(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "poolwatch.daemon", fake_module)
     config = Config()
 
-    assert cli._run_daemon(config, reload_config=None, demo=True) == 7
-    assert received == [(config, None, True)]
+    assert cli._run_daemon(config, reload_config=None, demo=True, dry_run=True) == 7
+    assert received == [(config, None, True, True)]
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -427,6 +513,7 @@ def test_demo_has_no_connections_and_listens_locally(daemon: FakeDaemon) -> None
 
     call = daemon.call
     assert call.demo is True
+    assert call.dry_run is False
     assert call.config.connections == ()
     assert call.config.web.listen == ("127.0.0.1:9479",)
     assert call.reload_config is None

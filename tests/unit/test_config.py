@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from poolwatch.config import (
+    AutostartConfig,
     Config,
     ConfigError,
     ConnectionConfig,
+    HookConfig,
+    Hysteresis,
     PollConfig,
+    ThresholdConfig,
     load_config,
+    parse_clear,
     parse_config,
     parse_duration,
+    parse_limit,
     parse_listen_address,
     parse_ratio,
     parse_size,
 )
+from poolwatch.policies.rules import (
+    AutostartMode,
+    AutostartRule,
+    ExecHook,
+    FreeBelow,
+    Selector,
+    ThresholdRule,
+    UsedRatio,
+    WebhookHook,
+    first_match,
+)
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "poolwatch.toml"
 DURATION_HINT = '(use e.g. "15s", "5m", "1h30m")'
+GiB = 2**30
 
 
 def errors_of(text: str) -> list[str]:
@@ -73,6 +92,112 @@ def test_shipped_example_documents_a_second_connection() -> None:
     assert config.connections == (
         ConnectionConfig(name="kvm02", uri="qemu+ssh://root@kvm02/system"),
     )
+
+
+def commented_examples(text: str) -> str:
+    """The shipped file's commented-out examples, uncommented: each runs from a commented
+    `# [table]` or `# [[table]]` line down to the next line that is not a comment."""
+    examples: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        starts = re.match(r"# \[{1,2}[a-z]", line) is not None
+        inside = line.startswith("#") and (inside or starts)
+        if inside:
+            examples.append("" if line == "#" else line.removeprefix("# "))
+    return "\n".join(examples)
+
+
+def test_shipped_example_documents_working_policies() -> None:
+    config = parse_config(commented_examples(EXAMPLE.read_text()), source="examples")
+
+    assert config.autostart_rules() == (
+        AutostartRule(
+            selector=Selector("scratch-*"),
+            mode=AutostartMode.OFF,
+            ensure_flag=False,
+            require_mount=False,
+            max_attempts=10,
+            backoff_initial=10.0,
+            backoff_max=600.0,
+            hooks=(),
+        ),
+        AutostartRule(
+            selector=Selector("*", "netfs"),
+            mode=AutostartMode.ENFORCE,
+            ensure_flag=False,
+            require_mount=False,
+            max_attempts=0,
+            backoff_initial=10.0,
+            backoff_max=600.0,
+            hooks=("pager",),
+        ),
+        AutostartRule(
+            selector=Selector("backup", "dir"),
+            mode=AutostartMode.BOOT,
+            ensure_flag=True,
+            require_mount=True,
+            max_attempts=10,
+            backoff_initial=10.0,
+            backoff_max=600.0,
+            hooks=("pager",),
+        ),
+    )
+    assert config.threshold_rules() == (
+        ThresholdRule(
+            selector=Selector("*", "netfs"),
+            warning=FreeBelow(200 * GiB),
+            critical=FreeBelow(50 * GiB),
+            clear_ratio=0.0,
+            clear_bytes=10 * GiB,
+            hold=300.0,
+            time_to_full_warning=86400.0,
+            time_to_full_critical=7200.0,
+            forecast_window=21600.0,
+            hooks=("pager", "ops-webhook"),
+        ),
+        ThresholdRule(
+            selector=Selector("*"),
+            warning=UsedRatio(0.85),
+            critical=UsedRatio(0.95),
+            clear_ratio=0.02,
+            clear_bytes=0,
+            hold=300.0,
+            time_to_full_warning=None,
+            time_to_full_critical=None,
+            forecast_window=21600.0,
+            hooks=("ops-webhook",),
+        ),
+    )
+    assert config.hook_definitions() == {
+        "pager": ExecHook("pager", ("/usr/local/bin/page-oncall", "--severity", "high"), 30.0),
+        "ops-webhook": WebhookHook(
+            "ops-webhook",
+            "https://alerts.example.com/poolwatch",
+            timeout=10.0,
+            retries=3,
+            headers=(("Authorization", "Bearer REPLACE-WITH-TOKEN"),),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "table"),
+    [
+        (AutostartConfig, "[[autostart]]"),
+        (ThresholdConfig, "[[threshold]]"),
+        (HookConfig, "[hooks."),
+    ],
+)
+def test_shipped_example_shows_every_policy_key(model: type[BaseModel], table: str) -> None:
+    text = EXAMPLE.read_text()
+    examples = commented_examples(text)
+    keys = {field.alias or name for name, field in model.model_fields.items()}
+
+    assert table in examples
+    for key in keys:
+        assert f"\n{key} = " in examples, f"no example sets {key}"
+        # Documented in the key list above the example: "#   key   what it does".
+        assert re.search(rf"^#   (\w+, )*{key}(,|\s|$)", text, re.MULTILINE), f"{key} undocumented"
 
 
 def test_full_file_is_read() -> None:
@@ -130,22 +255,6 @@ def test_config_is_frozen_and_hashable() -> None:
 def test_connection_key_is_name_else_uri() -> None:
     assert ConnectionConfig(name="kvm01", uri="qemu:///system").key == "kvm01"
     assert ConnectionConfig(uri="qemu:///system").key == "qemu:///system"
-
-
-@pytest.mark.parametrize(
-    ("read_only", "refresh_interval", "expected"),
-    [
-        ('"auto"', 300.0, False),  # refreshing pools needs a read-write connection
-        ('"auto"', 0.0, True),
-        ("true", 300.0, True),
-        ("false", 0.0, False),
-    ],
-)
-def test_wants_read_only(read_only: str, refresh_interval: float, expected: bool) -> None:
-    toml = f"[[connection]]\nread_only = {read_only}"
-    connection = parse_config(toml, source="test.toml").connections[0]
-
-    assert connection.wants_read_only(refresh_interval) is expected
 
 
 def test_empty_connection_list_is_allowed() -> None:
@@ -543,3 +652,668 @@ def test_parse_ratio_rejects_with_the_accepted_form(text: str) -> None:
 def test_parse_ratio_rejects_more_than_everything() -> None:
     with pytest.raises(ValueError, match="between 0% and 100%"):
         parse_ratio("101%")
+
+
+# --- policies: rules and hooks ----------------------------------------------------------------
+
+POLICIES = """
+[[autostart]]
+pool = "nfs-*"
+type = "netfs"
+mode = "enforce"
+ensure_flag = true
+max_attempts = 0
+backoff = "30s"
+backoff_max = "1h"
+hooks = ["pager"]
+
+[[autostart]]
+pool = "*"
+
+[[threshold]]
+pool = "*"
+type = "dir"
+warning = "85%"
+critical = "95%"
+for = "5m"
+hooks = ["pager", "ops-webhook"]
+
+[[threshold]]
+warning = "< 20GiB"
+critical = "< 5GiB"
+clear = "5GiB"
+time_to_full_warning = "24h"
+time_to_full_critical = "2h"
+forecast_window = "12h"
+
+[hooks.pager]
+exec = ["/usr/local/bin/page-oncall", "--severity", "high"]
+timeout = "1m"
+
+[hooks.ops-webhook]
+webhook = "https://alerts.example.com/poolwatch"
+timeout = "5s"
+retries = 0
+headers = { Authorization = "Bearer abc", X-Team = "storage" }
+"""
+
+
+def test_policies_become_rule_objects() -> None:
+    config = parse_config(POLICIES, source="test.toml")
+
+    assert config.autostart_rules() == (
+        AutostartRule(
+            selector=Selector(pool="nfs-*", type="netfs"),
+            mode=AutostartMode.ENFORCE,
+            ensure_flag=True,
+            require_mount=False,
+            max_attempts=0,
+            backoff_initial=30.0,
+            backoff_max=3600.0,
+            hooks=("pager",),
+        ),
+        AutostartRule(
+            selector=Selector(pool="*", type=None),
+            mode=AutostartMode.BOOT,
+            ensure_flag=False,
+            require_mount=False,
+            max_attempts=10,
+            backoff_initial=10.0,
+            backoff_max=600.0,
+            hooks=(),
+        ),
+    )
+    assert config.threshold_rules() == (
+        ThresholdRule(
+            selector=Selector(pool="*", type="dir"),
+            warning=UsedRatio(0.85),
+            critical=UsedRatio(0.95),
+            clear_ratio=0.02,  # the default for ratio limits
+            clear_bytes=0,
+            hold=300.0,
+            time_to_full_warning=None,
+            time_to_full_critical=None,
+            forecast_window=6 * 3600.0,
+            hooks=("pager", "ops-webhook"),
+        ),
+        ThresholdRule(
+            selector=Selector(pool="*", type=None),
+            warning=FreeBelow(20 * GiB),
+            critical=FreeBelow(5 * GiB),
+            clear_ratio=0.0,
+            clear_bytes=5 * GiB,
+            hold=0.0,
+            time_to_full_warning=86400.0,
+            time_to_full_critical=7200.0,
+            forecast_window=12 * 3600.0,
+            hooks=(),
+        ),
+    )
+    assert config.hook_definitions() == {
+        "pager": ExecHook(
+            name="pager", argv=("/usr/local/bin/page-oncall", "--severity", "high"), timeout=60.0
+        ),
+        "ops-webhook": WebhookHook(
+            name="ops-webhook",
+            url="https://alerts.example.com/poolwatch",
+            timeout=5.0,
+            retries=0,
+            headers=(("Authorization", "Bearer abc"), ("X-Team", "storage")),
+        ),
+    }
+
+
+def test_no_policy_sections_mean_no_rules() -> None:
+    config = Config()
+
+    assert config.autostart_rules() == ()
+    assert config.threshold_rules() == ()
+    assert config.hook_definitions() == {}
+
+
+@pytest.mark.parametrize(
+    ("limits", "clear_ratio", "clear_bytes"),
+    [
+        ('warning = "85%"', 0.02, 0),
+        ('critical = "95%"', 0.02, 0),
+        ('warning = "< 20GiB"', 0.0, GiB),
+        ('critical = "< 20GiB"', 0.0, GiB),
+        ('warning = "80%"\nclear = "5%"', 0.05, 0),
+        ('critical = "< 10GiB"\nclear = "512MiB"', 0.0, 512 * 2**20),
+        ('time_to_full_warning = "1d"', 0.0, 0),  # no space limit: nothing to clear
+    ],
+)
+def test_clear_defaults_to_the_kind_of_the_limits(
+    limits: str, clear_ratio: float, clear_bytes: int
+) -> None:
+    (rule,) = parse_config(f"[[threshold]]\n{limits}", source="t").threshold_rules()
+
+    assert rule.clear_ratio == pytest.approx(clear_ratio)
+    assert rule.clear_bytes == clear_bytes
+
+
+def test_hook_timeouts_default_by_kind() -> None:
+    hooks = parse_config(
+        '[hooks.a]\nexec = ["page-oncall"]\n[hooks.b]\nwebhook = "http://127.0.0.1:8080/x"',
+        source="t",
+    ).hook_definitions()
+
+    assert hooks == {
+        "a": ExecHook(name="a", argv=("page-oncall",), timeout=30.0),
+        "b": WebhookHook(
+            name="b", url="http://127.0.0.1:8080/x", timeout=10.0, retries=3, headers=()
+        ),
+    }
+
+
+def test_rules_keep_file_order_so_the_first_match_wins() -> None:
+    config = parse_config(
+        """
+        [[threshold]]
+        pool = "db-*"
+        warning = "70%"
+        [[threshold]]
+        pool = "*"
+        type = "netfs"
+        warning = "< 100GiB"
+        [[threshold]]
+        warning = "90%"
+        [[autostart]]
+        pool = "scratch-*"
+        mode = "off"
+        [[autostart]]
+        mode = "enforce"
+        """,
+        source="t",
+    )
+    thresholds = config.threshold_rules()
+    autostart = config.autostart_rules()
+
+    assert [rule.selector.pool for rule in thresholds] == ["db-*", "*", "*"]
+    assert first_match(thresholds, "db-nfs", "netfs") is thresholds[0]
+    assert first_match(thresholds, "media", "netfs") is thresholds[1]
+    assert first_match(thresholds, "media", "dir") is thresholds[2]
+    assert first_match(autostart, "scratch-1", "dir") is autostart[0]
+    assert first_match(autostart, "images", "dir") is autostart[1]
+
+
+def test_selectors_are_case_sensitive_globs() -> None:
+    (rule,) = parse_config('[[autostart]]\npool = "NFS-*"', source="t").autostart_rules()
+
+    assert rule.selector.matches("NFS-1", "netfs")
+    assert not rule.selector.matches("nfs-1", "netfs")
+
+
+def test_config_with_policies_is_hashable_and_survives_overrides() -> None:
+    config = parse_config(POLICIES, source="t")
+
+    assert hash(config) == hash(parse_config(POLICIES, source="t"))
+    overridden = config.with_overrides(log_level="debug", libvirt_uri="test:///default")
+    assert overridden.threshold_rules() == config.threshold_rules()
+    assert overridden.autostart_rules() == config.autostart_rules()
+    assert overridden.hook_definitions() == config.hook_definitions()
+    with pytest.raises(TypeError):
+        config.hooks["pager"] = config.hooks["pager"]  # type: ignore[index]
+
+
+def test_webhook_headers_stay_out_of_repr() -> None:
+    config = parse_config(POLICIES, source="t")
+
+    assert "Bearer abc" not in repr(config)
+    assert "Bearer abc" not in str(config)
+
+
+def test_python_callers_pass_rule_values() -> None:
+    threshold = ThresholdConfig.model_validate(
+        {"warning": UsedRatio(0.8), "critical": "90%", "clear": Hysteresis(ratio=0.05)}
+    )
+
+    assert (threshold.warning, threshold.critical) == (UsedRatio(0.8), UsedRatio(0.9))
+    assert threshold.to_rule().clear_ratio == 0.05
+    with pytest.raises(ConfigError, match="must be a quoted string"):
+        parse_config("[[threshold]]\nwarning = 0.8", source="t")
+
+
+def test_policy_limits_dump_as_written() -> None:
+    dumped = parse_config(POLICIES, source="t").model_dump(by_alias=True)
+
+    assert dumped["thresholds"][1]["warning"] == "< 20GiB"
+    assert dumped["thresholds"][1]["clear"] == "5GiB"
+    assert dumped["thresholds"][0]["critical"] == "95%"
+    assert dumped["hooks"]["ops-webhook"]["headers"] == {
+        "Authorization": "Bearer abc",
+        "X-Team": "storage",
+    }
+
+
+# --- policies: limits -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        ("85%", UsedRatio(0.85)),
+        ("100%", UsedRatio(1.0)),
+        ("0.5%", UsedRatio(0.005)),
+        ("< 20GiB", FreeBelow(20 * GiB)),
+        ("<20GiB", FreeBelow(20 * GiB)),
+        ("< 500GB", FreeBelow(500 * 10**9)),
+    ],
+)
+def test_parse_limit(text: str, limit: UsedRatio | FreeBelow) -> None:
+    assert parse_limit(text) == limit
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("20GiB", 'invalid limit "20GiB": free space needs a "<": write "< 20GiB"'),
+        ("0%", 'invalid limit "0%": a used ratio must be more than 0%'),
+        ("101%", 'invalid ratio "101%": must be between 0% and 100%'),
+        ("< 0B", 'invalid limit "< 0B": free space is never below 0 bytes'),
+        ("> 20GiB", 'invalid limit "> 20GiB" (use a used ratio such as "85%" or free space'),
+        ("< 20", 'invalid size " 20" (use e.g.'),
+        ("0.85", 'invalid limit "0.85" (use a used ratio'),
+    ],
+)
+def test_parse_limit_rejects(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_limit(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "clear"),
+    [("2%", Hysteresis(ratio=0.02)), ("5GiB", Hysteresis(bytes=5 * GiB))],
+)
+def test_parse_clear(text: str, clear: Hysteresis) -> None:
+    assert parse_clear(text) == clear
+
+
+# --- policies: every mistake with its key path ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        # threshold: limits
+        (
+            '[[threshold]]\npool = "*"',
+            "threshold[0]: sets no level: give at least one of warning, critical, "
+            "time_to_full_warning or time_to_full_critical",
+        ),
+        (
+            '[[threshold]]\nwarning = "20GiB"',
+            'threshold[0].warning: invalid limit "20GiB": free space needs a "<": write "< 20GiB"',
+        ),
+        (
+            '[[threshold]]\ncritical = "0%"',
+            'threshold[0].critical: invalid limit "0%": a used ratio must be more than 0%',
+        ),
+        (
+            '[[threshold]]\nwarning = "120%"',
+            'threshold[0].warning: invalid ratio "120%": must be between 0% and 100%',
+        ),
+        (
+            "[[threshold]]\nwarning = 85",
+            'threshold[0].warning: must be a quoted string such as "85%" or "< 20GiB" (got 85)',
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\ncritical = "< 5GiB"',
+            'threshold[0].critical: must be the same kind as warning "85%": both used ratios '
+            'such as "85%" or both free space such as "< 20GiB" (got "< 5GiB")',
+        ),
+        (
+            '[[threshold]]\nwarning = "95%"\ncritical = "85%"',
+            'threshold[0].critical: must be higher than warning "95%" (got "85%")',
+        ),
+        (
+            '[[threshold]]\nwarning = "90%"\ncritical = "90%"',
+            'threshold[0].critical: must be higher than warning "90%" (got "90%")',
+        ),
+        (
+            '[[threshold]]\nwarning = "< 5GiB"\ncritical = "< 20GiB"',
+            'threshold[0].critical: must be less free space than warning "< 5GiB", which warns '
+            'first (got "< 20GiB")',
+        ),
+        # threshold: clear
+        (
+            '[[threshold]]\nwarning = "85%"\nclear = "90%"',
+            'threshold[0].clear: must be less than warning "85%": a clear of "90%" reaches '
+            "beyond the threshold, so the level would never clear",
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\nclear = "85%"',
+            'threshold[0].clear: must be less than warning "85%": a clear of "85%" reaches '
+            "beyond the threshold, so the level would never clear",
+        ),
+        (
+            '[[threshold]]\ncritical = "10%"\nclear = "10%"',
+            'threshold[0].clear: must be less than critical "10%": a clear of "10%" reaches '
+            "beyond the threshold, so the level would never clear",
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\nclear = "5GiB"',
+            'threshold[0].clear: must be a ratio such as "2%" for used-ratio limits (got "5GiB")',
+        ),
+        (
+            '[[threshold]]\nwarning = "< 20GiB"\nclear = "2%"',
+            'threshold[0].clear: must be a size such as "5GiB" for free-space limits (got "2%")',
+        ),
+        (
+            '[[threshold]]\nwarning = "< 20GiB"\nclear = "< 5GiB"',
+            'threshold[0].clear: invalid clear "< 5GiB": a clear margin takes no "<"; write "5GiB"',
+        ),
+        (
+            '[[threshold]]\nwarning = "< 20GiB"\nclear = "0B"',
+            'threshold[0].clear: must be greater than 0 (got "0B")',
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\nclear = "lots"',
+            'threshold[0].clear: invalid clear "lots" (use a ratio such as "2%" for used-ratio '
+            'limits or a size such as "5GiB" for free-space limits)',
+        ),
+        (
+            '[[threshold]]\ntime_to_full_warning = "1h"\nclear = "2%"',
+            'threshold[0].clear: has no effect without warning or critical (got "2%")',
+        ),
+        # threshold: durations
+        (
+            '[[threshold]]\ntime_to_full_warning = "2h"\ntime_to_full_critical = "1d"',
+            'threshold[0].time_to_full_critical: must be shorter than time_to_full_warning "2h" '
+            '(got "1d")',
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\nforecast_window = "0s"',
+            'threshold[0].forecast_window: must be greater than 0 (got "0s")',
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\nfor = "-1m"',
+            f'threshold[0].for: invalid duration "-1m": must not be negative {DURATION_HINT}',
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\ntime_to_full_warning = "0s"',
+            'threshold[0].time_to_full_warning: must be greater than 0 (got "0s")',
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\npool = ""',
+            'threshold[0].pool: must not be empty (use "*" for every pool)',
+        ),
+        # autostart
+        (
+            '[[autostart]]\nmode = "always"',
+            'autostart[0].mode: must be "off", "boot" or "enforce" (got "always")',
+        ),
+        (
+            "[[autostart]]\nmax_attempts = -1",
+            "autostart[0].max_attempts: must be at least 0 (got -1)",
+        ),
+        (
+            '[[autostart]]\nbackoff = "0s"',
+            'autostart[0].backoff: must be greater than 0 (got "0s")',
+        ),
+        (
+            '[[autostart]]\nbackoff = "1h"\nbackoff_max = "10m"',
+            'autostart[0].backoff_max: must be at least backoff "1h" (got "10m")',
+        ),
+        (
+            '[[autostart]]\nbackoff = "20m"',  # beyond the default backoff_max
+            'autostart[0].backoff: must be at most backoff_max, whose default is "10m": set '
+            'backoff_max too (got "20m")',
+        ),
+        (
+            '[[autostart]]\ntype = "netfs"\nrequire_mount = true',
+            'autostart[0].require_mount: only applies to dir pools, and type "netfs" does not '
+            'match "dir"',
+        ),
+        (
+            '[[autostart]]\nensure_flag = "yes"',
+            'autostart[0].ensure_flag: must be true or false (got "yes")',
+        ),
+        (
+            '[[autostart]]\ntype = ""',
+            'autostart[0].type: must not be empty (use "*" for every pool)',
+        ),
+        # hooks
+        (
+            "[hooks.pager]\n",
+            "hooks.pager: needs exec (a command to run) or webhook (a URL to post to)",
+        ),
+        (
+            '[hooks.pager]\nexec = ["/bin/true"]\nwebhook = "https://example.com/"',
+            "hooks.pager: has both exec and webhook; a hook is one or the other, so define two "
+            "hooks",
+        ),
+        (
+            "[hooks.pager]\nexec = []",
+            "hooks.pager.exec: must not be empty: give the program and its arguments, e.g. "
+            '["/usr/local/bin/page-oncall", "--severity", "high"]',
+        ),
+        (
+            '[hooks.pager]\nexec = "/usr/local/bin/page-oncall --severity high"',
+            'hooks.pager.exec: must be an array (got "/usr/local/bin/page-oncall --severity high")',
+        ),
+        (
+            '[hooks.pager]\nexec = ["bin/page-oncall"]',
+            "hooks.pager.exec[0]: must be an absolute path or a command name looked up in PATH "
+            '(got "bin/page-oncall")',
+        ),
+        (
+            '[hooks.pager]\nexec = ["", "x"]',
+            "hooks.pager.exec[0]: must be an absolute path or a command name looked up in PATH "
+            '(got "")',
+        ),
+        (
+            '[hooks.pager]\nexec = ["/bin/page", 5]',
+            "hooks.pager.exec[1]: must be a string (got 5)",
+        ),
+        (
+            '[hooks.pager]\nexec = ["/bin/page"]\nretries = 2',
+            "hooks.pager.retries: only applies to webhook hooks",
+        ),
+        (
+            '[hooks.pager]\nexec = ["/bin/page"]\nheaders = { A = "b" }',
+            "hooks.pager.headers: only applies to webhook hooks",
+        ),
+        (
+            '[hooks.ops]\nwebhook = "ftp://alerts.example.com/"',
+            'hooks.ops.webhook: invalid webhook URL "ftp://alerts.example.com/" (use an http:// '
+            'or https:// URL such as "https://alerts.example.com/poolwatch")',
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://"',
+            'hooks.ops.webhook: invalid webhook URL "https://" (use an http:// or https:// URL '
+            'such as "https://alerts.example.com/poolwatch")',
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://example.com:99999/"',
+            'hooks.ops.webhook: invalid webhook URL "https://example.com:99999/" (use an http:// '
+            'or https:// URL such as "https://alerts.example.com/poolwatch")',
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://example.com/"\nretries = -1',
+            "hooks.ops.retries: must be at least 0 (got -1)",
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://example.com/"\ntimeout = "0s"',
+            'hooks.ops.timeout: must be greater than 0 (got "0s")',
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://example.com/"\nheaders = { "X Team" = "a" }',
+            'hooks.ops.headers."X Team": invalid HTTP header name "X Team"',
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://example.com/"\nheaders = { X-Team = "a\\nX-Evil: 1" }',
+            "hooks.ops.headers.X-Team: must not contain line breaks or NUL characters",
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://example.com/"\nheaders = { X-Team = 1 }',
+            "hooks.ops.headers.X-Team: must be a string (got 1)",
+        ),
+        (
+            '[hooks."page me"]\nexec = ["/bin/page"]',
+            'hooks."page me": invalid hook name "page me": use letters, digits, "_" and "-"',
+        ),
+        (
+            '[hooks.ops]\nwebhook = "https://example.com/a b"',
+            'hooks.ops.webhook: invalid webhook URL "https://example.com/a b" (use an http:// '
+            'or https:// URL such as "https://alerts.example.com/poolwatch")',
+        ),
+        (
+            '[[threshold]]\nwarning = "85%"\nclear = 2',
+            'threshold[0].clear: must be a quoted string such as "2%" or "5GiB" (got 2)',
+        ),
+        (
+            # clear is checked against warning only once warning itself is valid
+            '[[threshold]]\nwarning = "85"\nclear = "5GiB"',
+            'threshold[0].warning: invalid limit "85" (use a used ratio such as "85%" or free '
+            'space such as "< 20GiB")',
+        ),
+        ("threshold = [1]", "threshold[0]: must be a table (got 1)"),
+        ('hooks = ["pager"]', "hooks: must be a table (got an array)"),
+        ("[[hooks]]", "hooks: must be a table (got an array)"),
+    ],
+)
+def test_bad_policy_entries(toml: str, expected: str) -> None:
+    assert error_of(toml) == expected
+
+
+@pytest.mark.parametrize("table", ["autostart", "threshold"])
+def test_single_bracket_rule_table_is_explained(table: str) -> None:
+    assert error_of(f'[{table}]\npool = "*"') == (
+        f"{table}: must be an array of tables: write [[{table}]], not [{table}]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[[autostart]]\nbogus = 1", "autostart[0].bogus: unknown key"),
+        ('[[threshold]]\nwarning = "85%"\nhold = "5m"', "threshold[0].hold: unknown key"),
+        ('[[threshold]]\nwarning = "85%"\nwarn = "80%"', "threshold[0].warn: unknown key"),
+        ('[hooks.pager]\nexec = ["/bin/true"]\ncommand = "x"', "hooks.pager.command: unknown key"),
+    ],
+)
+def test_unknown_keys_in_policy_sections(toml: str, expected: str) -> None:
+    assert error_of(toml) == expected
+
+
+@pytest.mark.parametrize("setting", ['type = "dir"', 'type = "d*"', 'type = "*"', ""])
+def test_require_mount_with_a_type_that_can_be_dir(setting: str) -> None:
+    (rule,) = parse_config(
+        f"[[autostart]]\n{setting}\nrequire_mount = true", source="t"
+    ).autostart_rules()
+
+    assert rule.require_mount
+
+
+def test_unknown_hook_names_list_the_defined_ones() -> None:
+    errors = errors_of(
+        """
+        [[autostart]]
+        hooks = ["pager"]
+        [[threshold]]
+        warning = "85%"
+        hooks = ["pager", "x"]
+        [hooks.pager]
+        exec = ["/bin/page"]
+        [hooks.ops]
+        webhook = "https://example.com/"
+        """
+    )
+
+    assert errors == ['threshold[0].hooks[1]: unknown hook "x" (defined: ops, pager)']
+
+
+def test_unknown_hook_names_without_hooks() -> None:
+    assert error_of('[[autostart]]\nhooks = ["pager"]') == (
+        'autostart[0].hooks[0]: unknown hook "pager" (defined: none)'
+    )
+
+
+def test_a_hook_named_twice_in_one_rule() -> None:
+    assert error_of(
+        '[[autostart]]\nhooks = ["pager", "pager"]\n[hooks.pager]\nexec = ["/bin/page"]'
+    ) == ('autostart[0].hooks[1]: duplicate hook "pager" (see hooks[0])')
+
+
+def test_every_policy_error_is_reported_at_once() -> None:
+    errors = errors_of(
+        """
+        bogus = 1
+        [[autostart]]
+        mode = "sometimes"
+        backoff = "1h"
+        backoff_max = "10m"
+        hooks = ["nope"]
+        [[threshold]]
+        warning = "85%"
+        critical = "80%"
+        clear = "90%"
+        [[threshold]]
+        warning = "20GiB"
+        forecast_window = "0s"
+        hooks = ["pager", "x"]
+        [hooks.pager]
+        exec = ["bin/page"]
+        [hooks.ops]
+        webhook = "ftp://x"
+        """
+    )
+
+    assert [error.split(": ")[0] for error in errors] == [
+        "autostart[0].mode",
+        "autostart[0].backoff_max",
+        "threshold[0].critical",
+        "threshold[0].clear",
+        "threshold[1].warning",
+        "threshold[1].forecast_window",
+        "hooks.pager.exec[0]",
+        "hooks.ops.webhook",
+        "bogus",
+        "autostart[0].hooks[0]",
+        "threshold[1].hooks[1]",
+    ]
+    # Messages of every kind survive being collected with the unknown hook names.
+    assert errors[0] == 'autostart[0].mode: must be "off", "boot" or "enforce" (got "sometimes")'
+    assert errors[8] == "bogus: unknown key"
+    assert errors[-1] == 'threshold[1].hooks[1]: unknown hook "x" (defined: ops, pager)'
+
+
+# --- read-only "auto" -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[poll]\nrefresh_interval = "0s"', True),
+        ("", False),  # refreshing pools needs write access
+        ('[poll]\nrefresh_interval = "0s"\n[[autostart]]\nmode = "off"', True),
+        ('[poll]\nrefresh_interval = "0s"\n[[autostart]]\nmode = "boot"', False),
+        ('[poll]\nrefresh_interval = "0s"\n[[autostart]]\nmode = "enforce"', False),
+        ('[poll]\nrefresh_interval = "0s"\n[[autostart]]', False),  # mode defaults to boot
+        (
+            '[poll]\nrefresh_interval = "0s"\n[[autostart]]\nmode = "off"\nensure_flag = true',
+            False,
+        ),
+        (
+            '[poll]\nrefresh_interval = "0s"\n[[threshold]]\nwarning = "85%"\n'
+            '[hooks.a]\nexec = ["/bin/true"]',
+            True,  # thresholds and hooks never write to libvirt
+        ),
+    ],
+)
+def test_auto_read_only_follows_what_poolwatch_writes(toml: str, expected: bool) -> None:
+    config = parse_config(f"[[connection]]\n{toml}", source="t")
+
+    assert config.needs_write() is not expected
+    assert config.connections[0].wants_read_only(config) is expected
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_explicit_read_only_wins_over_policies(read_only: bool) -> None:
+    config = parse_config(
+        f'[[connection]]\nread_only = {str(read_only).lower()}\n[[autostart]]\nmode = "enforce"',
+        source="t",
+    )
+
+    assert config.connections[0].wants_read_only(config) is read_only

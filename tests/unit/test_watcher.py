@@ -112,6 +112,15 @@ class FakeSource:
         self._check()
         self.emit(name, PoolEventKind.REFRESHED)
 
+    async def start_pool(self, name: str) -> None:
+        self._check()
+        self.pools[name] = dataclasses.replace(self.pools[name], active=True)
+        self.emit(name, PoolEventKind.STARTED)
+
+    async def set_autostart(self, name: str, *, enabled: bool) -> None:
+        self._check()
+        self.pools[name] = dataclasses.replace(self.pools[name], autostart=enabled)
+
 
 async def until(condition: Callable[[], bool], inventory: Inventory) -> None:
     async def wait() -> None:

@@ -132,11 +132,11 @@ def _host_doc(key: str, host: HostSnapshot, *, with_volumes: bool) -> HostDoc:
         "up": host.up,
         "synced": host.synced,
         "last_poll_success": host.last_poll_success,
-        "pools": [_pool_doc(pools[name], with_volumes=with_volumes) for name in sorted(pools)],
+        "pools": [pool_document(pools[name], with_volumes=with_volumes) for name in sorted(pools)],
     }
 
 
-def _pool_doc(pool: PoolSnapshot, *, with_volumes: bool) -> PoolDoc:
+def pool_document(pool: PoolSnapshot, *, with_volumes: bool) -> PoolDoc:
     active = pool.active
     return {
         "host": pool.host,

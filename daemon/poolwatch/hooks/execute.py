@@ -1,0 +1,210 @@
+"""Exec hooks: run an operator's argv, never through a shell, as a process group of its own.
+
+Pool facts reach the hook only as POOLWATCH_* environment variables, so a pool name is data and
+never code. The hook and everything it spawns share one process group (a new session), which is
+what a timeout kills: SIGTERM, a grace period, then SIGKILL. Output is kept only as a short tail
+for the log, so a chatty hook cannot grow the daemon's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from poolwatch.policies.rules import ExecHook
+
+if TYPE_CHECKING:
+    from poolwatch.hooks.runner import HookEvent
+
+log = structlog.get_logger()
+
+OUTPUT_TAIL_BYTES = 4096
+# The daemon's own environment may hold secrets (credentials for libvirt, proxies); a hook gets
+# only what it needs to find programs and decode text.
+INHERITED_VARIABLES = ("PATH", "LANG")
+DEFAULT_KILL_GRACE = 2.0
+# How often to look whether a signalled process group is gone.
+_GROUP_POLL_INTERVAL = 0.05
+
+ExecResult = Literal["ok", "failed", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecOutcome:
+    result: ExecResult
+    exit_code: int | None  # negative: ended by that signal; None: never started, or not reaped
+    stdout: str  # the last OUTPUT_TAIL_BYTES, decoded leniently
+    stderr: str
+    killed: bool = False  # the process group was signalled (timeout, or leftovers holding pipes)
+    error: str | None = None  # why the hook could not be started
+
+
+def hook_environment(
+    event: HookEvent, inherited: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The complete environment of an exec hook: PATH and LANG, and the event's facts.
+
+    Unknown figures are empty strings, so a hook can test them with `[ -n "$VAR" ]`.
+    """
+    source = os.environ if inherited is None else inherited
+    env = {name: source[name] for name in INHERITED_VARIABLES if name in source}
+    env.update(
+        POOLWATCH_ACTION=event.action,
+        POOLWATCH_HOST=event.host,
+        POOLWATCH_POOL=event.pool,
+        POOLWATCH_POOL_UUID=event.pool_uuid,
+        POOLWATCH_LEVEL=event.level,
+        POOLWATCH_PREVIOUS_LEVEL=event.previous_level,
+        POOLWATCH_USED_RATIO=_fixed(event.used_ratio, 3),
+        POOLWATCH_AVAILABLE_BYTES=_fixed(event.available_bytes, 0),
+        # Whole seconds: what a shell's `[ "$X" -lt 3600 ]` can compare.
+        POOLWATCH_TIME_TO_FULL_SECONDS=_fixed(event.time_to_full_seconds, 0),
+        POOLWATCH_EPISODE=event.episode,
+    )
+    return env
+
+
+def _fixed(value: float | int | None, digits: int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:.{digits}f}"
+
+
+class _Tail:
+    """The last `limit` bytes written to one pipe."""
+
+    def __init__(self, limit: int = OUTPUT_TAIL_BYTES) -> None:
+        self._limit = limit
+        self._data = bytearray()
+
+    def append(self, data: bytes) -> None:
+        if len(data) >= self._limit:
+            self._data[:] = data[-self._limit :]
+            return
+        self._data += data
+        if len(self._data) > self._limit:
+            del self._data[: len(self._data) - self._limit]
+
+    def text(self) -> str:
+        return self._data.decode("utf-8", errors="replace")
+
+
+class _HookProcess(asyncio.SubprocessProtocol):
+    """Collects output tails as it arrives and tells when the hook has exited and gone quiet."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.stdout = _Tail()
+        self.stderr = _Tail()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        # The leader exited and every holder of the output pipes closed them.
+        self.finished: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        (self.stdout if fd == 1 else self.stderr).append(raw)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def run_exec(
+    hook: ExecHook, env: Mapping[str, str], *, kill_grace: float = DEFAULT_KILL_GRACE
+) -> ExecOutcome:
+    """Run one exec hook to completion or timeout; cancellation also stops its process group.
+
+    The run lasts until the hook exits AND its output pipes close, at most `hook.timeout`:
+    a background child that keeps the pipes open is killed with the group then (the result
+    still follows the hook's own exit status if it had exited). Children that detach from the
+    pipes (`cmd >/dev/null 2>&1 &`) are left running.
+    """
+    if not hook.argv:
+        return ExecOutcome("failed", None, "", "", error="empty argv")
+    loop = asyncio.get_running_loop()
+    # loop.subprocess_exec is what asyncio.create_subprocess_exec wraps; its protocol keeps only
+    # output tails (no unbounded stream buffers) and its transport can stop reading at once.
+    try:
+        transport, process = await loop.subprocess_exec(
+            lambda: _HookProcess(loop),
+            *hook.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except (OSError, ValueError) as exc:  # not found, not executable, NUL in an argument...
+        return ExecOutcome("failed", None, "", "", error=f"{type(exc).__name__}: {exc}")
+    # start_new_session makes the hook a session and process group leader: pgid == pid.
+    pgid = transport.get_pid()
+    timed_out = False
+    killed = False
+    try:
+        done, _ = await asyncio.wait({process.finished}, timeout=hook.timeout)
+        if not done:
+            timed_out = not process.exited.done()
+            killed = True
+            await _stop_group(pgid, process, kill_grace)
+    except asyncio.CancelledError:
+        await _stop_group(pgid, process, kill_grace)
+        raise
+    finally:
+        # Stop reading: a descendant that escaped the group may still hold the pipes.
+        transport.close()
+    exit_code = transport.get_returncode()
+    stdout, stderr = process.stdout.text(), process.stderr.text()
+    if timed_out or exit_code is None:
+        return ExecOutcome("timeout", exit_code, stdout, stderr, killed=killed)
+    result: ExecResult = "ok" if exit_code == 0 else "failed"
+    return ExecOutcome(result, exit_code, stdout, stderr, killed=killed)
+
+
+async def _stop_group(pgid: int, process: _HookProcess, grace: float) -> None:
+    """SIGTERM the group, give it `grace` seconds to go, SIGKILL what is left, reap the leader."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    _signal_group(pgid, signal.SIGTERM)
+    await asyncio.wait({process.finished}, timeout=grace)
+    # No notification exists for "the group is empty": descendants are not our children.
+    while loop.time() < deadline:
+        if not _group_exists(pgid):
+            break
+        await asyncio.sleep(_GROUP_POLL_INTERVAL)
+    _signal_group(pgid, signal.SIGKILL)
+    # SIGKILL cannot be refused, but a process in uninterruptible sleep (a dead NFS server)
+    # dies only when the I/O returns; do not wait for that forever.
+    await asyncio.wait({process.exited}, timeout=grace)
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+    except PermissionError:
+        # Every remaining member changed its user (a setuid program): nothing poolwatch can do.
+        log.warning("hook_kill_denied", pgid=pgid, signal=signum.name)
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

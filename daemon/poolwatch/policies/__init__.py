@@ -1,0 +1,1 @@
+"""Policies: pure decisions from (snapshot, rule, state, now) to intended actions."""
