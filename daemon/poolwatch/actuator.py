@@ -303,9 +303,10 @@ class Actuator:
         if state is None or state.autostart_rule != rule:
             return  # the pool or its rule went away meanwhile
         self._record(key, pool.name, state, action.value, result, error or "", now)
+        # A flag change sends no event, and a start's event may be lost in a reconnect.
+        connection.reread(pool.name)
         if action is AutostartAction.SET_AUTOSTART:
             state.autostart = autostart.flag_finished(state.autostart)
-            connection.reread(pool.name)  # libvirt sends no event for a flag change
             return
         state.autostart, follow_up = autostart.start_finished(
             rule,

@@ -84,12 +84,21 @@ def test_boot_starts_after_connect_only() -> None:
     state, actions = decide(boot, pool(), on_connected(AutostartState()), now=0)
     assert actions == START
     state, _ = start_finished(boot, state, ok=True, error=None, now=1, jitter=1)
-    state, _ = decide(boot, pool(active=True), state, now=2)
+    state, _ = decide(boot, pool(active=True, read_at=2), state, now=2)
     # It stops later: boot mode leaves it alone, enforce would not.
-    _, actions = decide(boot, pool(), state, now=3)
+    _, actions = decide(boot, pool(read_at=3), state, now=3)
     assert actions == ()
-    _, actions = decide(rule(AutostartMode.ENFORCE), pool(), state, now=3)
+    _, actions = decide(rule(AutostartMode.ENFORCE), pool(read_at=3), state, now=3)
     assert actions == START
+
+
+def test_no_second_start_until_a_reading_after_the_first() -> None:
+    state, _ = decide(rule(), pool(read_at=10), AutostartState(), now=10)
+    state, _ = start_finished(rule(), state, ok=True, error=None, now=11, jitter=1)
+    _, actions = decide(rule(), pool(read_at=10), state, now=12)
+    assert actions == ()  # still the reading from before the start
+    _, actions = decide(rule(), pool(read_at=12), state, now=12)
+    assert actions == START  # read after the start, and stopped again
 
 
 def test_off_observes_only() -> None:

@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from poolwatch.exporter.policy_metrics import policy_families
 from poolwatch.inventory import ConnectionStats, Histogram, Inventory
 from poolwatch.model import HostSnapshot
 
@@ -49,16 +50,19 @@ class InventoryCollector:
         inventory = self._inventory
         hosts = inventory.hosts
         stats: list[tuple[HostSnapshot, ConnectionStats]] = []
+        keys = []
         for key, host in hosts.items():
             try:
                 stats.append((host, inventory.stats(key)))
             except KeyError:  # a host without counters is a bug upstream, not a failed scrape
                 continue
+            keys.append(key)
         families = [
             *_pool_families(hosts.values()),
             *_volume_families(hosts.values()),
             _pool_event_family(stats),
             *_connection_families(stats),
+            *policy_families(inventory, keys),
             *self._daemon_families(),
         ]
         # Families without samples would only add HELP/TYPE noise (the Go client drops them too).

@@ -41,6 +41,9 @@ class AutostartState:
     in_flight: bool = False  # a start or flag change was asked for and has not reported back
     flag_attempt_at: float | None = None  # last time setAutostart was asked for
     not_mounted: bool = False  # the not_mounted alarm is raised
+    # When the last start succeeded: until a snapshot read after it arrives, the pool still
+    # looks stopped, and starting it again would only be noise.
+    started_at: float | None = None
 
 
 def on_connected(state: AutostartState) -> AutostartState:
@@ -89,6 +92,7 @@ def decide(
         and not mount_blocks
         and not state.gave_up
         and now >= state.next_attempt_at
+        and (state.started_at is None or pool.read_at > state.started_at)
     ):
         state = replace(state, in_flight=True)
         actions.append(AutostartAction.START_POOL)
@@ -106,7 +110,10 @@ def start_finished(
 ) -> tuple[AutostartState, tuple[AutostartAction, ...]]:
     """The result of a START_POOL; ``jitter`` in [0.5, 1] spreads retries of many hosts."""
     if ok:
-        return replace(state, in_flight=False, failures=0, boot_pending=False, last_error=None), ()
+        started = replace(
+            state, in_flight=False, failures=0, boot_pending=False, last_error=None, started_at=now
+        )
+        return started, ()
     failures = state.failures + 1
     delay = min(rule.backoff_initial * 2 ** (failures - 1), rule.backoff_max) * jitter
     gave_up = rule.max_attempts > 0 and failures >= rule.max_attempts

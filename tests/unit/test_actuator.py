@@ -1,0 +1,260 @@
+"""The actuator over an in-memory inventory: what it carries out, once, and what it publishes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+
+from poolwatch.actuator import Actuator, PolicyRules
+from poolwatch.hooks import HookEvent
+from poolwatch.inventory import Inventory
+from poolwatch.model import PoolSnapshot, PoolState
+from poolwatch.policies.rules import (
+    AutostartMode,
+    AutostartRule,
+    Selector,
+    ThresholdRule,
+    UsedRatio,
+)
+from poolwatch.source import SourceError
+
+GiB = 1024**3
+KEY = "kvm01"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.flagged: list[str] = []
+        self.fail_start: str | None = None
+
+    async def start_pool(self, name: str) -> None:
+        self.started.append(name)
+        if self.fail_start:
+            raise SourceError(self.fail_start, code=38)
+
+    async def set_autostart(self, name: str, *, enabled: bool) -> None:
+        self.flagged.append(name)
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.source = FakeSource()
+        self.rereads: list[str] = []
+        self.urgent: frozenset[str] = frozenset()
+
+    def reread(self, pool: str) -> None:
+        self.rereads.append(pool)
+
+    def set_urgent(self, pools: frozenset[str]) -> None:
+        self.urgent = pools
+
+
+class FakeHooks:
+    def __init__(self) -> None:
+        self.submitted: list[tuple[str, HookEvent]] = []
+
+    def submit(self, name: str, event: HookEvent) -> None:
+        self.submitted.append((name, event))
+
+    def update(self, hooks: Any) -> None:
+        pass
+
+
+def pool(
+    name: str = "images", *, used: float = 0.5, active: bool = True, **kw: Any
+) -> PoolSnapshot:
+    capacity = 100 * GiB
+    snapshot = PoolSnapshot(
+        host="kvm01",
+        name=name,
+        uuid=f"uuid-{name}",
+        type="dir",
+        target_path=f"/srv/{name}",
+        source="",
+        state=PoolState.RUNNING if active else PoolState.INACTIVE,
+        active=active,
+        persistent=True,
+        autostart=True,
+        capacity=capacity,
+        allocation=int(capacity * used),
+        available=int(capacity * (1 - used)),
+        read_at=kw.pop("read_at", 0.0),
+    )
+    return dataclasses.replace(snapshot, **kw)
+
+
+THRESHOLD = ThresholdRule(
+    selector=Selector(),
+    warning=UsedRatio(0.8),
+    critical=UsedRatio(0.9),
+    clear_ratio=0.02,
+    clear_bytes=0,
+    hold=0.0,
+    time_to_full_warning=None,
+    time_to_full_critical=None,
+    forecast_window=3600.0,
+    hooks=("pager",),
+)
+
+
+def autostart_rule(**kw: Any) -> AutostartRule:
+    fields: dict[str, Any] = {
+        "selector": Selector(),
+        "mode": AutostartMode.ENFORCE,
+        "ensure_flag": False,
+        "require_mount": False,
+        "max_attempts": 2,
+        "backoff_initial": 10.0,
+        "backoff_max": 60.0,
+        "hooks": ("pager",),
+    }
+    fields.update(kw)
+    return AutostartRule(**fields)
+
+
+class World:
+    def __init__(self, rules: PolicyRules, *, dry_run: bool = False) -> None:
+        self.clock = FakeClock()
+        self.inventory = Inventory(clock=self.clock)
+        self.connection = FakeConnection()
+        self.hooks = FakeHooks()
+        self.actuator = Actuator(
+            inventory=self.inventory,
+            connections=lambda key: self.connection if key == KEY else None,
+            rules=rules,
+            hooks=self.hooks,  # type: ignore[arg-type]
+            dry_run=dry_run,
+            clock=self.clock,
+        )
+        self.inventory.add_host(KEY, name="kvm01", uri="qemu:///system")
+        self.inventory.set_connected(KEY, name="kvm01")
+
+    def show(self, *pools: PoolSnapshot, after: float = 1.0) -> None:
+        """A poll result: the pools as read ``after`` seconds later."""
+        self.clock.now += after
+        self.inventory.replace_pools(
+            KEY, {p.name: dataclasses.replace(p, read_at=self.clock.now) for p in pools}
+        )
+
+    async def evaluate(self) -> None:
+        self.actuator.evaluate()
+        await asyncio.sleep(0)  # let spawned actions run
+        await asyncio.sleep(0)
+
+
+async def test_one_hook_per_episode_action_however_often_it_is_evaluated() -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    for used in (0.5, 0.85, 0.86, 0.85, 0.95, 0.95, 0.5, 0.5):
+        world.show(pool(used=used))
+        for _ in range(3):
+            await world.evaluate()
+    actions = [event.action for _, event in world.hooks.submitted]
+    assert actions == ["warning", "critical", "recovery"]
+    assert len({event.episode for _, event in world.hooks.submitted}) == 1
+    assert world.inventory.policies(KEY)["images"].level == 0
+
+
+async def test_level_and_forecast_are_published() -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    for step in range(20):  # 0.1 % of 100 GiB every 30 s
+        world.show(pool(used=0.5 + step * 0.001), after=30)
+        await world.evaluate()
+    policy = world.inventory.policies(KEY)["images"]
+    assert policy.level == 0
+    assert policy.time_to_full == pytest.approx(481 * 30, rel=0.05)
+    assert policy.autostart_mode is None
+
+
+async def test_enforce_starts_a_stopped_pool_once() -> None:
+    world = World(PolicyRules(autostart=(autostart_rule(),)))
+    world.show(pool(active=False))
+    for _ in range(5):
+        await world.evaluate()
+    # Until a new reading arrives the pool still looks stopped: no second start.
+    assert world.connection.source.started == ["images"]
+    assert world.connection.rereads == ["images"]
+    stats = world.inventory.stats(KEY)
+    assert stats.actions[("images", "start_pool", "ok")] == 1
+    assert stats.autostart_attempts[("images", "ok")] == 1
+
+
+async def test_failed_starts_back_off_and_give_up_with_a_hook() -> None:
+    world = World(PolicyRules(autostart=(autostart_rule(max_attempts=2),)))
+    world.connection.source.fail_start = "cannot open directory"
+    world.show(pool(active=False))
+    for _ in range(200):
+        await world.evaluate()
+        world.clock.now += 1
+    assert world.connection.source.started == ["images", "images"]
+    policy = world.inventory.policies(KEY)["images"]
+    assert policy.autostart_gave_up
+    assert policy.last_error == "cannot open directory"
+    assert [event.action for _, event in world.hooks.submitted] == ["gave_up"]
+    # A changed rule lifts the give-up.
+    world.actuator.update_rules(PolicyRules(autostart=(autostart_rule(max_attempts=3),)))
+    await world.evaluate()
+    assert not world.inventory.policies(KEY)["images"].autostart_gave_up
+
+
+async def test_dry_run_changes_nothing_and_says_so_once_per_backoff() -> None:
+    world = World(PolicyRules(autostart=(autostart_rule(),)), dry_run=True)
+    world.show(pool(active=False))
+    for _ in range(10):
+        await world.evaluate()
+    assert world.connection.source.started == []
+    assert world.inventory.stats(KEY).actions == {("images", "start_pool", "dry_run"): 1}
+
+
+async def test_boot_mode_starts_after_the_resync_that_follows_a_connect() -> None:
+    world = World(PolicyRules(autostart=(autostart_rule(mode=AutostartMode.BOOT),)))
+    world.show(pool(active=False))
+    await world.evaluate()
+    assert world.connection.source.started == ["images"]
+    world.show(pool(active=True))
+    await world.evaluate()
+    world.show(pool(active=False))  # stopped later: boot mode leaves it
+    await world.evaluate()
+    assert world.connection.source.started == ["images"]
+    world.inventory.set_disconnected(KEY, reason="eof")
+    world.clock.now += 5
+    world.inventory.set_connected(KEY, name="kvm01")
+    world.show(pool(active=False))  # the resync after the reconnect
+    await world.evaluate()
+    assert world.connection.source.started == ["images", "images"]
+
+
+async def test_ensure_flag_sets_the_flag_and_rereads_the_pool() -> None:
+    rule = autostart_rule(mode=AutostartMode.OFF, ensure_flag=True)
+    world = World(PolicyRules(autostart=(rule,)))
+    world.show(pool(autostart=False))
+    await world.evaluate()
+    assert world.connection.source.flagged == ["images"]
+    assert world.connection.rereads == ["images"]  # libvirt sends no event for the flag
+
+
+async def test_pools_near_a_limit_are_marked_for_sooner_refresh() -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    world.show(pool("far", used=0.5), pool("near", used=0.77))
+    await world.evaluate()
+    assert world.connection.urgent == frozenset({"near"})
+
+
+async def test_undefined_pool_loses_its_policy_status() -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    world.show(pool("a"), pool("b"))
+    await world.evaluate()
+    world.show(pool("a"))
+    await world.evaluate()
+    assert set(world.inventory.policies(KEY)) == {"a"}
