@@ -10,18 +10,27 @@ import argparse
 import enum
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
-from poolwatch import __version__
-from poolwatch.config import DEFAULT_LISTEN, DEFAULT_URI, Config, ConfigError, load_config
+from poolwatch import __version__, status
+from poolwatch.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_URI,
+    Config,
+    ConfigError,
+    load_config,
+    parse_duration,
+)
 from poolwatch.errors import StartupError
 from poolwatch.logsetup import configure_logging
 
 DEFAULT_CONFIG_PATH = Path("/etc/poolwatch/poolwatch.toml")
 DEMO_LISTEN = "127.0.0.1:9479"
+DEFAULT_STATUS_TIMEOUT = "5s"
 
 _FLAGS_SOURCE = "command-line flags"
 
@@ -34,20 +43,41 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     CONFIG_INVALID = 3
     STARTUP_FAILED = 4
+    UNREACHABLE = 5
 
 
 _EXIT_CODE_HELP = {
-    ExitCode.OK: "clean shutdown (SIGTERM, SIGINT), or check-config found no problem",
+    ExitCode.OK: "clean shutdown (SIGTERM, SIGINT), check-config found no problem, or status "
+    "printed the table",
     ExitCode.RUNTIME_ERROR: "unexpected runtime error (logged with its traceback)",
     ExitCode.USAGE: "bad command line: unknown flag, missing or extra argument",
     ExitCode.CONFIG_INVALID: "invalid configuration (file or flag values); every problem "
     "is listed on stderr",
     ExitCode.STARTUP_FAILED: "startup failed, e.g. the listen address cannot be bound",
+    ExitCode.UNREACHABLE: "status: the daemon did not answer at --web.url (refused, timed "
+    "out), or its answer was not poolwatch's pool API",
 }
 _EPILOG = "exit codes:\n" + "\n".join(
     textwrap.fill(text, 78, initial_indent=f"  {int(code)}  ", subsequent_indent="     ")
     for code, text in _EXIT_CODE_HELP.items()
 )
+
+_STATUS_COLUMNS_HELP = """\
+columns:
+  HOST         the host label with (up) or (down); a down host shows its last known pools
+  POOL, TYPE, STATE
+               as libvirt names them
+  USAGE        fill bar and percentage; "-" for a stopped pool, whose figures are stale
+  USED/SIZE    allocation/capacity in binary units (G is GiB)
+  LEVEL        the threshold rule's alarm: ok, WARNING or CRITICAL
+  FORECAST     time to full at the recent growth rate, e.g. 3h20m; "-" when not growing
+  AUTOSTART    the autostart rule's mode (off, boot, enforce), "(N failed)" while
+               retrying, "gave up" after max_attempts, "not mounted" while a
+               require_mount target is not a mount point
+  LAST ACTION  the last policy action on the pool and how long ago
+
+"-" means that no rule applies or that nothing is known yet. Control characters in
+names are printed escaped (\\n, \\x1b), so each pool stays on one line."""
 
 # Flag values are validated as config keys; their errors name the flag the operator typed.
 _FLAG_FOR_KEY = (
@@ -144,6 +174,40 @@ def _check_config(args: argparse.Namespace) -> int:
         return ExitCode.CONFIG_INVALID
     print(f"{path}: OK ({_summary(config)})")
     return ExitCode.OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    url: status.DaemonURL = args.web_url
+    try:
+        rows = status.parse_pools(status.fetch_pools(url, timeout=args.timeout), url=url)
+    except status.StatusError as exc:
+        print(f"poolwatch status: {exc}", file=sys.stderr)
+        return ExitCode.UNREACHABLE
+    table = status.render_table(rows, now=time.time())
+    # Names are escaped to printable characters, but a terminal without UTF-8 could still not
+    # encode every one of them; an escape beats a UnicodeEncodeError.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+    sys.stdout.write(table)
+    return ExitCode.OK
+
+
+def _web_url(text: str) -> status.DaemonURL:
+    try:
+        return status.daemon_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _timeout(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 (got {text!r})")
+    return seconds
 
 
 def _summary(config: Config) -> str:
@@ -278,6 +342,34 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_config_file_flag(demo, "TOML configuration file (default: none, built-in defaults)")
     _add_daemon_flags(demo, listen_default=f"{DEMO_LISTEN} unless the file sets web.listen")
+
+    status_command = _add_command(
+        commands,
+        "status",
+        _status,
+        summary="print a table of the pools a running daemon watches",
+        description="Print the pools a running poolwatch daemon watches, read from its "
+        "/api/v1/pools: one line per pool, sorted by host, then pool.",
+    )
+    status_command.description = f"{status_command.description}\n\n{_STATUS_COLUMNS_HELP}"
+    status_command.add_argument(
+        "--web.url",
+        dest="web_url",
+        type=_web_url,
+        default=status.DEFAULT_URL,
+        metavar="URL",
+        help="where the daemon serves HTTP: http://HOST:PORT or https://HOST:PORT; for basic "
+        "auth, http://USER:PASSWORD@HOST:PORT (note that other local users can read command "
+        f"lines) (default: {status.DEFAULT_URL})",
+    )
+    status_command.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=DEFAULT_STATUS_TIMEOUT,
+        metavar="DURATION",
+        help="give up when the daemon has not answered within this long, e.g. 500ms, 5s, 1m "
+        f"(default: {DEFAULT_STATUS_TIMEOUT})",
+    )
     return parser
 
 

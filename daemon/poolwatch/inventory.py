@@ -101,7 +101,8 @@ class Inventory:
         return list(self._activity)
 
     def policies(self, key: str) -> Mapping[str, PoolPolicy]:
-        """Policy status of the host's pools, by pool name (only pools a rule applies to)."""
+        """Policy status of the host's pools, by pool name: the forecast of every running pool,
+        and what the threshold and autostart rules say where one applies."""
         return self._policies.get(key, {})
 
     def pool(self, key: str, name: str) -> PoolSnapshot | None:

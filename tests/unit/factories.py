@@ -15,6 +15,7 @@ from poolwatch.model import (
     FilesystemStat,
     PoolEvent,
     PoolEventKind,
+    PoolPolicy,
     PoolSnapshot,
     PoolState,
     VolumeScan,
@@ -30,6 +31,8 @@ HOST_B = "beta"  # was connected, then lost; its last pools are still served
 URI_B = "qemu+ssh://beta.example/system"
 
 HOSTILE = 'evil "pool" \\ with\nnewline <script>alert(1)</script> ünïcødé'
+# An error text from libvirt quotes whatever it was given: markup, quotes, newlines.
+HOSTILE_ERROR = "cannot mount '<img src=x onerror=alert(1)>' on \"/srv\": no such file\nretry"
 
 
 class FakeClock:
@@ -148,3 +151,54 @@ def sample_inventory(clock: FakeClock | None = None) -> Inventory:
 
 def event(pool_name: str, kind: PoolEventKind, *, host: str = HOST_A) -> PoolEvent:
     return PoolEvent(host=host, pool=pool_name, uuid="", kind=kind, at=NOW)
+
+
+def sample_policies() -> dict[tuple[str, str], PoolPolicy]:
+    """What the policies say about the sample pools, by (connection key, pool name).
+
+    Chosen so that the threshold level and the display-only 80/90 % colouring disagree (default
+    is critical at 40 %, nfs ok at 92 %), and every autostart state appears once.
+    """
+    return {
+        # Critical by its forecast, although only 40 % full.
+        (HOST_A, "default"): PoolPolicy(
+            level=2,
+            episode="ep-7",
+            time_to_full=3 * 3600 + 20 * 60,
+            growth_rate=4096.0,
+            autostart_mode="boot",
+            last_action="hook:page enter_critical ok",
+            last_action_at=NOW - 90,
+        ),
+        # 92 % full, but its free-space rule says ok; it shrinks.
+        (HOST_A, "nfs"): PoolPolicy(level=0, growth_rate=-12.5),
+        # Stopped, and poolwatch gave up starting it.
+        (HOST_A, "backup"): PoolPolicy(
+            autostart_mode="enforce",
+            autostart_failures=5,
+            autostart_gave_up=True,
+            last_error=HOSTILE_ERROR,
+            last_action="start_pool failed",
+            last_action_at=NOW - 300,
+        ),
+        # Waiting for its mount, with failed starts before.
+        (HOST_A, HOSTILE): PoolPolicy(
+            autostart_mode="enforce",
+            autostart_failures=2,
+            next_attempt_at=NOW + 52,
+            last_error="Cannot access storage",
+            not_mounted=True,
+        ),
+        # Warning; the forecast has too few samples yet.
+        (HOST_B, "images"): PoolPolicy(level=1, episode="ep-3"),
+    }
+
+
+def policy_inventory(clock: FakeClock | None = None) -> Inventory:
+    """``sample_inventory()`` with ``sample_policies()`` and two policy actions recorded."""
+    inventory = sample_inventory(clock)
+    for (key, pool_name), policy in sample_policies().items():
+        inventory.set_policy(key, pool_name, policy)
+    inventory.record_action(HOST_A, "backup", "start_pool", "failed", detail=HOSTILE_ERROR)
+    inventory.record_action(HOST_A, "default", "hook:page", "ok", detail="enter_critical")
+    return inventory

@@ -93,6 +93,7 @@ def test_exit_codes_are_stable() -> None:
         "USAGE": 2,
         "CONFIG_INVALID": 3,
         "STARTUP_FAILED": 4,
+        "UNREACHABLE": 5,
     }
 
 
@@ -601,3 +602,38 @@ def test_reconfiguring_changes_the_level_of_existing_loggers() -> None:
     log.debug("shown")
 
     assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["shown"]
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+def test_status_help_documents_flags_columns_and_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["status", "--help"]) == 0
+
+    out = capsys.readouterr().out
+    words = " ".join(out.split())  # argparse wraps the flag help
+    for text in ("--web.url", "--timeout", "default: http://127.0.0.1:9479", "default: 5s"):
+        assert text in words
+    for column in ("HOST", "USAGE", "USED/SIZE", "LEVEL", "FORECAST", "AUTOSTART", "LAST ACTION"):
+        assert f"\n  {column}" in out
+    assert "  5  status: the daemon did not answer" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--web.url", "ftp://kvm01"], "argument --web.url: invalid URL 'ftp://kvm01'"),
+        (["--timeout", "5"], "argument --timeout: invalid duration"),
+        (["--timeout", "0s"], "argument --timeout: must be greater than 0"),
+        (["extra"], "unrecognized arguments: extra"),
+    ],
+)
+def test_status_bad_command_line_exits_2(
+    argv: list[str], message: str, daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", *argv]) == ExitCode.USAGE
+
+    assert message in capsys.readouterr().err
+    assert daemon.calls == []

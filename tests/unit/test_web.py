@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import re
 import socket
@@ -16,18 +17,35 @@ from poolwatch.errors import StartupError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
-from poolwatch.web.api import PoolDoc, parse_limit, pools_document
+from poolwatch.model import PoolPolicy
+from poolwatch.web.api import (
+    AutostartDoc,
+    EventDoc,
+    PolicyDoc,
+    PoolDoc,
+    events_document,
+    parse_limit,
+    pools_document,
+)
 from poolwatch.web.app import HttpServer, create_app, start_http_server
-from poolwatch.web.landing import human_age, human_bytes, render_landing
+from poolwatch.web.landing import (
+    MAX_ERROR_CHARS,
+    human_age,
+    human_bytes,
+    human_duration,
+    render_landing,
+)
 from tests.unit.factories import (
     GIB,
     HOST_A,
     HOST_B,
     HOSTILE,
+    HOSTILE_ERROR,
     NOW,
     URI_A,
     URI_B,
     FakeClock,
+    policy_inventory,
     pool,
     sample_inventory,
 )
@@ -220,6 +238,76 @@ async def test_pools_api_with_volumes(served: Served) -> None:
     }
 
 
+async def test_pools_api_policies() -> None:
+    async with serve(policy_inventory()) as served, served.session.get("/api/v1/pools") as response:
+        document = await response.json()
+    pools = {(p["host"], p["name"]): p for h in document["hosts"] for p in h["pools"]}
+
+    default = pools[HOST_A, "default"]
+    assert list(default) == list(PoolDoc.__annotations__)
+    assert list(default)[-1] == "policy"  # added last: earlier fields keep their places
+    assert default["policy"] == {
+        "level": "critical",
+        "level_code": 2,
+        "episode": "ep-7",
+        "time_to_full_seconds": 12000,
+        "growth_bytes_per_second": 4096.0,
+        "autostart": {
+            "mode": "boot",
+            "failures": 0,
+            "gave_up": False,
+            "next_attempt_at": None,
+            "last_error": None,
+        },
+        "not_mounted": None,
+        "last_action": "hook:page enter_critical ok",
+        "last_action_at": NOW - 90,
+    }
+    assert list(default["policy"]) == list(PolicyDoc.__annotations__)
+    assert list(default["policy"]["autostart"]) == list(AutostartDoc.__annotations__)
+
+    nfs = pools[HOST_A, "nfs"]["policy"]
+    assert (nfs["level"], nfs["level_code"], nfs["autostart"]) == ("ok", 0, None)
+    assert (nfs["time_to_full_seconds"], nfs["growth_bytes_per_second"]) == (None, -12.5)
+
+    backup = pools[HOST_A, "backup"]["policy"]
+    assert (backup["level"], backup["level_code"]) == (None, None)  # no threshold rule
+    assert backup["autostart"] == {
+        "mode": "enforce",
+        "failures": 5,
+        "gave_up": True,
+        "next_attempt_at": None,
+        "last_error": HOSTILE_ERROR,
+    }
+
+    hostile = pools[HOST_A, HOSTILE]["policy"]
+    assert hostile["not_mounted"] is True
+    assert hostile["autostart"]["next_attempt_at"] == NOW + 52
+
+    assert pools[HOST_B, "images"]["policy"]["level"] == "warning"
+
+
+async def test_pools_api_policy_is_null_without_a_rule(served: Served) -> None:
+    async with served.session.get("/api/v1/pools") as response:
+        document = await response.json()
+    assert all(p["policy"] is None for h in document["hosts"] for p in h["pools"])
+
+
+def test_policy_levels_beyond_critical_and_non_finite_forecasts() -> None:
+    inventory = sample_inventory()
+    inventory.set_policy(
+        HOST_A, "nfs", PoolPolicy(level=3, time_to_full=float("inf"), growth_rate=float("nan"))
+    )
+    document = pools_document(inventory)
+    nfs = next(p for p in document["hosts"][0]["pools"] if p["name"] == "nfs")
+    assert nfs["policy"] is not None
+    assert (nfs["policy"]["level"], nfs["policy"]["level_code"]) == ("critical", 3)
+    # JSON has no Infinity or NaN: a forecast without a finite answer is null.
+    assert nfs["policy"]["time_to_full_seconds"] is None
+    assert nfs["policy"]["growth_bytes_per_second"] is None
+    json.dumps(document, allow_nan=False)
+
+
 # -- /api/v1/events ------------------------------------------------------------------------
 
 
@@ -238,6 +326,41 @@ async def test_events_newest_first(served: Served) -> None:
         (HOST_A, "connected", None),
     ]
     assert events[0]["detail"] == "connection reset by peer"
+
+
+async def test_events_actions() -> None:
+    async with (
+        serve(policy_inventory()) as served,
+        served.session.get("/api/v1/events", params={"limit": "3"}) as response,
+    ):
+        events = (await response.json())["events"]
+    hook, start, disconnected = events
+    assert hook == {
+        "at": NOW,
+        "host": HOST_A,
+        "kind": "action",
+        "pool": "default",
+        "detail": "enter_critical",
+        "action": "hook:page",
+        "result": "ok",
+    }
+    assert (start["action"], start["result"], start["detail"]) == (
+        "start_pool",
+        "failed",
+        HOSTILE_ERROR,
+    )
+    # Every event has the same fields; those of actions are null for the others.
+    assert list(disconnected) == list(EventDoc.__annotations__)
+    assert (disconnected["kind"], disconnected["action"], disconnected["result"]) == (
+        "disconnected",
+        None,
+        None,
+    )
+
+
+def test_events_document_keeps_one_shape() -> None:
+    document = events_document(policy_inventory().activity(), limit=500)
+    assert {tuple(event) for event in document["events"]} == {tuple(EventDoc.__annotations__)}
 
 
 async def test_events_limit(served: Served) -> None:
@@ -303,6 +426,134 @@ def test_landing_shows_fill_and_state() -> None:
     assert "GiB" not in backup_row
     assert "last poll 12 s ago" in page
     assert "badge down" in page
+
+
+def test_landing_shows_alarms_forecasts_and_autostart() -> None:
+    page = render_landing(policy_inventory(), now=NOW + 12)
+
+    default = _row(page, "default")
+    assert "badge critical" in default
+    assert ">CRITICAL<" in default  # the level in words, not only in colour
+    assert "title='alarm episode ep-7'" in default
+    assert "bar crit" in default  # the rule's level wins over the display-only 40 %
+    assert "full in 3 h 20 m" in default
+    assert "yes · boot" in default
+    assert "hook:page enter_critical ok" in default
+    assert "102 s ago" in default
+
+    nfs = _row(page, "nfs")
+    assert ">OK<" in nfs
+    assert "bar ok" in nfs  # 92 %, but the rule says ok
+    assert "not growing" in nfs
+
+    images = _row(page, "images")
+    assert ">WARNING<" in images
+    assert "bar warn" in images
+    assert "not enough samples" in images
+
+    backup = _row(page, "backup")
+    assert "gave up after 5 attempts: cannot mount" in backup
+    assert "start_pool failed" in backup
+    assert "bar" not in backup
+
+    hostile = _row(page, html.escape(HOSTILE))
+    assert ">NOT MOUNTED<" in hostile
+    assert "yes · enforce" not in hostile  # the libvirt flag is off
+    assert "no · enforce" in hostile
+    assert "2 failed starts, next try in 40 s" in hostile
+    assert "title='Cannot access storage'" in hostile
+
+    assert f"{URI_A} · 4 pools · 1 critical · 1 not mounted · 1 gave up · " in page
+    assert f"{URI_B} · 1 pool · 1 warning · " in page
+
+
+def test_landing_lists_what_needs_attention_first() -> None:
+    page = render_landing(policy_inventory(), now=NOW)
+    attention = page[page.index("Needs attention") : page.index("</section>")]
+    # Each entry links to its row; ids are made up, never taken from a pool name.
+    entries = re.findall(r"<li><a href='#(h\d+-p\d+)'>([^<]*)</a>", attention)
+    assert [text for _, text in entries] == [
+        f"{HOST_A} / backup",
+        f"{HOST_A} / default",
+        f"{HOST_A} / evil &quot;pool&quot; \\ with\nnewline &lt;script&gt;alert(1)&lt;/script&gt;"
+        " ünïcødé",
+        f"{HOST_B} / images",
+    ]
+    for row_id, _ in entries:
+        assert f"<tr id='{row_id}'" in page
+    assert "full in 3 h 20 m" in attention
+    assert "NOT MOUNTED" in attention
+    assert "gave up after 5 attempts" in attention
+    assert "nfs" not in attention
+
+
+def test_landing_without_alarms_has_no_attention_list() -> None:
+    assert "Needs attention" not in render_landing(sample_inventory(), now=NOW)
+
+
+def test_landing_escapes_hostile_errors_and_actions() -> None:
+    inventory = policy_inventory()
+    long_error = "<b>" + "x" * 500 + "</b>"
+    inventory.set_policy(
+        HOST_A,
+        "nfs",
+        PoolPolicy(
+            autostart_mode="<i>enforce</i>",
+            autostart_failures=1,
+            autostart_gave_up=True,
+            last_error=long_error,
+            last_action="hook:<script>x</script> enter_warning ok",
+            last_action_at=NOW,
+        ),
+    )
+    page = render_landing(inventory, now=NOW)
+    assert "<img" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<b>" not in page
+    assert "<i>" not in page
+    assert "<script>" not in page
+    assert "hook:&lt;script&gt;x&lt;/script&gt; enter_warning ok" in page
+    assert "gave up after 1 attempt: &lt;b&gt;" in page
+    # A long error is cut in the cell (before escaping, so no entity is split) and kept whole
+    # in the tooltip.
+    assert "x" * (MAX_ERROR_CHARS - 4) + "…" in page
+    assert f"title='{'&lt;b&gt;' + 'x' * 500 + '&lt;/b&gt;'}'" in page
+
+
+def test_landing_stays_light_with_many_pools() -> None:
+    inventory = Inventory(clock=FakeClock())
+    inventory.add_host(HOST_A, name=HOST_A, uri=URI_A)
+    inventory.set_connected(HOST_A, name=HOST_A)
+    names = [f"pool-{i:03}" for i in range(300)]
+    inventory.replace_pools(HOST_A, {name: pool(name) for name in names})
+    for i, name in enumerate(names):
+        inventory.set_policy(
+            HOST_A,
+            name,
+            PoolPolicy(level=i % 3, time_to_full=3600.0 * i, autostart_mode="enforce"),
+        )
+    page = render_landing(inventory, now=NOW)
+    assert page.count("<tr id=") == 300
+    assert len(page) < 300 * 1500  # plain rows, no per-pool styles or scripts
+    assert page.count("<li>") == 51  # 50 entries, then how many more
+    assert "and 150 more below" in page
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (-5, "0 s"),
+        (59.9, "59 s"),
+        (60, "1 m"),
+        (3 * 3600 + 20 * 60 + 59, "3 h 20 m"),
+        (3 * 3600 + 30, "3 h"),
+        (2 * 86400 + 5 * 3600, "2 d 5 h"),
+        (2 * 86400, "2 d"),
+        (40 * 86400 + 5 * 3600, "40 d"),
+    ],
+)
+def test_human_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
 
 
 def test_landing_without_connections() -> None:

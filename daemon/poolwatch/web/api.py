@@ -7,14 +7,18 @@ Handlers live in :mod:`poolwatch.web.app`; everything here is a pure function of
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from typing import NotRequired, TypedDict
 
 from poolwatch.inventory import Activity, Inventory
-from poolwatch.model import FilesystemStat, HostSnapshot, PoolSnapshot, VolumeScan
+from poolwatch.model import FilesystemStat, HostSnapshot, PoolPolicy, PoolSnapshot, VolumeScan
 
 DEFAULT_EVENTS_LIMIT = 100
 MAX_EVENTS_LIMIT = 500
+
+# Threshold levels by PoolPolicy.level, as poolwatch_pool_threshold_level counts them.
+LEVEL_NAMES = ("ok", "warning", "critical")
 
 
 class FilesystemDoc(TypedDict):
@@ -40,6 +44,26 @@ class VolumeSummaryDoc(TypedDict):
     list: NotRequired[list[VolumeDoc]]  # only with ?volumes=1
 
 
+class AutostartDoc(TypedDict):
+    mode: str  # off, boot, enforce
+    failures: int  # failed starts in a row
+    gave_up: bool  # max_attempts reached: no more starts until the pool runs or the rule changes
+    next_attempt_at: float | None  # while retrying
+    last_error: str | None  # libvirt's message of the last failed start
+
+
+class PolicyDoc(TypedDict):
+    level: str | None  # "ok", "warning", "critical"; null without a threshold rule
+    level_code: int | None  # 0, 1, 2, as in poolwatch_pool_threshold_level
+    episode: str | None  # the open alarm episode
+    time_to_full_seconds: float | None  # null while the pool is not growing or data is short
+    growth_bytes_per_second: float | None  # null until the forecast has enough samples
+    autostart: AutostartDoc | None  # null without an autostart rule
+    not_mounted: bool | None  # null without require_mount
+    last_action: str | None  # e.g. "start_pool ok", "hook:page enter_critical ok"
+    last_action_at: float | None
+
+
 class PoolDoc(TypedDict):
     host: str
     name: str
@@ -61,6 +85,7 @@ class PoolDoc(TypedDict):
     volumes: VolumeSummaryDoc | None
     last_refresh: float | None
     read_at: float
+    policy: PolicyDoc | None  # what the policies say; null when they say nothing on the pool
 
 
 class HostDoc(TypedDict):
@@ -84,6 +109,8 @@ class EventDoc(TypedDict):
     kind: str
     pool: str | None
     detail: str
+    action: str | None  # kind "action" only, else null: start_pool, set_autostart, hook:NAME
+    result: str | None  # kind "action" only, else null: ok, failed, timeout, dropped, dry_run
 
 
 class EventsDoc(TypedDict):
@@ -94,7 +121,8 @@ def pools_document(inventory: Inventory, *, with_volumes: bool = False) -> Pools
     return {
         "generation": inventory.generation,
         "hosts": [
-            _host_doc(key, host, with_volumes=with_volumes) for key, host in inventory.hosts.items()
+            _host_doc(key, host, inventory.policies(key), with_volumes=with_volumes)
+            for key, host in inventory.hosts.items()
         ],
     }
 
@@ -104,7 +132,15 @@ def events_document(activity: Iterable[Activity], *, limit: int) -> EventsDoc:
     newest_first = list(activity)[::-1][:limit]
     return {
         "events": [
-            {"at": a.at, "host": a.host, "kind": a.kind, "pool": a.pool, "detail": a.detail}
+            {
+                "at": a.at,
+                "host": a.host,
+                "kind": a.kind,
+                "pool": a.pool,
+                "detail": a.detail,
+                "action": a.action,
+                "result": a.result,
+            }
             for a in newest_first
         ]
     }
@@ -123,7 +159,9 @@ def parse_flag(raw: str | None) -> bool:
     return raw is not None and raw.lower() in {"1", "true", "yes", "on"}
 
 
-def _host_doc(key: str, host: HostSnapshot, *, with_volumes: bool) -> HostDoc:
+def _host_doc(
+    key: str, host: HostSnapshot, policies: Mapping[str, PoolPolicy], *, with_volumes: bool
+) -> HostDoc:
     pools = host.pools
     return {
         "key": key,
@@ -132,11 +170,16 @@ def _host_doc(key: str, host: HostSnapshot, *, with_volumes: bool) -> HostDoc:
         "up": host.up,
         "synced": host.synced,
         "last_poll_success": host.last_poll_success,
-        "pools": [pool_document(pools[name], with_volumes=with_volumes) for name in sorted(pools)],
+        "pools": [
+            pool_document(pools[name], with_volumes=with_volumes, policy=policies.get(name))
+            for name in sorted(pools)
+        ],
     }
 
 
-def pool_document(pool: PoolSnapshot, *, with_volumes: bool) -> PoolDoc:
+def pool_document(
+    pool: PoolSnapshot, *, with_volumes: bool, policy: PoolPolicy | None = None
+) -> PoolDoc:
     active = pool.active
     return {
         "host": pool.host,
@@ -159,7 +202,43 @@ def pool_document(pool: PoolSnapshot, *, with_volumes: bool) -> PoolDoc:
         "volumes": None if pool.volumes is None else _volumes_doc(pool.volumes, with_volumes),
         "last_refresh": pool.last_refresh,
         "read_at": pool.read_at,
+        "policy": None if policy is None else policy_document(policy),
     }
+
+
+def policy_document(policy: PoolPolicy) -> PolicyDoc:
+    level, mode = policy.level, policy.autostart_mode
+    return {
+        "level": None if level is None else level_name(level),
+        "level_code": level,
+        "episode": policy.episode,
+        "time_to_full_seconds": _finite(policy.time_to_full),
+        "growth_bytes_per_second": _finite(policy.growth_rate),
+        "autostart": None if mode is None else _autostart_doc(mode, policy),
+        "not_mounted": policy.not_mounted,
+        "last_action": policy.last_action,
+        "last_action_at": policy.last_action_at,
+    }
+
+
+def level_name(level: int) -> str:
+    """The name of a threshold level (0 ok, 1 warning, 2 critical); beyond 2 is critical."""
+    return LEVEL_NAMES[min(max(level, 0), len(LEVEL_NAMES) - 1)]
+
+
+def _autostart_doc(mode: str, policy: PoolPolicy) -> AutostartDoc:
+    return {
+        "mode": mode,
+        "failures": policy.autostart_failures,
+        "gave_up": policy.autostart_gave_up,
+        "next_attempt_at": policy.next_attempt_at,
+        "last_error": policy.last_error,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    # JSON has no Infinity or NaN; a forecast that produced one has no answer to give.
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _filesystem_doc(fs: FilesystemStat) -> FilesystemDoc:

@@ -1,22 +1,40 @@
-"""The landing page at /: every pool's state and fill level at a glance, as one HTML document.
+"""The landing page at /: each pool's state, fill level and alarm at a glance, as one HTML page.
 
 A pure function of the inventory and the time, so it is tested without a server. The page
 carries its own CSS and no scripts or external assets: it has to work on an air-gapped
-hypervisor. Every string that came from libvirt is HTML-escaped, since pool and volume names
-are chosen by whoever defines the pool.
+hypervisor. Every string that came from libvirt or the config is HTML-escaped, since pool and
+volume names are chosen by whoever defines the pool, and error texts quote them.
+
+It has to stay light with hundreds of pools: one table row per pool with plain cells, and a short
+"needs attention" list on top so an alarm is not lost in a long table.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from poolwatch.inventory import Inventory
-from poolwatch.model import HostSnapshot, PoolSnapshot
+from poolwatch.model import HostSnapshot, PoolPolicy, PoolSnapshot
+from poolwatch.web.api import level_name
 
-# Display only, in percent: the configured thresholds (policies) decide alarms, not these.
+# Display only, in percent, for pools without a threshold rule; with a rule, the bar follows the
+# rule's alarm level instead.
 WARN_PERCENT = 80
 CRIT_PERCENT = 90
+
+# Bar colour classes by threshold level (0 ok, 1 warning, 2 critical).
+_BAR_CLASSES = ("ok", "warn", "crit")
+
+# An error message from libvirt can be a paragraph; the cell shows its start, the tooltip all.
+MAX_ERROR_CHARS = 160
+
+# Beyond this many entries the attention list says how many more there are instead.
+MAX_ATTENTION_ITEMS = 50
+
+_NONE = "<span class='none'>—</span>"
 
 # The page is a glance, not a live view; a slow refresh keeps an open tab current without
 # loading the daemon.
@@ -36,12 +54,16 @@ _CSS = """
 :root {
   --bg: #f6f6f3; --fg: #24292f; --muted: #667085; --card: #ffffff; --line: #e3e3de;
   --track: #e9ebe6; --ok: #4f8a6e; --warn: #d4962a; --crit: #c0463d; --down: #9aa0a6;
+  --ok-bg: #dcefe5; --ok-fg: #1d5c40; --warn-bg: #fbe3a6; --warn-fg: #5c3a00;
+  --crit-bg: #b3261e; --crit-fg: #ffffff; --problem: #b3261e; --attention: #8a5a00;
   color-scheme: light dark;
 }
 @media (prefers-color-scheme: dark) {
   :root {
     --bg: #16181b; --fg: #e6e6e3; --muted: #9aa3ad; --card: #1e2125; --line: #2d3137;
     --track: #2b2f34; --ok: #5fa383; --warn: #d9a441; --crit: #d65f55; --down: #6b7178;
+    --ok-bg: #1d3a2c; --ok-fg: #a6dcc1; --warn-bg: #e0a93e; --warn-fg: #2a1d00;
+    --crit-bg: #a8322a; --crit-fg: #ffffff; --problem: #f08a80; --attention: #e0a93e;
   }
 }
 * { box-sizing: border-box; }
@@ -59,12 +81,25 @@ section.host {
 }
 h2 { font-size: 1.1rem; margin: 0 0 .15rem; overflow-wrap: anywhere; }
 .meta { color: var(--muted); margin: 0 0 .6rem; font-size: .9rem; overflow-wrap: anywhere; }
+/* Badges carry their meaning in words; the colours (contrast 6.5:1 or more) only help. */
 .badge {
-  display: inline-block; font-size: .75rem; font-weight: 600; padding: .05rem .5rem;
-  border-radius: 999px; color: #fff; vertical-align: middle; margin-left: .4rem;
+  display: inline-block; font-size: .72rem; font-weight: 700; letter-spacing: .03em;
+  padding: .05rem .5rem; border-radius: 999px; vertical-align: middle; white-space: nowrap;
 }
-.badge.up { background: var(--ok); }
-.badge.down { background: var(--crit); }
+h2 .badge { margin-left: .4rem; }
+.badge.up, .badge.ok { background: var(--ok-bg); color: var(--ok-fg); }
+.badge.warning { background: var(--warn-bg); color: var(--warn-fg); }
+.badge.down, .badge.critical { background: var(--crit-bg); color: var(--crit-fg); }
+.problem { color: var(--problem); }
+.attention-text { color: var(--attention); }
+section.attention { border-left: 4px solid var(--crit); }
+section.attention h2 { margin-bottom: .4rem; }
+section.attention ul { margin: 0; padding-left: 1.1rem; }
+section.attention li { margin: .15rem 0; overflow-wrap: anywhere; }
+tr.warning td:first-child { box-shadow: inset 3px 0 var(--warn); }
+tr.critical td:first-child { box-shadow: inset 3px 0 var(--crit); }
+td.note { font-size: .85rem; overflow-wrap: anywhere; }
+.when { color: var(--muted); white-space: nowrap; }
 .scroll { overflow-x: auto; }
 table { width: 100%; border-collapse: collapse; }
 th, td { text-align: left; padding: .4rem .5rem; border-top: 1px solid var(--line); }
@@ -105,8 +140,13 @@ def render_landing(inventory: Inventory, *, now: float) -> str:
     ]
     if not inventory.hosts:
         parts.append("<p class='none'>No libvirt connections configured.</p>\n")
-    for host in inventory.hosts.values():
-        parts.append(_host_section(host, now))
+    hosts = [
+        _HostView(f"h{index}", host, inventory.policies(key))
+        for index, (key, host) in enumerate(inventory.hosts.items())
+    ]
+    parts.append(_attention_section(hosts))
+    for view in hosts:
+        parts.append(_host_section(view, now))
     rendered = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     parts.append(f"</main>\n<footer>Rendered {rendered}.</footer>\n</body>\n</html>\n")
     return "".join(parts)
@@ -137,11 +177,96 @@ def human_age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
+def human_duration(seconds: float) -> str:
+    """A span ahead, rounded down so it never promises more time than there is: "3 h 20 m"."""
+    total = int(max(0.0, seconds))
+    if total < 60:
+        return f"{total} s"
+    hours, minutes = divmod(total // 60, 60)
+    if hours < 1:
+        return f"{minutes} m"
+    days, hours = divmod(hours, 24)
+    if days < 1:
+        return f"{hours} h {minutes} m" if minutes else f"{hours} h"
+    return f"{days} d {hours} h" if hours and days < 10 else f"{days} d"
+
+
 def _e(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _host_section(host: HostSnapshot, now: float) -> str:
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+@dataclass(frozen=True, slots=True)
+class _HostView:
+    anchor: str  # id prefix of the host's rows; names from libvirt never go into an id
+    host: HostSnapshot
+    policies: Mapping[str, PoolPolicy]
+
+    def sorted_pools(self) -> list[tuple[str, PoolSnapshot, PoolPolicy | None]]:
+        """(row id, pool, policy) by pool name."""
+        pools = self.host.pools
+        return [
+            (f"{self.anchor}-p{index}", pools[name], self.policies.get(name))
+            for index, name in enumerate(sorted(pools))
+        ]
+
+
+def _problems(policy: PoolPolicy | None) -> list[str]:
+    """What needs an operator's eye on this pool, as HTML fragments; empty when all is well."""
+    if policy is None:
+        return []
+    problems = []
+    if policy.level is not None and policy.level > 0:
+        problems.append(_level_badge(policy.level, policy.episode))
+        if policy.time_to_full is not None:
+            problems.append(f"full in {human_duration(policy.time_to_full)}")
+    if policy.not_mounted:
+        problems.append(_NOT_MOUNTED)
+    if policy.autostart_mode is not None and policy.autostart_gave_up:
+        problems.append(f"<span class='problem'>{_gave_up(policy)}</span>")
+    return problems
+
+
+def _attention_section(hosts: list[_HostView]) -> str:
+    items = []
+    for view in hosts:
+        for row_id, pool, policy in view.sorted_pools():
+            problems = _problems(policy)
+            if problems:
+                items.append(
+                    f"<li><a href='#{row_id}'>{_e(view.host.name)} / {_e(pool.name)}</a> "
+                    f"{' · '.join(problems)}</li>\n"
+                )
+    if not items:
+        return ""
+    more = len(items) - MAX_ATTENTION_ITEMS
+    tail = f"<li>and {more} more below</li>\n" if more > 0 else ""
+    return (
+        "<section class='host attention'>\n<h2>Needs attention</h2>\n<ul>\n"
+        + "".join(items[:MAX_ATTENTION_ITEMS])
+        + tail
+        + "</ul>\n</section>\n"
+    )
+
+
+def _host_summary(view: _HostView) -> str:
+    levels = [p.level for p in view.policies.values() if p.level is not None]
+    counts = (
+        (sum(1 for level in levels if level >= 2), "critical", "critical"),
+        (sum(1 for level in levels if level == 1), "warning", "warnings"),
+        (sum(1 for p in view.policies.values() if p.not_mounted), "not mounted", "not mounted"),
+        (sum(1 for p in view.policies.values() if p.autostart_gave_up), "gave up", "gave up"),
+    )
+    parts = [_plural(len(view.host.pools), "pool", "pools")]
+    parts += [_plural(n, one, many) for n, one, many in counts if n]
+    return " · ".join(parts)
+
+
+def _host_section(view: _HostView, now: float) -> str:
+    host = view.host
     status = "up" if host.up else "down"
     polled = (
         "never polled"
@@ -152,7 +277,7 @@ def _host_section(host: HostSnapshot, now: float) -> str:
     parts = [
         "<section class='host'>\n",
         f"<h2>{_e(host.name)}<span class='badge {status}'>{status}</span></h2>\n",
-        f"<p class='meta'>{_e(host.uri)} · {polled}{stale}</p>\n",
+        f"<p class='meta'>{_e(host.uri)} · {_host_summary(view)} · {polled}{stale}</p>\n",
     ]
     if not host.pools:
         parts.append("<p class='none'>No storage pools.</p>\n</section>\n")
@@ -161,48 +286,138 @@ def _host_section(host: HostSnapshot, now: float) -> str:
         "<div class='scroll'><table>\n<thead><tr><th>Pool</th>"
         "<th class='hide-narrow'>Type</th><th>State</th><th>Used</th>"
         "<th class='num hide-narrow'>Size</th><th class='num'>Free</th>"
-        "<th class='num hide-narrow'>Volumes</th><th class='hide-narrow'>Autostart</th>"
+        "<th>Alarm</th><th>Forecast</th><th class='hide-narrow'>Autostart</th>"
+        "<th class='num hide-narrow'>Volumes</th><th class='hide-narrow'>Last action</th>"
         "</tr></thead>\n<tbody>\n"
     )
-    pools = host.pools
-    for name in sorted(pools):
-        parts.append(_pool_row(pools[name]))
+    for row_id, pool, policy in view.sorted_pools():
+        parts.append(_pool_row(row_id, pool, policy, now))
     parts.append("</tbody>\n</table></div>\n</section>\n")
     return "".join(parts)
 
 
-def _pool_row(pool: PoolSnapshot) -> str:
+def _pool_row(row_id: str, pool: PoolSnapshot, policy: PoolPolicy | None, now: float) -> str:
     state = pool.state.name.lower()
     details = f"uuid {pool.uuid}\ntarget {pool.target_path or '-'}\nsource {pool.source or '-'}"
-    none = "<span class='none'>—</span>"
+    level = None if policy is None else policy.level
     if pool.active and pool.capacity > 0:
-        fill = _fill_bar(pool.allocation / pool.capacity)
+        fill = _fill_bar(pool.allocation / pool.capacity, level)
         size = human_bytes(pool.capacity)
         free = human_bytes(pool.free_bytes)
     else:
         # A stopped pool's figures are stale (libvirt keeps the last ones), so none are shown.
-        fill = size = free = none
+        fill = size = free = _NONE
     scan = pool.volumes
-    volumes = f"{scan.count:,}" if pool.active and scan is not None else none
+    volumes = f"{scan.count:,}" if pool.active and scan is not None else _NONE
+    row_class = _row_class(policy)
     return (
-        f"<tr><td class='name' title='{_e(details)}'>{_e(pool.name)}</td>"
+        f"<tr id='{row_id}'{row_class}>"
+        f"<td class='name' title='{_e(details)}'>{_e(pool.name)}</td>"
         f"<td class='hide-narrow'>{_e(pool.type)}</td>"
         f"<td class='state-{state}'>{state}</td>"
         f"<td>{fill}</td>"
         f"<td class='num hide-narrow'>{size}</td>"
         f"<td class='num'>{free}</td>"
+        f"<td>{_alarm(policy)}</td>"
+        f"<td>{_forecast(pool, policy)}</td>"
+        f"<td class='note hide-narrow'>{_autostart(pool, policy, now)}</td>"
         f"<td class='num hide-narrow'>{volumes}</td>"
-        f"<td class='hide-narrow'>{'yes' if pool.autostart else 'no'}</td></tr>\n"
+        f"<td class='note hide-narrow'>{_last_action(policy, now)}</td></tr>\n"
     )
 
 
-def _fill_bar(ratio: float) -> str:
+def _row_class(policy: PoolPolicy | None) -> str:
+    """A marker at the row's edge, so a problem is found again when scrolling 300 rows."""
+    if policy is None:
+        return ""
+    level = policy.level or 0
+    if level >= 2 or policy.not_mounted or policy.autostart_gave_up:
+        return " class='critical'"
+    return " class='warning'" if level == 1 else ""
+
+
+_NOT_MOUNTED = (
+    "<span class='badge critical' title='the target is not a mount point, so the pool is not "
+    "started'>NOT MOUNTED</span>"
+)
+
+
+def _level_badge(level: int, episode: str | None) -> str:
+    name = level_name(level)
+    title = "" if episode is None else f" title='alarm episode {_e(episode)}'"
+    return f"<span class='badge {name}'{title}>{name.upper()}</span>"
+
+
+def _alarm(policy: PoolPolicy | None) -> str:
+    if policy is None:
+        return _NONE
+    badges = []
+    if policy.level is not None:
+        badges.append(_level_badge(policy.level, policy.episode))
+    if policy.not_mounted:
+        badges.append(_NOT_MOUNTED)
+    return " ".join(badges) or _NONE
+
+
+def _forecast(pool: PoolSnapshot, policy: PoolPolicy | None) -> str:
+    if policy is None or not pool.active:
+        return _NONE
+    if policy.time_to_full is not None:
+        return f"full in {human_duration(policy.time_to_full)}"
+    if policy.growth_rate is not None:
+        return "not growing"
+    return "<span class='none' title='not enough samples for a forecast yet'>—</span>"
+
+
+def _gave_up(policy: PoolPolicy) -> str:
+    """The gave-up note, escaped; a long error shows its start here and in full as a tooltip."""
+    text = f"gave up after {_plural(policy.autostart_failures, 'attempt', 'attempts')}"
+    error = policy.last_error
+    if not error:
+        return text
+    shown = error if len(error) <= MAX_ERROR_CHARS else error[: MAX_ERROR_CHARS - 1] + "…"
+    return f"<span title='{_e(error)}'>{text}: {_e(shown)}</span>"
+
+
+def _autostart(pool: PoolSnapshot, policy: PoolPolicy | None, now: float) -> str:
+    flag = "yes" if pool.autostart else "no"
+    if policy is None or policy.autostart_mode is None:
+        return flag
+    text = f"{flag} · {_e(policy.autostart_mode)}"
+    if policy.autostart_gave_up:
+        return f"{text}<br><span class='problem'>{_gave_up(policy)}</span>"
+    if policy.autostart_failures:
+        failed = _plural(policy.autostart_failures, "failed start", "failed starts")
+        retry = ""
+        if policy.next_attempt_at is not None:
+            wait = policy.next_attempt_at - now
+            retry = f", next try in {human_duration(wait)}" if wait >= 1 else ", next try due"
+        error = "" if not policy.last_error else f" title='{_e(policy.last_error)}'"
+        return f"{text}<br><span class='attention-text'{error}>{failed}{retry}</span>"
+    return text
+
+
+def _last_action(policy: PoolPolicy | None, now: float) -> str:
+    if policy is None or policy.last_action is None:
+        return _NONE
+    when = ""
+    if policy.last_action_at is not None:
+        when = f" <span class='when'>{human_age(now - policy.last_action_at)}</span>"
+    return f"{_e(policy.last_action)}{when}"
+
+
+def _fill_bar(ratio: float, level: int | None) -> str:
     percent = min(max(ratio, 0.0), 1.0) * 100
-    # Coloured by the number shown, so "90 %" is never amber.
     shown = round(percent)
-    level = "crit" if shown >= CRIT_PERCENT else "warn" if shown >= WARN_PERCENT else "ok"
+    if level is not None:
+        # A threshold rule applies: the bar shows its alarm, which may use free bytes or a
+        # forecast rather than the percentage.
+        bar = _BAR_CLASSES[min(max(level, 0), len(_BAR_CLASSES) - 1)]
+    else:
+        # Coloured by the number shown, so "90 %" is never amber.
+        bar = "crit" if shown >= CRIT_PERCENT else "warn" if shown >= WARN_PERCENT else "ok"
     return (
-        f"<div class='fill'><div class='bar {level}' role='progressbar' aria-valuemin='0' "
+        f"<div class='fill'><div class='bar {bar}' role='progressbar' aria-valuemin='0' "
         f"aria-valuemax='100' aria-valuenow='{shown}'><span style='width:{percent:.1f}%'>"
         f"</span></div><span class='pct'>{shown} %</span></div>"
     )
