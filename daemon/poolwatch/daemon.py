@@ -26,6 +26,7 @@ from poolwatch.filesystem import is_local_uri
 from poolwatch.hooks import HookEvent, HookResult, HookRunner
 from poolwatch.inventory import Inventory
 from poolwatch.logsetup import configure_logging
+from poolwatch.sdnotify import Notifier, keep_alive
 from poolwatch.watcher import Watcher
 from poolwatch.web.app import HttpServer, create_app, start_http_server
 
@@ -58,8 +59,10 @@ class Daemon:
         reload_config: Callable[[], Config] | None,
         demo: bool,
         dry_run: bool = False,
+        notifier: Notifier | None = None,
     ) -> None:
         self._config = config
+        self._notifier = Notifier.disabled() if notifier is None else notifier
         self._reload_config = reload_config
         self._demo = demo
         self.inventory = Inventory()
@@ -76,6 +79,7 @@ class Daemon:
         )
         self._actuator_task: asyncio.Task[None] | None = None
         self._demo_task: asyncio.Task[None] | None = None
+        self._notify_task: asyncio.Task[None] | None = None
         self._server: HttpServer | None = None
         self._exposition: Exposition | None = None
 
@@ -108,6 +112,19 @@ class Daemon:
             self._demo_task = self._start_demo()
         else:
             self._apply_connections(self._config)
+        # systemd's READY: the port answers from here on, and the watchdog pings begin.
+        self._notifier.ready(self.status_line())
+        if self._notifier.enabled:
+            self._notify_task = asyncio.create_task(
+                keep_alive(self._notifier, self.status_line), name="sd_notify"
+            )
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: what is watched, and how many connections are up."""
+        hosts = self.inventory.hosts.values()
+        pools = sum(len(h.pools) for h in hosts)
+        up = sum(1 for h in hosts if h.up)
+        return f"pools: {pools}, libvirt connections up: {up}/{len(hosts)}"
 
     def _connection(self, key: str) -> Watcher | None:
         running = self._running.get(key)
@@ -117,8 +134,9 @@ class Daemon:
         self._actuator.hook_finished(name, event, result)
 
     async def stop(self) -> None:
+        self._notifier.stopping()
         tasks = [r.task for r in self._running.values()]
-        for task in (self._demo_task, self._actuator_task):
+        for task in (self._demo_task, self._actuator_task, self._notify_task):
             if task is not None:
                 tasks.append(task)
         for task in tasks:
@@ -189,6 +207,14 @@ class Daemon:
     # -- reload ----------------------------------------------------------------------------
 
     def reload(self) -> None:
+        # RELOADING=1 ... READY=1 brackets every outcome, or systemd would show "reloading" forever.
+        self._notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self._notifier.ready(self.status_line())
+
+    def _reload(self) -> None:
         if self._reload_config is None:
             log.info("config_reload_skipped", reason="no configuration file")
             return
@@ -249,5 +275,11 @@ def run_daemon(
     demo: bool,
     dry_run: bool = False,
 ) -> int:
-    daemon = Daemon(config, reload_config=reload_config, demo=demo, dry_run=dry_run)
-    return asyncio.run(daemon.run())
+    notifier = Notifier.from_environment()
+    daemon = Daemon(
+        config, reload_config=reload_config, demo=demo, dry_run=dry_run, notifier=notifier
+    )
+    try:
+        return asyncio.run(daemon.run())
+    finally:
+        notifier.close()
