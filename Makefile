@@ -1,15 +1,18 @@
 # `make run` starts the demo daemon; `make test` runs what CI runs (.ci/run).
 BIN := .venv/bin
 
-.PHONY: bootstrap run lint test clean
+.PHONY: bootstrap bootstrap-test run lint test clean
 
 bootstrap:
 	bash scripts/bootstrap.sh
 
+bootstrap-test:
+	bash scripts/bootstrap.sh --test
+
 run: bootstrap
 	$(BIN)/poolwatch demo --web.listen-address 127.0.0.1:9479
 
-lint: bootstrap
+lint: bootstrap-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

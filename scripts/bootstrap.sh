@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Make a Debian 12 machine ready to build, run and test poolwatch: apt packages, the libvirt-qemu
-# user a real libvirtd insists on, and .venv with the project and its dev tools.
+# Make a Debian 12 machine ready to build and run poolwatch (`bootstrap.sh`) or to test it
+# (`bootstrap.sh --test`): apt packages, the libvirt-qemu user a real libvirtd insists on, and .venv
+# with the project and its dev tools.
 # Safe to run again; it only does work when something is missing or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# libvirt-python builds from source (libvirt-dev, pkg-config, gcc, python3-dev); the integration
-# tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs, util-linux, mount).
-APT_PACKAGES=(libvirt-daemon libvirt-clients libvirt-dev pkg-config gcc python3-venv python3-dev
-  e2fsprogs util-linux mount make)
+# libvirt-python builds from source (libvirt-dev, pkg-config, gcc, python3-dev); the demo needs no
+# more, since libvirt's test driver lives in the library.
+APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev make)
+# The integration tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs,
+# util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
+# Chromium; the systemd unit is checked with systemd-analyze (systemd).
+TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd)
+if [ "${1:-}" = "--test" ]; then
+  APT_PACKAGES+=("${TEST_PACKAGES[@]}")
+fi
 VENV=.venv
 STAMP=$VENV/.poolwatch-installed
 
@@ -33,6 +40,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing apt packages: ${missing[*]}"
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
+  # Debian starts a system-wide Prometheus on :9090 when it installs the package; the tests run
+  # their own, so switch off the one we just caused (never one that was there before).
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service || true
+  fi
 fi
 
 # --- the user libvirtd's QEMU driver needs (libvirt-daemon-system would create it) --------------
