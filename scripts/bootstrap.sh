@@ -12,7 +12,8 @@ APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev make)
 # The integration tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs,
 # util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
 # Chromium; the systemd unit is checked with systemd-analyze (systemd).
-TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd)
+TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd
+  chromium)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 fi

@@ -82,6 +82,7 @@ names are printed escaped (\\n, \\x1b), so each pool stays on one line."""
 # Flag values are validated as config keys; their errors name the flag the operator typed.
 _FLAG_FOR_KEY = (
     ("web.listen", "--web.listen-address"),
+    ("web.config_file", "--web.config.file"),
     ("log.level", "--log.level"),
     ("log.format", "--log.format"),
     ("connection[0].uri", "--libvirt.uri"),
@@ -231,6 +232,7 @@ def _apply_flags(
     try:
         return config.with_overrides(
             listen=listen,
+            web_config_file=_web_config_file(args.web_config_file),
             log_level=args.log_level,
             log_format=args.log_format,
             libvirt_uri=libvirt_uri,
@@ -238,6 +240,11 @@ def _apply_flags(
         )
     except ConfigError as exc:
         raise ConfigError(exc.source, [_name_flag(error) for error in exc.errors]) from None
+
+
+def _web_config_file(flag: str | None) -> str | None:
+    # Absolute, as web.config_file must be; "" (exporter-toolkit's default) means none.
+    return flag if not flag else str(Path(flag).absolute())
 
 
 def _name_flag(error: str) -> str:
@@ -413,6 +420,16 @@ def _add_daemon_flags(parser: argparse.ArgumentParser, *, listen_default: str) -
         metavar="ADDR",
         help="address to serve /metrics on: host:port, [::1]:port or :port for all addresses; "
         f"repeat to listen on several; replaces web.listen (default: {listen_default})",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="web config file in Prometheus exporter-toolkit's format, e.g. the one "
+        "node_exporter uses: TLS (tls_server_config), basic auth (basic_auth_users, bcrypt "
+        "hashes) and response headers; re-read when it or a certificate it names changes; "
+        '"" for none; replaces web.config_file (default: web.config_file from the file, else '
+        "none: plain HTTP without authentication)",
     )
     parser.add_argument(
         "--log.level",

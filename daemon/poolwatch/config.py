@@ -595,12 +595,40 @@ class PollConfig(_Model):
     max_volumes_per_pool: int = Field(default=1000, ge=0)
 
 
+def _web_config_file(value: str) -> str:
+    # Absolute, so the file does not depend on the daemon's working directory (/ under systemd);
+    # --web.config.file makes a relative path absolute before it gets here.
+    if not Path(value).is_absolute():
+        raise PydanticCustomError(
+            "web_config_file",
+            "must be an absolute path, e.g. /etc/poolwatch/web-config.yml (got {path})",
+            {"path": _quote(value)},
+        )
+    # Imported here: the web package pulls in aiohttp, which configurations without a web config
+    # file do not need for check-config.
+    from poolwatch.web.security import WebConfigError, load_web_config
+
+    try:
+        load_web_config(Path(value))
+    except WebConfigError as exc:
+        # Its problems in full, certificates included, so check-config catches them and an
+        # invalid file stops the daemon with the config exit code.
+        raise ValidationError.from_exception_data(
+            "config_file",
+            [_error("web_config_file", f"{value}: {e}", loc=(), input=value) for e in exc.errors],
+        ) from None
+    return value
+
+
 class WebConfig(_Model):
     """The HTTP listener (`[web]`)."""
 
     listen: Annotated[
         tuple[ListenAddress, ...], BeforeValidator(_tuple_from_array), Field(min_length=1)
     ] = (DEFAULT_LISTEN,)
+    # A web config file in Prometheus exporter-toolkit's format (TLS, basic auth, headers);
+    # validated in full, with the files it names, whenever the config is.
+    config_file: Annotated[str, AfterValidator(_web_config_file)] | None = None
 
 
 class LogConfig(_Model):
@@ -975,19 +1003,23 @@ class Config(_Model):
         self,
         *,
         listen: Sequence[str] | None = None,
+        web_config_file: str | None = None,
         log_level: str | None = None,
         log_format: str | None = None,
         libvirt_uri: str | None = None,
         source: str = "overrides",
     ) -> Config:
         """A new config with these values replaced (None keeps the current one), validated by the
-        same rules as the file; `libvirt_uri` replaces all connections with one unnamed one."""
+        same rules as the file; `libvirt_uri` replaces all connections with one unnamed one, and
+        `web_config_file=""` removes the web config file."""
         # The policy sections go back in as the validated models they are: flags never change
         # them, and their dump is not TOML (`for` is dumped as `hold`).
         data = self.model_dump(exclude={"autostart", "thresholds", "hooks"})
         data.update(autostart=self.autostart, threshold=self.thresholds, hooks=self.hooks)
         if listen is not None:
             data["web"]["listen"] = list(listen)
+        if web_config_file is not None:
+            data["web"]["config_file"] = web_config_file or None
         if log_level is not None:
             data["log"]["level"] = log_level
         if log_format is not None:
@@ -1110,6 +1142,7 @@ _OWN_ERROR_TYPES = frozenset(
         "webhook_url",
         "header",
         "inconsistent",
+        "web_config_file",
     }
 )
 # Pydantic's own error types can be raised again by name; any other needs a PydanticCustomError.

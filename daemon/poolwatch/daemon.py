@@ -101,8 +101,14 @@ class Daemon:
         )
         self._exposition = Exposition(registry, lambda: self.inventory.generation)
         app = create_app(inventory=self.inventory, exposition=self._exposition)
-        self._server = await start_http_server(app=app, listen=list(self._config.web.listen))
-        urls = [f"http://{_url_host(host)}:{port}/" for host, port in self.addresses]
+        web_config_file = self._config.web.config_file
+        self._server = await start_http_server(
+            app=app,
+            listen=list(self._config.web.listen),
+            web_config_file=None if web_config_file is None else Path(web_config_file),
+        )
+        scheme = self._server.scheme
+        urls = [f"{scheme}://{_url_host(host)}:{port}/" for host, port in self.addresses]
         log.info("http_listening", urls=urls)
         await self._hooks.start()
         self._actuator_task = asyncio.create_task(self._actuator.run(), name="actuator")
@@ -211,6 +217,10 @@ class Daemon:
         self._notifier.reloading()
         try:
             self._reload()
+            # Also without a config file: the web config file may come from the flag. It logs
+            # its own outcome, and a failed one keeps the running TLS and users.
+            if self._server is not None:
+                self._server.reload_web_config()
         finally:
             self._notifier.ready(self.status_line())
 

@@ -3,14 +3,23 @@
 Handlers only read memory (the inventory and the cached /metrics page), so every path answers
 promptly even while libvirt hangs. State lives on the application under typed keys; there are
 no module globals.
+
+With a web config file (`poolwatch.web.security`), the server speaks TLS, and a middleware
+applies client_allowed_sans, the rate limit and basic auth to every path but /healthz, which
+systemd and load balancers probe without credentials; the configured headers go on every
+response, /healthz and error pages included.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
-from aiohttp import web
+import structlog
+from aiohttp import hdrs, web
 
 from poolwatch.config import parse_listen_address
 from poolwatch.errors import StartupError
@@ -18,10 +27,19 @@ from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
 from poolwatch.web.api import events_document, parse_flag, parse_limit, pools_document
 from poolwatch.web.landing import render_landing
+from poolwatch.web.security import CHECK_INTERVAL, Verdict, WebConfigError, WebSecurity
+
+log = structlog.get_logger()
 
 INVENTORY = web.AppKey("inventory", Inventory)
 EXPOSITION = web.AppKey("exposition", Exposition)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
+SECURITY = web.AppKey("web_security", WebSecurity)
+
+# The route the web config's protection leaves open. Matched by route, not by path text, so an
+# unknown path (a 404) still needs credentials and reveals nothing.
+HEALTHZ_ROUTE = "healthz"
+REALM = "poolwatch"
 
 # Requests are served from memory in milliseconds; waiting aiohttp's default 60 s for stragglers
 # would only hold up a stop behind a stuck client.
@@ -38,7 +56,7 @@ def create_app(
     # add_get also answers HEAD, with the same headers and no body.
     app.router.add_get("/", _landing)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/healthz", _healthz, name=HEALTHZ_ROUTE)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/api/v1/pools", _pools)
     app.router.add_get("/api/v1/events", _events)
@@ -95,13 +113,99 @@ async def _landing(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html", charset="utf-8")
 
 
+# --- web config: TLS, basic auth, headers ------------------------------------------------------
+
+
+def _install_security(app: web.Application, security: WebSecurity, *, interval: float) -> None:
+    app[SECURITY] = security
+    app.middlewares.append(_guard)
+    app.on_response_prepare.append(_add_headers)
+
+    async def watch(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_watch_web_config(security, interval), name="web config")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await security.close()
+
+    app.cleanup_ctx.append(watch)
+
+
+async def _watch_web_config(security: WebSecurity, interval: float) -> None:
+    """Reload the web config when the file or a certificate it names changes."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            security.reload_if_changed()
+        except Exception:
+            # A bug here must not end the watch: renewed certificates would stop applying.
+            log.exception("web_config_check_failed", path=str(security.path))
+
+
+@web.middleware
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    security = request.app[SECURITY]
+    transport = request.transport
+    peercert = None if transport is None else transport.get_extra_info("peercert")
+    # Go refuses such a client in the handshake, so this applies to /healthz too.
+    if not security.client_allowed(peercert):
+        return web.Response(status=403, text="Forbidden: client certificate not allowed\n")
+    if request.match_info.route.name == HEALTHZ_ROUTE:
+        return await handler(request)
+    if not security.allow_request():
+        return _too_many_requests()
+    if security.auth.enabled:
+        verdict = await security.auth.check(request.headers.get(hdrs.AUTHORIZATION))
+        if verdict is Verdict.BUSY:
+            return _too_many_requests()
+        if verdict is Verdict.DENIED:
+            return web.Response(
+                status=401,
+                text="Unauthorized\n",
+                headers={hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}"'},
+            )
+    return await handler(request)
+
+
+def _too_many_requests() -> web.Response:
+    return web.Response(status=429, text="Too Many Requests\n", headers={hdrs.RETRY_AFTER: "1"})
+
+
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in request.app[SECURITY].headers:
+        response.headers[name] = value
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
 class HttpServer:
     """A running server; ``addresses`` are the host/port pairs actually bound."""
 
-    def __init__(self, runner: web.AppRunner, addresses: list[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        addresses: list[tuple[str, int]],
+        security: WebSecurity | None = None,
+    ) -> None:
         self._runner = runner
         self._closed = False
+        self._security = security
         self.addresses = addresses
+
+    @property
+    def scheme(self) -> str:
+        """ "https" when the web config set up TLS, else "http"."""
+        tls = self._security is not None and self._security.ssl_context is not None
+        return "https" if tls else "http"
+
+    def reload_web_config(self) -> bool:
+        """Re-read the web config file (SIGHUP); False when it is invalid and the running
+        settings stay. True without a web config file."""
+        return True if self._security is None else self._security.reload()
 
     async def close(self) -> None:
         """Stop listening, finish in-flight requests, and run the app's cleanup. Idempotent."""
@@ -111,11 +215,20 @@ class HttpServer:
         await self._runner.cleanup()
 
 
-async def start_http_server(*, app: web.Application, listen: list[str]) -> HttpServer:
+async def start_http_server(
+    *,
+    app: web.Application,
+    listen: list[str],
+    web_config_file: Path | None = None,
+    check_interval: float = CHECK_INTERVAL,
+) -> HttpServer:
     """Serve ``app`` on every address in ``listen`` ("host:port", "[::1]:port", ":port").
 
-    Raises StartupError naming the address when one is malformed or cannot be bound; then
-    nothing is left listening.
+    With ``web_config_file`` (exporter-toolkit's format), serve TLS and basic auth as it says,
+    and check it and the files it names for changes every ``check_interval`` seconds.
+
+    Raises StartupError naming the address when one is malformed or cannot be bound, or
+    listing the problems of an invalid web config file; then nothing is left listening.
     """
     if not listen:
         raise StartupError("no listen address given")
@@ -125,11 +238,20 @@ async def start_http_server(*, app: web.Application, listen: list[str]) -> HttpS
             binds.append((address, *parse_listen_address(address)))
         except ValueError as exc:
             raise StartupError(f"cannot listen on {address}: {exc}") from None
+    security = None
+    if web_config_file is not None:
+        try:
+            security = WebSecurity(web_config_file)
+        except WebConfigError as exc:
+            raise StartupError(exc.one_line()) from None
+        _install_security(app, security, interval=check_interval)
+        log.info("web_config_loaded", **security.settings.summary())
+    ssl_context = None if security is None else security.ssl_context
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         for address, host, port in binds:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
             try:
                 await site.start()
             except OSError as exc:
@@ -140,4 +262,4 @@ async def start_http_server(*, app: web.Application, listen: list[str]) -> HttpS
         raise
     # getsockname() gives (host, port) for IPv4 and (host, port, flowinfo, scope_id) for IPv6.
     addresses = [(str(sockname[0]), int(sockname[1])) for sockname in runner.addresses]
-    return HttpServer(runner, addresses)
+    return HttpServer(runner, addresses, security)

@@ -105,7 +105,7 @@ table { width: 100%; border-collapse: collapse; }
 th, td { text-align: left; padding: .4rem .5rem; border-top: 1px solid var(--line); }
 th { font-size: .8rem; color: var(--muted); font-weight: 600; border-top: none; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.name { font-weight: 600; overflow-wrap: anywhere; white-space: pre-wrap; }
+td.name { font-weight: 600; overflow-wrap: break-word; min-width: 8ch; white-space: pre-wrap; }
 .state-running { color: var(--ok); }
 .state-inactive { color: var(--down); }
 .state-building { color: var(--muted); }
@@ -132,6 +132,8 @@ def render_landing(inventory: Inventory, *, now: float) -> str:
         "<!doctype html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>\n",
         f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>\n",
+        # An empty icon: browsers stop asking for /favicon.ico (a 404 in every access log).
+        "<link rel='icon' href='data:,'>\n",
         "<title>poolwatch</title>\n<style>",
         _CSS,
         "</style>\n</head>\n<body>\n<header><h1>poolwatch</h1><nav>",
