@@ -7,18 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from poolwatch.config import Config, ConnectionConfig, PollConfig, WebConfig
 from poolwatch.daemon import Daemon
@@ -38,9 +42,9 @@ def config_for(uri: str, **poll: Any) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Daemon]:
+async def running(config: Config, *, dry_run: bool = False) -> AsyncIterator[Daemon]:
     """The real daemon wiring in this process, stopped on the way out."""
-    daemon = Daemon(config, reload_config=None, demo=False)
+    daemon = Daemon(config, reload_config=None, demo=False, dry_run=dry_run)
     await daemon.start()
     try:
         yield daemon
@@ -50,7 +54,32 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         try:
             await asyncio.wait_for(daemon.stop(), STOP_TIMEOUT)
         except TimeoutError:
-            raise AssertionError(f"Daemon.stop() took more than {STOP_TIMEOUT} s") from None
+            _dump_stacks()
+            # Chained, not `from None`: an exception of the test body shows above this one.
+            raise AssertionError(f"Daemon.stop() took more than {STOP_TIMEOUT} s")  # noqa: B904
+
+
+def _dump_stacks() -> None:
+    """Where a hung stop waits: every thread's and every pending task's stack, on stderr."""
+    for thread_id, frame in sys._current_frames().items():
+        print(f"--- thread {thread_id}", file=sys.stderr)
+        traceback.print_stack(frame, file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
+@contextlib.contextmanager
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event of this process while active, at every level, as event dicts with
+    `log_level` and a unix `timestamp` (float). Not thread-safe, like structlog's capture_logs."""
+    saved = structlog.get_config()["wrapper_class"]
+    with capture_logs(processors=[structlog.processors.TimeStamper(fmt=None)]) as entries:
+        # A level set by an earlier configure_logging() in this process would hide events.
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET))
+        try:
+            yield entries
+        finally:
+            structlog.configure(wrapper_class=saved)
 
 
 def base_url(daemon: Daemon) -> str:
@@ -130,10 +159,16 @@ async def until_metric(
 
 
 class PoolwatchProcess:
-    """poolwatch run as an operator runs it: a real process, JSON logs, stopped by its pid."""
+    """poolwatch run as an operator runs it: a real process, JSON logs, stopped by its pid.
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.args = [str(POOLWATCH), *args, "--log.format", "json"]
+    `prefix` runs it under a wrapper that execs it, so the pid stays poolwatch's own (e.g.
+    `unshare -m --propagation private` for a mount namespace of its own).
+    """
+
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> None:
+        self.args = [*prefix, str(POOLWATCH), *args, "--log.format", "json"]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.logs: list[dict[str, Any]] = []

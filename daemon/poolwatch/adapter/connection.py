@@ -114,12 +114,14 @@ class _Turn:
 def _is_transport_error(exc: libvirt.libvirtError) -> bool:
     """The connection itself failed (as opposed to one call being refused)."""
     code = exc.get_error_code()
-    if code == libvirt.VIR_ERR_SYSTEM_ERROR:  # 38: EOF, connection refused or reset
-        return True
+    domain = exc.get_error_domain()
+    if code == libvirt.VIR_ERR_SYSTEM_ERROR:  # 38
+        # EOF, connection refused or reset come from the client's RPC layer. The daemon's own
+        # system errors arrive with code 38 too but another domain (measured: 0 for "cannot
+        # open directory" from a dir pool's create()): a failed call, not a lost connection.
+        return domain in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
     # 1 from the RPC layer: "client socket is closed", keepalive timeout
-    return bool(
-        code == libvirt.VIR_ERR_INTERNAL_ERROR and exc.get_error_domain() == libvirt.VIR_FROM_RPC
-    )
+    return bool(code == libvirt.VIR_ERR_INTERNAL_ERROR and domain == libvirt.VIR_FROM_RPC)
 
 
 def library_version() -> str:
