@@ -6,16 +6,28 @@ feeds each pool's snapshot to the threshold and autostart policies, publishes th
 performs the actions: start a pool, set its autostart flag, run hooks. Every action is logged
 as one ``policy_action`` event, counted in poolwatch_actions_total, kept for /api/v1/events,
 and under ``--dry-run`` only logged.
+
+Open threshold episodes survive a restart when systemd gives poolwatch a state directory
+(``StateDirectory=`` sets ``$STATE_DIRECTORY``): each one (pool uuid -> connection, episode id,
+level, actions already fired) is kept in ``episodes.json`` there, rewritten (temporary file and
+rename, so never half written) whenever the set changes, and read back at start. A pool seen
+again after a restart continues its episode, so a restart mid-alarm runs no second "warning"
+hook and the eventual "recovery" carries the same episode id (the webhook idempotency key).
+Without ``$STATE_DIRECTORY`` nothing is persisted and a restart starts every pool at ok.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -50,6 +62,15 @@ MIN_GAP = 0.05
 # A pool this close to its lowest limit is refreshed sooner (adaptive refresh).
 NEAR_RATIO = 0.05
 NEAR_FREE_FACTOR = 2
+# Open episodes are kept here, under $STATE_DIRECTORY (the first one, if systemd gives several).
+EPISODES_FILE = "episodes.json"
+EPISODES_VERSION = 1
+
+
+def default_episodes_path() -> Path | None:
+    """Where open episodes persist: $STATE_DIRECTORY/episodes.json, or None (not persisted)."""
+    directory = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(directory) / EPISODES_FILE if directory else None
 
 
 class Connection(Protocol):
@@ -95,7 +116,10 @@ class Actuator:
         dry_run: bool,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        episodes_path: Path | bool | None = True,
     ) -> None:
+        """``episodes_path``: where open episodes persist; True (the default) for
+        `default_episodes_path()`, None or False for nowhere."""
         self._inventory = inventory
         self._connections = connections
         self._rules = rules
@@ -106,6 +130,13 @@ class Actuator:
         self._states: dict[str, dict[str, _PoolState]] = {}
         self._booted: dict[str, float] = {}  # connection key -> connected_at already handled
         self._tasks: set[asyncio.Task[None]] = set()
+        if episodes_path is True:
+            episodes_path = default_episodes_path()
+        self._episodes_path: Path | None = episodes_path or None
+        # Restored episodes whose pool has not been seen yet: uuid -> persisted entry.
+        self._restored: dict[str, dict[str, Any]] = _load_episodes(self._episodes_path)
+        self._saved: dict[str, dict[str, Any]] = dict(self._restored)
+        self._save_failed = False
 
     def update_rules(self, rules: PolicyRules) -> None:
         """A reload: later evaluations use the new rules; the hooks get their new definitions."""
@@ -135,6 +166,7 @@ class Actuator:
                 del self._states[key]
         for key, host in list(self._inventory.hosts.items()):
             self._evaluate_host(key, host, now)
+        self._persist_episodes()
 
     def _evaluate_host(self, key: str, host: HostSnapshot, now: float) -> None:
         states = self._states.setdefault(key, {})
@@ -154,8 +186,17 @@ class Actuator:
         if booted and connected_at is not None:
             self._booted[key] = connected_at
         urgent = set()
+        if host.synced and self._restored:
+            # A full poll saw every pool: episodes of pools gone meanwhile end here.
+            present = {pool.uuid for pool in host.pools.values()}
+            for uuid in [u for u, e in self._restored.items() if e["connection"] == key]:
+                if uuid not in present:
+                    del self._restored[uuid]
         for pool in host.pools.values():
-            state = states.setdefault(pool.name, _PoolState())
+            state = states.get(pool.name)
+            if state is None:
+                state = states[pool.name] = _PoolState()
+                self._restore(key, pool, state)
             if booted:
                 state.autostart = autostart.on_connected(state.autostart)
             measurement = self._measure(pool, state, now)
@@ -167,6 +208,62 @@ class Actuator:
         connection = self._connections(key)
         if connection is not None:
             connection.set_urgent(frozenset(urgent))
+
+    # -- persisted episodes ----------------------------------------------------------------
+
+    def _restore(self, key: str, pool: PoolSnapshot, state: _PoolState) -> None:
+        """Continue the episode a previous run left open on this pool, if any."""
+        entry = self._restored.pop(pool.uuid, None)
+        if entry is None or entry["connection"] != key:
+            return
+        state.threshold = ThresholdState(
+            level=Level(entry["level"]), episode=entry["episode"], fired=frozenset(entry["fired"])
+        )
+        log.info(
+            "threshold_episode_restored",
+            host=key,
+            pool=pool.name,
+            episode=entry["episode"],
+            level=Level(entry["level"]).name.lower(),
+        )
+
+    def _open_episodes(self) -> dict[str, dict[str, Any]]:
+        episodes = dict(self._restored)
+        for key, states in self._states.items():
+            host = self._inventory.hosts.get(key)
+            if host is None:
+                continue
+            for name, state in states.items():
+                pool = host.pools.get(name)
+                threshold = state.threshold
+                if pool is None or threshold.episode is None or not pool.uuid:
+                    continue
+                episodes[pool.uuid] = {
+                    "connection": key,
+                    "pool": name,
+                    "episode": threshold.episode,
+                    "level": int(threshold.level),
+                    "fired": sorted(threshold.fired),
+                }
+        return episodes
+
+    def _persist_episodes(self) -> None:
+        if self._episodes_path is None:
+            return
+        episodes = self._open_episodes()
+        if episodes == self._saved:
+            return
+        try:
+            _write_atomically(
+                self._episodes_path,
+                json.dumps({"version": EPISODES_VERSION, "episodes": episodes}, indent=1),
+            )
+        except OSError as exc:
+            if not self._save_failed:  # once, not on every evaluation
+                log.warning("episodes_save_failed", path=str(self._episodes_path), error=str(exc))
+            self._save_failed = True
+            return
+        self._saved, self._save_failed = episodes, False
 
     def _measure(self, pool: PoolSnapshot, state: _PoolState, now: float) -> Measurement | None:
         if not pool.active or pool.capacity <= 0:
@@ -390,6 +487,51 @@ class Actuator:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _load_episodes(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The open episodes a previous run saved; empty when there are none or they are unusable."""
+    if path is None:
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("episodes_load_failed", path=str(path), error=str(exc))
+        return {}
+    episodes: dict[str, dict[str, Any]] = {}
+    raw = document.get("episodes") if isinstance(document, dict) else None
+    if not isinstance(raw, dict) or document.get("version") != EPISODES_VERSION:
+        log.warning("episodes_load_failed", path=str(path), error="unknown format")
+        return {}
+    for uuid, entry in raw.items():
+        try:
+            episodes[str(uuid)] = {
+                "connection": str(entry["connection"]),
+                "pool": str(entry["pool"]),
+                "episode": str(entry["episode"]),
+                "level": int(Level(int(entry["level"]))),
+                "fired": sorted(str(action) for action in entry["fired"]),
+            }
+        except (KeyError, TypeError, ValueError):
+            log.warning("episodes_entry_skipped", path=str(path), pool_uuid=str(uuid))
+    return episodes
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def _threshold_event(

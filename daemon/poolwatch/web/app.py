@@ -8,6 +8,15 @@ With a web config file (`poolwatch.web.security`), the server speaks TLS, and a 
 applies client_allowed_sans, the rate limit and basic auth to every path but /healthz, which
 systemd and load balancers probe without credentials; the configured headers go on every
 response, /healthz and error pages included.
+
+Overload and hostile clients: at most `MAX_IN_FLIGHT` requests are handled at once; one more
+gets 503 with Retry-After at once instead of queueing behind the others (/healthz is exempt, so
+a busy server is not restarted as a dead one). A connection must complete each request's line
+and headers within `KEEPALIVE_TIMEOUT` seconds of connecting (or of its previous response), or
+aiohttp closes it: its keep-alive timer, armed when the connection is made, also bounds a
+slowloris client that sends its headers byte by byte. A request line longer than
+`MAX_LINE_SIZE`, a header field longer than `MAX_FIELD_SIZE` or more than `MAX_HEADERS` headers
+get 400 or 431 from aiohttp's parser, before any handler runs.
 """
 
 from __future__ import annotations
@@ -45,11 +54,25 @@ REALM = "poolwatch"
 # would only hold up a stop behind a stuck client.
 SHUTDOWN_TIMEOUT = 5.0
 
+# Requests handled at once; beyond that a request gets 503 at once. Handlers read memory only,
+# so even a Prometheus federation of many servers stays far below this.
+MAX_IN_FLIGHT = 64
+# Idle keep-alive connections are closed after this, and a request's line and headers must
+# arrive within it (aiohttp's own default is an hour, which lets slow clients pile up).
+KEEPALIVE_TIMEOUT = 10.0
+# aiohttp's parser limits, spelled out: a longer request line or header field, or more headers,
+# is refused with 400/431 before any handler runs.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 128
+IN_FLIGHT = web.AppKey("in_flight", list[int])  # [requests being handled, refused so far]
+
 
 def create_app(
     *, inventory: Inventory, exposition: Exposition, clock: Callable[[], float] = time.time
 ) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_limit_in_flight])
+    app[IN_FLIGHT] = [0, 0]
     app[INVENTORY] = inventory
     app[EXPOSITION] = exposition
     app[CLOCK] = clock
@@ -111,6 +134,26 @@ async def _events(request: web.Request) -> web.Response:
 async def _landing(request: web.Request) -> web.Response:
     page = render_landing(request.app[INVENTORY], now=request.app[CLOCK]())
     return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+
+@web.middleware
+async def _limit_in_flight(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The outermost middleware: refuse a request over MAX_IN_FLIGHT at once (not /healthz)."""
+    counts = request.app[IN_FLIGHT]
+    if counts[0] >= MAX_IN_FLIGHT and request.match_info.route.name != HEALTHZ_ROUTE:
+        counts[1] += 1
+        return web.Response(
+            status=503,
+            text="Service Unavailable: too many requests in flight\n",
+            headers={hdrs.RETRY_AFTER: "1"},
+        )
+    counts[0] += 1
+    try:
+        return await handler(request)
+    finally:
+        counts[0] -= 1
 
 
 # --- web config: TLS, basic auth, headers ------------------------------------------------------
@@ -247,7 +290,14 @@ async def start_http_server(
         _install_security(app, security, interval=check_interval)
         log.info("web_config_loaded", **security.settings.summary())
     ssl_context = None if security is None else security.ssl_context
-    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+        max_headers=MAX_HEADERS,
+    )
     await runner.setup()
     try:
         for address, host, port in binds:
