@@ -565,6 +565,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+def without_credentials(uri: str) -> str:
+    """The URI without user or password, for labels, logs and the API."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 class ConnectionConfig(_Model):
     """One libvirt connection (`[[connection]]`)."""
 
@@ -574,8 +582,9 @@ class ConnectionConfig(_Model):
 
     @property
     def key(self) -> str:
-        """What identifies this connection inside poolwatch: its name, else its URI."""
-        return self.name if self.name is not None else self.uri
+        """What identifies this connection inside poolwatch (in logs, the API, /readyz): its
+        name, else its URI without credentials."""
+        return self.name if self.name is not None else without_credentials(self.uri)
 
     def wants_read_only(self, config: Config) -> bool:
         """Whether to open the connection read-only: "auto" asks for write access only when

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from poolwatch import __version__
 from poolwatch.actuator import Actuator, PolicyRules
 from poolwatch.adapter.connection import LibvirtSource, library_version
-from poolwatch.config import Config, ConfigError, ConnectionConfig
+from poolwatch.config import Config, ConfigError, ConnectionConfig, without_credentials
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.filesystem import is_local_uri
@@ -208,7 +208,9 @@ class Daemon:
                 self._running[key].watcher.poll = config.poll
             else:
                 self._start(connection, config)
-                log.info("connection_added", connection=key, uri=connection.uri)
+                log.info(
+                    "connection_added", connection=key, uri=without_credentials(connection.uri)
+                )
 
     # -- reload ----------------------------------------------------------------------------
 

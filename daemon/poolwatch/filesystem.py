@@ -7,7 +7,7 @@ already gets ENOSPC. Where the target is a local filesystem we read it ourselves
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from poolwatch.model import FilesystemStat
 
@@ -22,14 +22,6 @@ def is_local_uri(uri: str) -> bool:
     if driver == "test":  # the test driver's pools are simulated: their paths mean nothing
         return False
     return parts.hostname in (None, "", "localhost") and transport in ("", "unix")
-
-
-def without_credentials(uri: str) -> str:
-    """The URI as a label: no user or password, since labels end up in every TSDB."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def stat_target(pool_type: str, path: str) -> FilesystemStat | None:

@@ -228,7 +228,8 @@ def test_full_file_is_read() -> None:
         source="test.toml",
     )
 
-    assert [c.key for c in config.connections] == ["kvm01", "qemu+ssh://root@kvm02/system"]
+    # Without a name the key is the URI without its user and password: it appears in logs.
+    assert [c.key for c in config.connections] == ["kvm01", "qemu+ssh://kvm02/system"]
     assert config.connections[0].read_only is True
     assert config.poll == PollConfig(
         interval=0.25,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from poolwatch.filesystem import is_local_uri, stat_target, without_credentials
+from poolwatch.config import without_credentials
+from poolwatch.filesystem import is_local_uri, stat_target
 from poolwatch.poolxml import PoolXMLError, parse_pool_xml
 
 

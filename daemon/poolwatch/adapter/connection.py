@@ -28,6 +28,7 @@ import structlog
 
 from poolwatch.adapter import reader
 from poolwatch.adapter.eventloop import ensure_event_loop
+from poolwatch.config import without_credentials
 from poolwatch.model import PoolEventKind, VolumeScan
 from poolwatch.poolxml import PoolDescription
 from poolwatch.source import (
@@ -135,6 +136,7 @@ class LibvirtSource:
 
     def __init__(self, *, uri: str, read_only: bool, call_timeout: float) -> None:
         self._uri = uri
+        self._uri_label = without_credentials(uri)  # the URI may hold a password: never log it
         self._read_only = read_only
         self._call_timeout = call_timeout
         self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
@@ -166,7 +168,7 @@ class LibvirtSource:
     async def start(self) -> None:
         ensure_event_loop()
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._keep_connected(), name=f"libvirt {self._uri}")
+        self._task = asyncio.create_task(self._keep_connected(), name=f"libvirt {self._uri_label}")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -201,14 +203,14 @@ class LibvirtSource:
                 # piling up new ones behind it.
                 failures += 1
                 if failures == 1:
-                    log.warning("libvirt_connect_failed", uri=self._uri, error="timeout")
+                    log.warning("libvirt_connect_failed", uri=self._uri_label, error="timeout")
                 continue
             except libvirt.libvirtError as exc:
                 pending_open = None
                 failures += 1
                 # The first failure of a streak is news; the rest would flood the journal.
                 (log.warning if failures == 1 else log.debug)(
-                    "libvirt_connect_failed", uri=self._uri, error=exc.get_error_message()
+                    "libvirt_connect_failed", uri=self._uri_label, error=exc.get_error_message()
                 )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                 delay = min(delay * 2, BACKOFF_MAX)
@@ -220,11 +222,11 @@ class LibvirtSource:
             self._conn_lock = threading.Lock()  # a call stuck on the old one must not block us
             self._descriptions.clear()
             self._lost = loop.create_future()
-            log.info("libvirt_connected", uri=self._uri, hostname=hostname)
+            log.info("libvirt_connected", uri=self._uri_label, hostname=hostname)
             self._events.put_nowait(Connected(hostname=hostname))
             reason = await self._lost
             self._conn = None
-            log.warning("libvirt_disconnected", uri=self._uri, reason=reason)
+            log.warning("libvirt_disconnected", uri=self._uri_label, reason=reason)
             self._events.put_nowait(Disconnected(reason=reason))
             loop.run_in_executor(self._connects, self._release, conn, ids, self._conn_lock)
 
