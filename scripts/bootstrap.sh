@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # libvirt-python builds from source (libvirt-dev, pkg-config, gcc, python3-dev); the demo needs no
 # more, since libvirt's test driver lives in the library.
-APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev make)
+APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 # The integration tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs,
 # util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
 # Chromium; the systemd unit is checked with systemd-analyze (systemd).
