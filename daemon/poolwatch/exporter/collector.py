@@ -16,11 +16,12 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from poolwatch.exporter.policy_metrics import policy_families
 from poolwatch.inventory import ConnectionStats, Histogram, Inventory
-from poolwatch.model import HostSnapshot
+from poolwatch.model import HostSnapshot, VolumeScan
 
 # floatToGoString is untyped upstream; binding it to a typed name keeps mypy --strict honest
 # about what we pass in without an ignore comment.
@@ -40,6 +41,7 @@ class InventoryCollector:
     ) -> None:
         self._inventory = inventory
         self._build_labels = [version, libvirt_version, python_version]
+        self._volume_cache: dict[tuple[str, str], _VolumeSamples] = {}
 
     def describe(self) -> list[Metric]:
         # Empty on purpose: the registry would otherwise run a full collect at registration to
@@ -59,7 +61,7 @@ class InventoryCollector:
             keys.append(key)
         families = [
             *_pool_families(hosts.values()),
-            *_volume_families(hosts.values()),
+            *_volume_families(hosts.values(), self._volume_cache),
             _pool_event_family(stats),
             *_connection_families(stats),
             *policy_families(inventory, keys),
@@ -232,27 +234,39 @@ def _pool_families(hosts: Iterable[HostSnapshot]) -> list[Metric]:
     ]
 
 
-def _volume_families(hosts: Iterable[HostSnapshot]) -> list[Metric]:
+# Per (host, pool): the scan the samples were built from, and the pool's samples of the three
+# volume families. A scan is immutable and replaced by a new object when it changes.
+_VolumeSamples = tuple[VolumeScan, list[Sample], list[Sample], list[Sample]]
+_VOLUME_NAMES = (
+    "libvirt_storage_volume_capacity_bytes",
+    "libvirt_storage_volume_allocation_bytes",
+    "libvirt_storage_volume_physical_bytes",
+)
+
+
+def _volume_families(
+    hosts: Iterable[HostSnapshot], cache: dict[tuple[str, str], _VolumeSamples]
+) -> list[Metric]:
     capacity = GaugeMetricFamily(
-        "libvirt_storage_volume_capacity_bytes",
+        _VOLUME_NAMES[0],
         "Virtual size of the volume in bytes (what the guest sees).",
         labels=VOLUME_LABELS,
     )
     allocation = GaugeMetricFamily(
-        "libvirt_storage_volume_allocation_bytes",
+        _VOLUME_NAMES[1],
         "Bytes the volume occupies in the pool.",
         labels=VOLUME_LABELS,
     )
     physical = GaugeMetricFamily(
-        "libvirt_storage_volume_physical_bytes",
+        _VOLUME_NAMES[2],
         "Physical size of the volume's file or device in bytes, where the driver reports it.",
         labels=VOLUME_LABELS,
     )
-    # This loop produces most of the page (thousands of volumes): bound methods are hoisted
-    # and one label tuple serves the three samples of a volume.
-    add_capacity = capacity.add_metric
-    add_allocation = allocation.add_metric
-    add_physical = physical.add_metric
+    # This loop produces most of the page (thousands of volumes) and runs on the event loop:
+    # a pool's samples are built once per volume scan and reused by every collect until the
+    # next scan replaces it (measured: building them took ~70% of the loop's busy time under
+    # scrapes at 10,000 volumes). The samples are the ones add_metric would make.
+    seen = set()
     for host in hosts:
         host_name = host.name
         pools = host.pools
@@ -261,13 +275,35 @@ def _volume_families(hosts: Iterable[HostSnapshot]) -> list[Metric]:
             scan = pool.volumes
             if scan is None or not pool.active:
                 continue
-            for volume in scan.volumes:
-                labels = (host_name, name, volume.name)
-                add_capacity(labels, volume.capacity)
-                add_allocation(labels, volume.allocation)
-                if volume.physical is not None:
-                    add_physical(labels, volume.physical)
+            key = (host_name, name)
+            seen.add(key)
+            cached = cache.get(key)
+            if cached is None or cached[0] is not scan:
+                cached = (scan, *_volume_samples(host_name, name, scan))
+                cache[key] = cached
+            capacity.samples.extend(cached[1])
+            allocation.samples.extend(cached[2])
+            physical.samples.extend(cached[3])
+    for key in cache.keys() - seen:
+        del cache[key]
     return [capacity, allocation, physical]
+
+
+def _volume_samples(
+    host_name: str, pool_name: str, scan: VolumeScan
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    capacity: list[Sample] = []
+    allocation: list[Sample] = []
+    physical: list[Sample] = []
+    capacity_name, allocation_name, physical_name = _VOLUME_NAMES
+    for volume in scan.volumes:
+        # One labels dict serves the three samples of a volume; encoders only read it.
+        labels = {"host": host_name, "storage_pool": pool_name, "volume": volume.name}
+        capacity.append(Sample(capacity_name, labels, volume.capacity))
+        allocation.append(Sample(allocation_name, labels, volume.allocation))
+        if volume.physical is not None:
+            physical.append(Sample(physical_name, labels, volume.physical))
+    return capacity, allocation, physical
 
 
 def _pool_event_family(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) -> Metric:
