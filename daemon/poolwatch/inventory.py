@@ -182,6 +182,8 @@ class Inventory:
         self._bump()
 
     def record_pool_event(self, key: str, event: PoolEvent) -> None:
+        """Count an event without moving the generation: the watcher re-reads (or drops) the
+        pool right after, and that publishes both, so one event costs one /metrics render."""
         counts = self._stats[key].pool_events
         per_pool = counts.setdefault(event.pool, {})
         per_pool[event.kind] = per_pool.get(event.kind, 0) + 1
@@ -191,7 +193,6 @@ class Inventory:
         self._activity.append(
             Activity(at=event.at, host=event.host, kind=event.kind.value, pool=event.pool)
         )
-        self._bump()
 
     def record_poll(self, key: str, kind: str, seconds: float, *, ok: bool) -> None:
         stats = self._stats.get(key)
