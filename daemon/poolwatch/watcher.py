@@ -278,10 +278,14 @@ class Watcher:
             self._inventory.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
 
     async def _resync(self) -> None:
-        await self._timed("info", self._poll_info)
-        await self._timed("volumes", self._poll_volumes)
+        # The info poll scans the pools it has no current scan for; the volume poll does the
+        # rest, so a (re)connect costs one scan of every volume, not two.
+        scanned: list[str] = []
+        await self._timed("info", functools.partial(self._poll_info, scanned=scanned))
+        skip = frozenset(scanned)
+        await self._timed("volumes", functools.partial(self._poll_volumes, skip=skip))
 
-    async def _poll_info(self) -> None:
+    async def _poll_info(self, *, scanned: list[str] | None = None) -> None:
         seq = self._event_seq
         readings = await self._source.list_pools()
         targets = await asyncio.gather(*(self._inspect(r) for r in readings))
@@ -304,10 +308,12 @@ class Watcher:
         self._inventory.replace_pools(self.key, pools)
         if stale_scans:
             await self._scan_into_inventory(stale_scans)
+            if scanned is not None:
+                scanned.extend(stale_scans)
 
-    async def _poll_volumes(self) -> None:
+    async def _poll_volumes(self, skip: frozenset[str] = frozenset()) -> None:
         pools = self._inventory.hosts[self.key].pools.values()
-        await self._scan_into_inventory([p.name for p in pools if p.active])
+        await self._scan_into_inventory([p.name for p in pools if p.active and p.name not in skip])
 
     async def _scan_into_inventory(self, names: list[str]) -> None:
         async def one(name: str) -> None:

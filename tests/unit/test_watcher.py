@@ -283,3 +283,14 @@ async def test_two_connections_reporting_one_hostname_get_distinct_host_labels()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_resync_scans_every_pool_once(watched: tuple[FakeSource, Inventory]) -> None:
+    source, inventory = watched
+    source.pools["isos"] = reading("isos", volumes=0)  # now running too
+    before = source.scans
+    source.disconnect()
+    source.connect()
+    await until(lambda: inventory.pool("kvm01", "isos").volumes is not None, inventory)  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)  # let the resync's volume poll finish
+    assert source.scans - before == 2  # images and isos, once each
