@@ -17,19 +17,47 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
+import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from poolwatch.config import Config, ConnectionConfig, PollConfig, WebConfig
 from poolwatch.daemon import Daemon
+from tests.integration.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
 
 REPO = Path(__file__).resolve().parents[1]
 POOLWATCH = Path(sys.executable).with_name("poolwatch")
 STOP_TIMEOUT = 30.0  # seconds for Daemon.stop() in `running`
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A component a test needs cannot be had: in CI a failure (a silent skip would hide a broken
+    product), on a workstation a skip with the reason."""
+    if os.environ.get("CI", "").lower() in {"true", "1", "yes"}:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def private_libvirtd() -> Iterator[Libvirtd]:
+    """A started private libvirtd (see tests/integration/libvirtd.py), closed on the way out."""
+    problem = prerequisites_problem()
+    if problem:
+        unavailable(problem)
+    daemon = Libvirtd()
+    try:
+        daemon.start()
+    except LibvirtdError as exc:
+        daemon.close()
+        unavailable(f"cannot start a private libvirtd: {exc}")
+    try:
+        yield daemon
+    finally:
+        daemon.close()
 
 
 def config_for(uri: str, **poll: Any) -> Config:

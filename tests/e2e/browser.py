@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.e2e.prometheus_server import unavailable
+from tests.helpers import unavailable
 
 CHROMIUM = "/usr/bin/chromium"
 # The flags matter on a closed network: no sandbox (root in a container), no GPU, and none of

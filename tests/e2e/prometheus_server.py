@@ -8,29 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aiohttp
-import pytest
 
-from tests.helpers import eventually, fetch
+from tests.helpers import eventually, fetch, unavailable
 
 START_TIMEOUT = 20.0  # seconds until /-/ready answers 200
 STOP_TIMEOUT = 10.0  # seconds for SIGTERM before SIGKILL
-
-
-def unavailable(reason: str) -> NoReturn:
-    """In CI a component that cannot start is a failure; on a workstation a skip with the reason."""
-    if os.environ.get("CI", "").lower() in {"true", "1", "yes"}:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 def find_tool(name: str) -> Path:

@@ -129,6 +129,18 @@ def ensure_qemu_user() -> str | None:
     return None
 
 
+def loop_problem() -> str | None:
+    """Why loop-device filesystems cannot be had here, or None."""
+    if os.geteuid() != 0:
+        return "loop devices need root"
+    missing = [t for t in ("losetup", "mkfs.ext4") if not which(t)]
+    if missing:
+        return f"missing tools: {', '.join(missing)} (run scripts/bootstrap.sh --test)"
+    if not os.path.exists("/dev/loop-control"):
+        return "no /dev/loop-control: this kernel or container has no loop devices"
+    return None
+
+
 def which(tool: str) -> str | None:
     # sbin is often not on a non-login PATH, and libvirtd/losetup/mkfs live there.
     return shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")

@@ -25,7 +25,7 @@ import pytest
 from poolwatch.adapter.connection import LibvirtSource
 from poolwatch.model import PoolEventKind
 from poolwatch.source import Connected, Disconnected, PoolChanged, SourceEvent
-from tests.integration.conftest import unavailable
+from tests.helpers import unavailable
 from tests.integration.libvirtd import Libvirtd
 
 GiB = 1024**3

@@ -19,11 +19,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.conftest import (
-    make_loop_fs,  # noqa: F401 - a fixture
-    unavailable,
-)
-from tests.integration.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
+from tests.helpers import private_libvirtd
+from tests.integration.conftest import make_loop_fs  # noqa: F401 - a fixture
+from tests.integration.libvirtd import Libvirtd
 
 FULL = os.environ.get("POOLWATCH_RELIABILITY", "").lower() == "full"
 
@@ -56,16 +54,5 @@ def figure(request: pytest.FixtureRequest) -> Callable[[str, str, str], None]:
 @pytest.fixture
 def own_libvirtd() -> Iterator[Libvirtd]:
     """A private libvirtd of this test's own, which it may kill, freeze and restart at will."""
-    problem = prerequisites_problem()
-    if problem:
-        unavailable(problem)
-    daemon = Libvirtd()
-    try:
-        daemon.start()
-    except LibvirtdError as exc:
-        daemon.close()
-        unavailable(f"cannot start a private libvirtd: {exc}")
-    try:
+    with private_libvirtd() as daemon:
         yield daemon
-    finally:
-        daemon.close()

@@ -15,9 +15,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import sample, scrape, until_metric
-from tests.integration.conftest import _loop_problem, unavailable
-from tests.integration.libvirtd import Libvirtd, LoopDevice
+from tests.helpers import sample, scrape, unavailable, until_metric
+from tests.integration.libvirtd import Libvirtd, LoopDevice, loop_problem
 from tests.reliability.conftest import sized
 from tests.reliability.faults_common import (
     Scraper,
@@ -192,7 +191,7 @@ async def test_libvirtd_frozen(own_libvirtd: Libvirtd, tmp_path: Path, figure: F
 
 
 async def test_backend_disappears(own_libvirtd: Libvirtd, tmp_path: Path, figure: Figure) -> None:
-    problem = _loop_problem()
+    problem = loop_problem()
     if problem:
         unavailable(problem)
     libvirtd = own_libvirtd

@@ -19,8 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from tests.helpers import base_url, config_for, eventually, fetch, running, scrape, series
-from tests.integration.conftest import unavailable
+from tests.helpers import (
+    base_url,
+    config_for,
+    eventually,
+    fetch,
+    running,
+    scrape,
+    series,
+    unavailable,
+)
 from tests.reliability.faults_common import poolwatch
 
 Figure = Callable[[str, str, str], None]

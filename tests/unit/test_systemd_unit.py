@@ -6,7 +6,6 @@ polkit rule grants poolwatch exactly the libvirt permissions it needs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import POOLWATCH, REPO
+from tests.helpers import POOLWATCH, REPO, unavailable
 
 UNIT = REPO / "systemd" / "poolwatch.service"
 SYSUSERS = REPO / "systemd" / "poolwatch.sysusers"
@@ -27,10 +26,7 @@ def _tool(name: str) -> str:
     """The tool's path; in CI its absence is a failure, elsewhere a skip with the reason."""
     path = shutil.which(name)
     if path is None:
-        reason = f"{name} is not installed (Debian: apt-get install systemd)"
-        if os.environ.get("CI", "").lower() in {"true", "1", "yes"}:
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(f"{name} is not installed (Debian: apt-get install systemd)")
     return path
 
 
@@ -175,7 +171,10 @@ _REFUSED = [
 def _polkit_answers(rule: Path, cases: list[list[str | None]]) -> list[str | None]:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed: the polkit rule cannot be evaluated")
+        unavailable(
+            "node is not installed (Debian: apt-get install nodejs), so the polkit rule "
+            "cannot be evaluated"
+        )
     result = subprocess.run(
         [node, "-e", _POLKIT_HARNESS, str(rule), json.dumps(cases)],
         capture_output=True,
