@@ -199,8 +199,13 @@ class Actuator:
                 self._restore(key, pool, state)
             if booted:
                 state.autostart = autostart.on_connected(state.autostart)
+            rule = first_match(self._rules.thresholds, pool.name, pool.type)
+            if rule is None:
+                state.threshold = ThresholdState()
+            state.threshold_rule = rule
             measurement = self._measure(pool, state, now)
-            self._thresholds(key, host, pool, state, measurement, now)
+            if rule is not None:
+                self._thresholds(host, pool, state, rule, measurement, now)
             self._autostart(key, host, pool, state, now)
             if _near_limit(state.threshold_rule, state.threshold, measurement):
                 urgent.add(pool.name)
@@ -268,7 +273,7 @@ class Actuator:
     def _measure(self, pool: PoolSnapshot, state: _PoolState, now: float) -> Measurement | None:
         if not pool.active or pool.capacity <= 0:
             return None
-        rule = first_match(self._rules.thresholds, pool.name, pool.type)
+        rule = state.threshold_rule
         window = rule.forecast_window if rule is not None else DEFAULT_FORECAST_WINDOW
         if state.history is None or state.history.window != window:
             state.history = UsageHistory(window)
@@ -283,18 +288,13 @@ class Actuator:
 
     def _thresholds(
         self,
-        key: str,
         host: HostSnapshot,
         pool: PoolSnapshot,
         state: _PoolState,
+        rule: ThresholdRule,
         measurement: Measurement | None,
         now: float,
     ) -> None:
-        rule = first_match(self._rules.thresholds, pool.name, pool.type)
-        if rule is None:
-            state.threshold_rule, state.threshold = None, ThresholdState()
-            return
-        state.threshold_rule = rule
         episode_id = f"{host.name}/{pool.name}/{int(now)}"
         state.threshold, transition = evaluate(
             rule, state.threshold, measurement, now=now, episode_id=episode_id

@@ -276,3 +276,26 @@ def test_theil_sen_subsampling_is_deterministic_and_bounded() -> None:
 def test_theil_sen_needs_two_samples() -> None:
     with pytest.raises(ValueError, match="two samples"):
         theil_sen_slope([(0.0, 0)])
+
+
+def test_slope_is_computed_once_per_new_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    from poolwatch.policies import forecast
+
+    calls = []
+    real = forecast.theil_sen_slope
+
+    def counting(samples: list[tuple[float, int]], max_pairs: int = 2000) -> float:
+        calls.append(len(samples))
+        return real(samples, max_pairs)
+
+    monkeypatch.setattr(forecast, "theil_sen_slope", counting)
+    history = UsageHistory(3600.0, min_span=0)
+    for i in range(5):
+        history.add(i * 60.0, i * 1000, 10**9)
+    for _ in range(10):  # the actuator asks on every evaluation
+        assert history.time_to_full(300.0, 10**6) is not None
+        assert history.growth_rate(300.0) is not None
+    assert len(calls) == 1
+    history.add(360.0, 6000, 10**9)
+    history.growth_rate(360.0)
+    assert len(calls) == 2

@@ -86,7 +86,15 @@ def theil_sen_slope(samples: list[tuple[float, int]], max_pairs: int = MAX_SLOPE
 class UsageHistory:
     """Used bytes of one pool over the last `window` seconds, and where they are heading."""
 
-    __slots__ = ("_capacity", "_min_span", "_samples", "_spacing", "max_samples", "window")
+    __slots__ = (
+        "_capacity",
+        "_min_span",
+        "_samples",
+        "_slope",
+        "_spacing",
+        "max_samples",
+        "window",
+    )
 
     def __init__(
         self, window: float, max_samples: int = 360, *, min_span: float | None = None
@@ -107,6 +115,8 @@ class UsageHistory:
         self._spacing = window / (max_samples - 2)
         self._samples: deque[tuple[float, int]] = deque()
         self._capacity: int | None = None
+        # (first and last sample in the window, their count) -> the slope computed for them
+        self._slope: tuple[tuple[tuple[float, int], tuple[float, int], int], float] | None = None
 
     @property
     def min_span(self) -> float:
@@ -154,7 +164,12 @@ class UsageHistory:
         recent = [s for s in self._samples if horizon <= s[0] <= now]
         if len(recent) < MIN_SAMPLES or recent[-1][0] - recent[0][0] < self._min_span:
             return None
-        return theil_sen_slope(recent)
+        # The actuator asks on every evaluation (several times a second, on the event loop):
+        # the slope only changes when the samples in the window do.
+        key = (recent[0], recent[-1], len(recent))
+        if self._slope is None or self._slope[0] != key:
+            self._slope = (key, theil_sen_slope(recent))
+        return self._slope[1]
 
     def time_to_full(self, now: float, free: int) -> float | None:
         """Seconds until `free` bytes are used at the current growth rate.
