@@ -11,10 +11,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 # The integration tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs,
 # util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
-# Chromium; the systemd unit is checked with systemd-analyze (systemd) and the polkit rule
-# evaluated with node (nodejs).
+# Chromium; the systemd unit is checked with systemd-analyze (systemd), the polkit rule evaluated
+# with node (nodejs), and the TLS tests make their certificates with openssl.
 TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd
-  chromium nodejs)
+  chromium nodejs openssl)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 fi
