@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -13,7 +16,8 @@ from prometheus_client.openmetrics.parser import (
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import MAX_CACHED_VARIANTS, Exposition
 from poolwatch.inventory import Inventory
-from tests.unit.factories import HOST_A, HOSTILE, pool, sample_inventory
+from poolwatch.model import VolumeScan
+from tests.unit.factories import HOST_A, HOSTILE, NOW, pool, sample_inventory, volume
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 PROMETHEUS_ACCEPT = (
@@ -160,3 +164,58 @@ async def test_a_change_during_a_render_is_served_by_the_next_scrape(
     inventory.put_pool(HOST_A, pool("late"))
     assert b'storage_pool="late"' not in (await first)[0]
     assert b'storage_pool="late"' in (await exposition.render(None, None))[0]
+
+
+def scan(*names: str, allocation: int = 1) -> VolumeScan:
+    volumes = tuple(volume(name, allocation=allocation) for name in sorted(names))
+    return VolumeScan(
+        count=len(volumes),
+        capacity_bytes=sum(v.capacity for v in volumes),
+        allocation_bytes=sum(v.allocation for v in volumes),
+        volumes=volumes,
+        scanned_at=NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("accept", "full_encoder"),
+    [(None, generate_latest), (OPENMETRICS, generate_openmetrics)],
+    ids=["text", "openmetrics"],
+)
+async def test_page_stays_what_prometheus_client_encodes_as_volumes_change(
+    inventory: Inventory,
+    exposition: Exposition,
+    collector: CountingCollector,
+    accept: str | None,
+    full_encoder: object,
+) -> None:
+    """Parts of the page are kept between renders; after every kind of change the page must
+    still be byte for byte what prometheus_client encodes from scratch."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    async def assert_whole() -> bytes:
+        body, _ = await exposition.render(accept, None)
+        assert body == full_encoder(registry)  # type: ignore[operator]
+        return body
+
+    hostile_volume = f"{HOSTILE}.qcow2"
+    inventory.put_pool(HOST_A, pool("grows", volumes=scan("a", hostile_volume)))
+    inventory.put_pool(HOST_A, pool(HOSTILE, volumes=scan("x")))
+    first = await assert_whole()
+    assert b"a\\" not in first  # no double escaping of what was cached
+    # A rescan that found the same volumes: the new scan object says nothing changed.
+    inventory.put_pool(HOST_A, pool("grows", volumes=scan("a", hostile_volume)))
+    await assert_whole()
+    # A volume grew, one was added, one pool stopped, one was undefined.
+    inventory.put_pool(HOST_A, pool("grows", volumes=scan("a", "b", hostile_volume, allocation=7)))
+    grown = await assert_whole()
+    assert b'volume="b"' in grown
+    running = inventory.hosts[HOST_A].pools[HOSTILE]
+    inventory.put_pool(HOST_A, replace(running, active=False))
+    inventory.drop_pool(HOST_A, "default")
+    after = await assert_whole()
+    assert b'storage_pool="default",volume=' not in after
+    # And back: the stopped pool's volumes return with it.
+    inventory.put_pool(HOST_A, running)
+    assert (await assert_whole()).count(b'volume="x"') == 3  # capacity, allocation, physical
