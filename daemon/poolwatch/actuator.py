@@ -148,7 +148,8 @@ class Actuator:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._inventory.wait_changed(generation), TICK)
+                    async with asyncio.timeout(TICK):  # never wait_for: see LibvirtSource._call
+                        await self._inventory.wait_changed(generation)
                 generation = self._inventory.generation
                 self.evaluate()
                 await asyncio.sleep(MIN_GAP)

@@ -385,7 +385,8 @@ class Watcher:
         )
         future.add_done_callback(lambda _f: self._stat_pending.discard(path))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.poll.call_timeout)
+            async with asyncio.timeout(self.poll.call_timeout):  # see LibvirtSource._call
+                return await asyncio.shield(future)
         except TimeoutError:
             self._log.warning("filesystem_stat_timeout", pool=reading.name, path=path)
             return None, None

@@ -195,9 +195,8 @@ class LibvirtSource:
             if pending_open is None:
                 pending_open = loop.run_in_executor(self._connects, self._open, generation)
             try:
-                conn, ids, hostname = await asyncio.wait_for(
-                    asyncio.shield(pending_open), self._call_timeout
-                )
+                async with asyncio.timeout(self._call_timeout):  # see _call
+                    conn, ids, hostname = await asyncio.shield(pending_open)
             except TimeoutError:
                 # open() on a frozen daemon blocks; wait for that attempt rather than
                 # piling up new ones behind it.
@@ -338,8 +337,12 @@ class LibvirtSource:
         # in a frozen libvirtd still occupies the worker (until keepalive ends the call).
         future.add_done_callback(lambda _f: self._hand_over(self._turn.release))
         try:
-            waiting = asyncio.wrap_future(future, loop=loop)
-            return await asyncio.wait_for(waiting, self._call_timeout)
+            # Not asyncio.wait_for: before Python 3.12 it returns the result of a call that
+            # completes just as the caller is cancelled, and so swallows the cancellation. A
+            # poll timer that lost its cancellation that way kept a stopping daemon waiting
+            # forever. asyncio.timeout() delivers both.
+            async with asyncio.timeout(self._call_timeout):
+                return await asyncio.wrap_future(future, loop=loop)
         except TimeoutError:
             self._mark_lost(generation, "call_timeout")
             raise SourceUnavailable(f"libvirt call timed out after {self._call_timeout}s") from None
