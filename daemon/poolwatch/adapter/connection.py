@@ -154,7 +154,6 @@ class LibvirtSource:
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
         self._callback_ids: list[int] = []
-        self._physical_supported = True
         self._descriptions: dict[str, PoolDescription] = {}  # by uuid, per connection
 
     @property
@@ -380,10 +379,7 @@ class LibvirtSource:
         scanned_at = time.time()
         volumes = await self._call(reader.list_volumes, name)
         chunks = [volumes[i : i + VOLUME_CHUNK] for i in range(0, len(volumes), VOLUME_CHUNK)]
-        physical = self._physical_supported
         results = await asyncio.gather(
-            *(self._call(reader.read_volumes, chunk, physical) for chunk in chunks)
+            *(self._call(reader.read_volumes, chunk) for chunk in chunks)
         )
-        if physical and any(r.physical_unsupported for r in results):
-            self._physical_supported = False  # the driver said so once; do not ask again
-        return reader.summarize([v for r in results for v in r.volumes], limit, scanned_at)
+        return reader.summarize([v for r in results for v in r], limit, scanned_at)

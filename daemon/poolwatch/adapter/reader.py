@@ -7,7 +7,7 @@ of a pool (its labels) is read once per definition, not once per poll.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 from typing import Any
 
 import libvirt
@@ -120,43 +120,53 @@ def list_volumes(conn: Any, name: str) -> list[Any]:
     return list(conn.storagePoolLookupByName(name).listAllVolumes(0))
 
 
-@dataclass(frozen=True, slots=True)
-class VolumeChunk:
-    volumes: list[VolumeSnapshot]
-    physical_unsupported: bool
+# A volume's figures as libvirt formats its XML description (virStorageVolDefFormat): the
+# type attribute, then after name, key and source, capacity and allocation, and physical where
+# the driver filled it in with a size other than 0. Text from outside (a volume's name, a path)
+# is escaped in that document, so it cannot forge these tags.
+_VOLUME_XML = re.compile(
+    r"<volume type='(?P<type>\w+)'>.*?"
+    r"<capacity unit='bytes'>(?P<capacity>\d+)</capacity>\s*"
+    r"<allocation unit='bytes'>(?P<allocation>\d+)</allocation>\s*"
+    r"(?:<physical unit='bytes'>(?P<physical>\d+)</physical>)?",
+    re.DOTALL,
+)
+# virStorageVolType by its name in the XML
+_VOLUME_TYPES = {"file": 0, "block": 1, "dir": 2, "network": 3, "netdir": 4, "ploop": 5}
 
 
-class _PhysicalUnsupported(Exception):
-    pass
+def read_volumes(_conn: Any, volumes: list[Any]) -> list[VolumeSnapshot]:
+    """Capacity, allocation and physical size of each volume, from one RPC per volume.
 
-
-def read_volumes(_conn: Any, volumes: list[Any], physical: bool) -> VolumeChunk:
-    """info() of each volume, and its physical size where the driver can tell."""
-    if physical:
-        try:
-            return VolumeChunk(_read_volumes(volumes, physical=True), physical_unsupported=False)
-        except _PhysicalUnsupported:
-            pass
-    return VolumeChunk(_read_volumes(volumes, physical=False), physical_unsupported=physical)
-
-
-def _read_volumes(volumes: list[Any], *, physical: bool) -> list[VolumeSnapshot]:
+    One XMLDesc() instead of info() plus infoFlags(PHYSICAL): libvirt refreshes the volume
+    from its file or device for either, and the description carries all three figures.
+    Measured against a private libvirtd: half the client CPU and half the wall time per volume.
+    """
     out = []
     for vol in volumes:
         try:
-            vtype, capacity, allocation = vol.info()
-            size = None
-            if physical:
-                size = int(vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2])
+            out.append(_read_volume(vol))
         except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if code == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 continue  # deleted since the listing, or removed behind libvirt's back
-            if physical and code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-                raise _PhysicalUnsupported from exc
             raise
-        out.append(VolumeSnapshot(vol.name(), int(vtype), int(capacity), int(allocation), size))
     return out
+
+
+def _read_volume(vol: Any) -> VolumeSnapshot:
+    found = _VOLUME_XML.search(vol.XMLDesc(0))
+    if found is None or found["type"] not in _VOLUME_TYPES:
+        # A description this code does not know (a newer libvirt): what info() tells.
+        vtype, capacity, allocation = vol.info()
+        return VolumeSnapshot(vol.name(), int(vtype), int(capacity), int(allocation), None)
+    physical = found["physical"]
+    return VolumeSnapshot(
+        name=vol.name(),
+        type=_VOLUME_TYPES[found["type"]],
+        capacity=int(found["capacity"]),
+        allocation=int(found["allocation"]),
+        physical=None if physical is None else int(physical),
+    )
 
 
 def summarize(volumes: list[VolumeSnapshot], limit: int, scanned_at: float) -> VolumeScan:

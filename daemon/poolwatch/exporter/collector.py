@@ -275,7 +275,8 @@ def _volume_families(
     )
     physical = PartedFamily(
         _VOLUME_NAMES[2],
-        "Physical size of the volume's file or device in bytes, where the driver reports it.",
+        "Physical size of the volume's file or device in bytes, where the driver reports it "
+        "(libvirt leaves out a size of 0).",
         VOLUME_LABELS,
     )
     # This loop produces most of the page (thousands of volumes) and runs on the event loop:

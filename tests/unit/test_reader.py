@@ -1,0 +1,92 @@
+"""Volume figures read from libvirt's XML description of each volume (adapter/reader.py)."""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape
+
+import libvirt
+import pytest
+
+from poolwatch.adapter.reader import read_volumes
+from poolwatch.model import VolumeSnapshot
+
+
+def description(name: str, *, kind: str = "file", physical: int | None = 3072) -> str:
+    """A volume's XML as libvirt 9.0 formats it (virStorageVolDefFormat)."""
+    quoted = escape(name, {"'": "&apos;"})
+    physical_line = "" if physical is None else f"<physical unit='bytes'>{physical}</physical>"
+    return f"""<volume type='{kind}'>
+  <name>{quoted}</name>
+  <key>/srv/pool/{quoted}</key>
+  <capacity unit='bytes'>1073741824</capacity>
+  <allocation unit='bytes'>2048</allocation>
+  {physical_line}
+  <target>
+    <path>/srv/pool/{quoted}</path>
+    <format type='qcow2'/>
+  </target>
+</volume>
+"""
+
+
+def libvirt_error(code: int) -> libvirt.libvirtError:
+    error = libvirt.libvirtError("refused")
+    error.err = (code, libvirt.VIR_FROM_STORAGE, "refused", 2, None, None, None, 0, 0)
+    return error
+
+
+class FakeVolume:
+    def __init__(self, name: str, xml: str | Exception, info: tuple[int, int, int] = (0, 0, 0)):
+        self._name, self._xml, self._info = name, xml, info
+
+    def name(self) -> str:
+        return self._name
+
+    def XMLDesc(self, flags: int) -> str:
+        assert flags == 0
+        if isinstance(self._xml, Exception):
+            raise self._xml
+        return self._xml
+
+    def info(self) -> list[int]:
+        return list(self._info)
+
+
+def test_capacity_allocation_and_physical_from_one_description() -> None:
+    volume = FakeVolume("a.qcow2", description("a.qcow2"))
+    assert read_volumes(None, [volume]) == [VolumeSnapshot("a.qcow2", 0, 1024**3, 2048, 3072)]
+
+
+def test_no_physical_where_libvirt_leaves_it_out() -> None:
+    volume = FakeVolume("lv0", description("lv0", kind="block", physical=None))
+    assert read_volumes(None, [volume]) == [VolumeSnapshot("lv0", 1, 1024**3, 2048, None)]
+
+
+def test_a_name_that_looks_like_the_figures_is_only_a_name() -> None:
+    name = "<capacity unit='bytes'>9</capacity><allocation unit='bytes'>9</allocation>"
+    [read] = read_volumes(None, [FakeVolume(name, description(name))])
+    assert (read.name, read.capacity, read.allocation, read.physical) == (
+        name,
+        1024**3,
+        2048,
+        3072,
+    )
+
+
+def test_a_description_this_code_does_not_know_falls_back_to_info() -> None:
+    volume = FakeVolume("x", "<volume type='hologram'><name>x</name></volume>", (0, 500, 400))
+    assert read_volumes(None, [volume]) == [VolumeSnapshot("x", 0, 500, 400, None)]
+
+
+def test_a_volume_deleted_since_the_listing_is_left_out() -> None:
+    volumes = [
+        FakeVolume("gone", libvirt_error(libvirt.VIR_ERR_NO_STORAGE_VOL)),
+        FakeVolume("kept", description("kept")),
+    ]
+    assert [v.name for v in read_volumes(None, volumes)] == ["kept"]
+
+
+def test_other_errors_fail_the_chunk() -> None:
+    volume = FakeVolume("a", libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR))
+    with pytest.raises(libvirt.libvirtError):
+        read_volumes(None, [volume])
