@@ -181,8 +181,10 @@ class Watcher:
             self._last_refresh.pop(event.pool, None)
             self._inventory.drop_pool(self.key, event.pool)
             return
-        volumes = event.kind in (PoolEventKind.STARTED, PoolEventKind.REFRESHED)
-        self._request_reread(event.pool, volumes=volumes)
+        # A started pool's volumes are news. After a refresh the re-read's volume count tells
+        # whether files came or went (then it scans); sizes are the volume poll's business,
+        # or every refresh poll would cost a second scan of every volume.
+        self._request_reread(event.pool, volumes=event.kind is PoolEventKind.STARTED)
 
     def _undefined_since(self, pool: str, seq: int) -> bool:
         last = self._last_event.get(pool)

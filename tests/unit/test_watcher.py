@@ -230,6 +230,18 @@ async def test_refresh_event_sets_last_refresh_and_rescans(
     assert pool.last_refresh is not None
 
 
+async def test_refresh_that_changes_no_volume_count_scans_nothing(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    source, inventory = watched
+    scans = source.scans
+    events = inventory.stats("kvm01").pool_events
+    source.emit("images", PoolEventKind.REFRESHED)
+    await until(lambda: events["images"][PoolEventKind.REFRESHED] >= 1, inventory)
+    await asyncio.sleep(0.05)  # the re-read, and a scan had one been asked for
+    assert source.scans == scans
+
+
 async def test_disconnect_keeps_last_pools_and_reconnect_resyncs(
     watched: tuple[FakeSource, Inventory],
 ) -> None:
