@@ -1104,7 +1104,8 @@ def parse_config(text: str, *, source: str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"TOML syntax error: {exc}"]) from None
     try:
-        return Config.model_validate(data, context=_FROM_FILE)
+        # The file spells tables by their TOML keys only: [[connections]] is a typo, not a synonym.
+        return Config.model_validate(data, context=_FROM_FILE, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise ConfigError(source, _describe_errors(exc)) from None
 

@@ -430,6 +430,10 @@ def test_listen_must_be_a_non_empty_array() -> None:
         ("[web]\nbogus = 1", "web.bogus: unknown key"),
         ("[poll]\nintervall = '15s'", "poll.intervall: unknown key"),
         ("[[connection]]\n[[connection]]\nhost = 'x'", "connection[1].host: unknown key"),
+        # The names the tables have inside poolwatch are typos in the file, not synonyms.
+        ("[[connections]]\nuri = 'test:///default'", "connections: unknown key"),
+        ("[[thresholds]]\npool = 'x'", "thresholds: unknown key"),
+        ("[[threshold]]\nhold = '1m'", "threshold[0].hold: unknown key"),
     ],
 )
 def test_unknown_keys_are_rejected(toml: str, expected: str) -> None:
