@@ -164,6 +164,12 @@ class LibvirtSource:
     def read_only(self) -> bool:
         return self._read_only
 
+    @property
+    def keepalive(self) -> tuple[int, int]:
+        """(interval, count) of the keepalive armed on every connection: it is declared dead
+        after interval * (count + 1) seconds of silence, about one call_timeout."""
+        return max(1, int(self._call_timeout // 3)), 2
+
     async def start(self) -> None:
         ensure_event_loop()
         self._loop = asyncio.get_running_loop()
@@ -233,8 +239,7 @@ class LibvirtSource:
         conn = libvirt.openReadOnly(self._uri) if self._read_only else libvirt.open(self._uri)
         # Drivers without keepalive or close callbacks (test:///) have no transport to lose.
         with contextlib.suppress(libvirt.libvirtError):
-            # Dead after interval * (count + 1) seconds of silence: about one call_timeout.
-            conn.setKeepAlive(max(1, int(self._call_timeout // 3)), 2)
+            conn.setKeepAlive(*self.keepalive)
         with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._on_close, generation)
         ids = [
