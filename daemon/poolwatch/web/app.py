@@ -22,7 +22,6 @@ get 400 or 431 from aiohttp's parser, before any handler runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -168,8 +167,9 @@ def _install_security(app: web.Application, security: WebSecurity, *, interval: 
         task = asyncio.create_task(_watch_web_config(security, interval), name="web config")
         yield
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # gather, not `await task` under suppress(CancelledError): that would also swallow a
+        # cancellation of this cleanup itself.
+        await asyncio.gather(task, return_exceptions=True)
         await security.close()
 
     app.cleanup_ctx.append(watch)
