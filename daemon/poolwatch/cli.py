@@ -50,7 +50,8 @@ _EXIT_CODE_HELP = {
     ExitCode.OK: "clean shutdown (SIGTERM, SIGINT), check-config found no problem, or status "
     "printed the table",
     ExitCode.RUNTIME_ERROR: "unexpected runtime error (logged with its traceback)",
-    ExitCode.USAGE: "bad command line: unknown flag, missing or extra argument",
+    ExitCode.USAGE: "bad command line: unknown flag, missing or extra argument, or TLS files "
+    "given to status that cannot be used",
     ExitCode.CONFIG_INVALID: "invalid configuration (file or flag values); every problem "
     "is listed on stderr",
     ExitCode.STARTUP_FAILED: "startup failed, e.g. the listen address cannot be bound",
@@ -180,7 +181,13 @@ def _check_config(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     url: status.DaemonURL = args.web_url
     try:
-        rows = status.parse_pools(status.fetch_pools(url, timeout=args.timeout), url=url)
+        tls = status.tls_context(args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
+    except status.TlsSetupError as exc:
+        print(f"poolwatch status: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        answer = status.fetch_pools(url, timeout=args.timeout, tls=tls)
+        rows = status.parse_pools(answer, url=url)
     except status.StatusError as exc:
         print(f"poolwatch status: {exc}", file=sys.stderr)
         return ExitCode.UNREACHABLE
@@ -368,6 +375,26 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where the daemon serves HTTP: http://HOST:PORT or https://HOST:PORT; for basic "
         "auth, http://USER:PASSWORD@HOST:PORT (note that other local users can read command "
         f"lines) (default: {status.DEFAULT_URL})",
+    )
+    status_command.add_argument(
+        "--tls.ca-file",
+        dest="tls_ca_file",
+        metavar="FILE",
+        help="for https: the CA certificate (PEM) that signed the daemon's certificate, when "
+        "it is not in the system's trust store",
+    )
+    status_command.add_argument(
+        "--tls.cert-file",
+        dest="tls_cert_file",
+        metavar="FILE",
+        help="for https with client_auth_type set in the daemon's web config: this client's "
+        "certificate (PEM; may hold the key too)",
+    )
+    status_command.add_argument(
+        "--tls.key-file",
+        dest="tls_key_file",
+        metavar="FILE",
+        help="the private key (PEM) of --tls.cert-file, when it is in a file of its own",
     )
     status_command.add_argument(
         "--timeout",

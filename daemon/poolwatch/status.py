@@ -16,6 +16,7 @@ import base64
 import http.client
 import json
 import math
+import ssl
 import unicodedata
 import urllib.error
 import urllib.parse
@@ -62,6 +63,29 @@ class InvalidAnswer(StatusError):
     pass
 
 
+class TlsSetupError(StatusError):
+    """A CA file or client certificate given on the command line cannot be used."""
+
+
+def tls_context(
+    ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> ssl.SSLContext | None:
+    """What an https daemon URL needs beyond the system's trust store: the CA that signed the
+    daemon's certificate (web config `cert_file`) and, where the daemon requires client
+    certificates (`client_auth_type`), ours. None: the defaults will do."""
+    if ca_file is None and cert_file is None:
+        if key_file is not None:
+            raise TlsSetupError("--tls.key-file needs --tls.cert-file")
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        if cert_file is not None:
+            context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(f"cannot use the TLS files given: {exc}") from None
+    return context
+
+
 # --- asking the daemon ------------------------------------------------------------------------
 
 
@@ -105,7 +129,7 @@ def daemon_url(text: str) -> DaemonURL:
     return DaemonURL(urllib.parse.urlunsplit((parts.scheme, netloc, path, "", "")), authorization)
 
 
-def fetch_pools(url: DaemonURL, *, timeout: float) -> object:
+def fetch_pools(url: DaemonURL, *, timeout: float, tls: ssl.SSLContext | None = None) -> object:
     """The decoded JSON answer of the daemon's /api/v1/pools.
 
     Raises Unreachable when no answer came (refused, timed out, TLS failed) and InvalidAnswer
@@ -117,7 +141,7 @@ def fetch_pools(url: DaemonURL, *, timeout: float) -> object:
     if url.authorization is not None:
         request.add_unredirected_header("Authorization", url.authorization)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:  # noqa: S310
             body = response.read(MAX_ANSWER_BYTES + 1)
     except urllib.error.HTTPError as exc:
         hint = " (the daemon requires basic auth: use http://USER:PASSWORD@HOST:PORT)"

@@ -7,6 +7,7 @@ import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -42,6 +43,7 @@ from tests.unit.factories import (
     policy_inventory,
     pool,
 )
+from tests.unit.pki import Pki
 
 THEN = NOW + 12  # "now" for the rendering: twelve seconds after the sample was read
 
@@ -376,11 +378,15 @@ def test_daemon_url_refuses_what_cannot_be_poolwatch(text: str) -> None:
 
 
 @asynccontextmanager
-async def served_app(app: web.Application) -> AsyncIterator[str]:
-    server = await start_http_server(app=app, listen=["127.0.0.1:0"])
+async def served_app(
+    app: web.Application, web_config_file: Path | None = None
+) -> AsyncIterator[str]:
+    server = await start_http_server(
+        app=app, listen=["127.0.0.1:0"], web_config_file=web_config_file
+    )
     try:
         host, port = server.addresses[0]
-        yield f"http://{host}:{port}"
+        yield f"{server.scheme}://{host}:{port}"
     finally:
         await server.close()
 
@@ -433,6 +439,70 @@ async def test_status_sends_basic_auth_from_the_url(capsys: pytest.CaptureFixtur
 
     assert seen == ["Basic b3BzOnNlY3JldA=="]
     assert capsys.readouterr().out == "The daemon watches no libvirt connections.\n"
+
+
+def tls_web_config(tmp_path: Path, pki: Pki, *, client_certificates: bool) -> Path:
+    """An exporter-toolkit web config serving the test CA's server certificate."""
+    lines = [
+        "tls_server_config:",
+        f"  cert_file: {pki.server.cert}",
+        f"  key_file: {pki.server.key}",
+    ]
+    if client_certificates:
+        lines += [
+            "  client_auth_type: RequireAndVerifyClientCert",
+            f"  client_ca_file: {pki.ca.cert}",
+        ]
+    path = tmp_path / "web-config.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def no_hosts(request: web.Request) -> web.Response:
+    return web.json_response({"generation": 1, "hosts": []})
+
+
+async def test_status_over_https_trusts_the_ca_it_is_given(
+    tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tls_web_config(tmp_path, pki, client_certificates=False)
+    async with served_app(fake_daemon(no_hosts), config) as url:
+        assert url.startswith("https://")
+        # The test CA is in no trust store: without it, the daemon cannot be verified.
+        assert await status("--web.url", url) == ExitCode.UNREACHABLE
+        assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().err
+        assert await status("--web.url", url, "--tls.ca-file", str(pki.ca.cert)) == ExitCode.OK
+    assert capsys.readouterr().out == "The daemon watches no libvirt connections.\n"
+
+
+async def test_status_presents_a_client_certificate_where_the_daemon_requires_one(
+    tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tls_web_config(tmp_path, pki, client_certificates=True)
+    ca = ("--tls.ca-file", str(pki.ca.cert))
+    async with served_app(fake_daemon(no_hosts), config) as url:
+        assert await status("--web.url", url, *ca) == ExitCode.UNREACHABLE
+        client = ("--tls.cert-file", str(pki.client.cert), "--tls.key-file", str(pki.client.key))
+        assert await status("--web.url", url, *ca, *client) == ExitCode.OK
+        # A client certificate from another CA is refused like none at all.
+        other = ("--tls.cert-file", str(pki.client2.cert), "--tls.key-file", str(pki.client2.key))
+        assert await status("--web.url", url, *ca, *other) == ExitCode.UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (("--tls.key-file", "/nonexistent.key"), "--tls.key-file needs --tls.cert-file"),
+        (("--tls.ca-file", "/nonexistent/ca.crt"), "cannot use the TLS files given"),
+        (("--tls.cert-file", "/nonexistent/client.crt"), "cannot use the TLS files given"),
+    ],
+)
+async def test_unusable_tls_files_are_a_usage_error(
+    flags: tuple[str, ...], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await status("--web.url", "https://127.0.0.1:9", *flags) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"poolwatch status: {problem}")
 
 
 def closed_port() -> int:

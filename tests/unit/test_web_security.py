@@ -13,7 +13,6 @@ import base64
 import shutil
 import ssl
 import statistics
-import subprocess
 import threading
 import time
 import warnings
@@ -46,100 +45,13 @@ from poolwatch.web.security import (
     parse_basic_authorization,
 )
 from tests.unit.factories import FakeClock, sample_inventory
+from tests.unit.pki import KeyPair, Pki, openssl
 
 # exporter-toolkit's documented example hash (a valid bcrypt hash; the password is irrelevant).
 HASH_TAIL = "X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG"
 EXAMPLE = Path(__file__).parents[2] / "config" / "web-config.yml"
 # Checks for changed files this often in tests, instead of every 5 s.
 FAST_CHECKS = 0.02
-
-
-# --- certificates -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    cert: Path
-    key: Path
-
-    def pem(self) -> tuple[str, str]:
-        return self.cert.read_text(), self.key.read_text()
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: KeyPair
-    server: KeyPair  # serial 1001
-    renewed: KeyPair  # serial 2002, a new key
-    client: KeyPair  # by ca, SAN DNS:prometheus.example
-    intruder: KeyPair  # by ca, SAN DNS:intruder.example
-    ca2: KeyPair
-    client2: KeyPair  # by ca2, SAN DNS:prometheus.example
-
-
-def _openssl(directory: Path, *args: str) -> None:
-    openssl = shutil.which("openssl")
-    assert openssl is not None, "the tests make certificates with the openssl command"
-    subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
-
-
-def _make_ca(directory: Path, name: str) -> KeyPair:
-    _openssl(
-        directory,
-        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-        *("-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2"),
-        *("-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE"),
-        *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
-    )
-    return KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
-
-
-def _make_cert(
-    directory: Path, name: str, ca: KeyPair, *, serial: int, san: str, usage: str
-) -> KeyPair:
-    (directory / f"{name}.ext").write_text(
-        f"subjectAltName={san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
-    )
-    _openssl(
-        directory,
-        *("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
-        *("-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}"),
-    )
-    _openssl(
-        directory,
-        *("x509", "-req", "-in", f"{name}.csr", "-CA", str(ca.cert), "-CAkey", str(ca.key)),
-        *("-set_serial", str(serial), "-days", "2", "-out", f"{name}.crt"),
-        *("-extfile", f"{name}.ext"),
-    )
-    return KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("pki")
-    ca = _make_ca(directory, "ca")
-    ca2 = _make_ca(directory, "ca2")
-    server = "IP:127.0.0.1,DNS:localhost"
-    return Pki(
-        ca=ca,
-        server=_make_cert(directory, "server", ca, serial=0x1001, san=server, usage="serverAuth"),
-        renewed=_make_cert(directory, "renewed", ca, serial=0x2002, san=server, usage="serverAuth"),
-        client=_make_cert(
-            directory, "client", ca, serial=0x3003, san="DNS:prometheus.example", usage="clientAuth"
-        ),
-        intruder=_make_cert(
-            directory, "intruder", ca, serial=0x4004, san="DNS:intruder.example", usage="clientAuth"
-        ),
-        ca2=ca2,
-        client2=_make_cert(
-            directory,
-            "client2",
-            ca2,
-            serial=0x5005,
-            san="DNS:prometheus.example",
-            usage="clientAuth",
-        ),
-    )
 
 
 def hashed(password: str, cost: int = 4) -> str:
@@ -604,7 +516,7 @@ def test_certificate_problems_name_the_key(web_dir: WebConfigDir) -> None:
 
 def test_encrypted_keys_are_refused_without_prompting(web_dir: WebConfigDir) -> None:
     key = web_dir.directory / "encrypted.key"
-    _openssl(
+    openssl(
         web_dir.directory,
         *("pkey", "-in", str(web_dir.pki.server.key), "-out", str(key), "-aes256"),
         *("-passout", "pass:secret"),
