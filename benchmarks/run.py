@@ -48,7 +48,6 @@ from typing import Any
 import aiohttp
 import libvirt
 from prometheus_client import CollectorRegistry, generate_latest
-from tests.helpers import PoolwatchProcess
 from tests.integration.libvirtd import (
     Libvirtd,
     LibvirtdError,
@@ -59,13 +58,12 @@ from tests.integration.libvirtd import (
 )
 
 from benchmarks.event_latency import (
-    CONFIG,
-    INACTIVE,
-    RUNNING,
-    TRANSITION_TIMEOUT,
+    BareListener,
     Poller,
     cpu_model,
     percentile,
+    start_poolwatch,
+    stop_start_cycles,
     version_string,
 )
 from poolwatch import __version__
@@ -601,72 +599,12 @@ async def idle_cost(url: str, pid: int, seconds: float) -> dict[str, float]:
 # -- figure 1: event -> metric ----------------------------------------------------------------
 
 
-class BareListener:
-    """A bare libvirt client's view of the same events: when its callback ran."""
-
-    def __init__(self, conn: Any, pool: str) -> None:
-        self.pool = pool
-        self.seen: list[tuple[int, float]] = []
-        self._cond = threading.Condition()
-        self._id = conn.storagePoolEventRegisterAny(
-            None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, self._callback, None
-        )
-        self._conn = conn
-
-    def _callback(self, _conn: Any, pool: Any, event: int, _detail: int, _opaque: Any) -> None:
-        if pool.name() == self.pool:
-            with self._cond:
-                self.seen.append((event, time.perf_counter()))
-                self._cond.notify_all()
-
-    def wait(self, event: int, after: int, timeout: float = TRANSITION_TIMEOUT) -> float | None:
-        with self._cond:
-            self._cond.wait_for(
-                lambda: any(e == event for e, _ in self.seen[after:]), timeout=timeout
-            )
-            for e, at in self.seen[after:]:
-                if e == event:
-                    return at
-        return None
-
-    def close(self) -> None:
-        with contextlib.suppress(libvirt.libvirtError):
-            self._conn.storagePoolEventDeregisterAny(self._id)
-
-
 def event_latency(url: str, conn: Any, cycles: int, warmup: int = 3) -> dict[str, Any]:
-    pool = conn.storagePoolLookupByName(EVENT_POOL)
     poller = Poller(url, EVENT_POOL)
     listener = BareListener(conn, EVENT_POOL)
-    results: dict[str, list[float]] = {"stop": [], "start": [], "bare_stop": [], "bare_start": []}
-    failures = 0
     try:
-        poller.wait_for(RUNNING, time.perf_counter())
-        for cycle in range(warmup + cycles):
-            measured = cycle >= warmup
-            for call, expected, event, kind in (
-                (pool.destroy, INACTIVE, libvirt.VIR_STORAGE_POOL_EVENT_STOPPED, "stop"),
-                (pool.create, RUNNING, libvirt.VIR_STORAGE_POOL_EVENT_STARTED, "start"),
-            ):
-                before = len(listener.seen)
-                started = time.perf_counter()
-                call()
-                returned = time.perf_counter()
-                try:
-                    latency = poller.wait_for(expected, returned)
-                except TimeoutError as exc:
-                    failures += measured
-                    log(f"cycle {cycle}: {exc}")
-                    continue
-                bare_at = listener.wait(event, before)
-                if measured:
-                    results[kind].append(latency)
-                    if bare_at is not None:
-                        # From the call's return, like poolwatch's figure; an event may beat it.
-                        results[f"bare_{kind}"].append(max(0.0, bare_at - returned))
-                del started
-            if cycle == warmup - 1:
-                poller.durations.clear()
+        pool = conn.storagePoolLookupByName(EVENT_POOL)
+        results, failures = stop_start_cycles(pool, poller, cycles, warmup, listener)
     finally:
         listener.close()
         poller.close()
@@ -718,16 +656,7 @@ async def measure_scale(
 ) -> dict[str, Any]:
     volumes = workload.volumes
     out: dict[str, Any] = {"volumes": volumes}
-    config = workdir / "poolwatch.toml"
-    config.write_text(CONFIG)
-    process = PoolwatchProcess(
-        "--libvirt.uri",
-        daemon.uri,
-        "--web.listen-address",
-        "127.0.0.1:0",
-        "--config.file",
-        str(config),
-    ).start()
+    process = start_poolwatch(daemon.uri, workdir)
     try:
         out["first_scan_seconds"] = await wait_for_series(process.url, volumes, 300)
         assert process.proc is not None
