@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import aiohttp
 import pytest
 import structlog
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
@@ -109,6 +110,19 @@ def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
             yield entries
         finally:
             structlog.configure(wrapper_class=saved)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, *, shutdown_timeout: float = 1.0) -> AsyncIterator[str]:
+    """``app`` (a webhook receiver, say) on a free 127.0.0.1 port: yields http://127.0.0.1:PORT."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def base_url(daemon: Daemon) -> str:

@@ -37,6 +37,7 @@ from tests.helpers import (
     running,
     sample,
     scrape,
+    serving,
     until_metric,
 )
 from tests.integration.libvirtd import Libvirtd, MiB, run
@@ -738,12 +739,7 @@ async def test_webhook_retries_with_one_idempotency_key(
 
     app = web.Application()
     app.router.add_post("/alert", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
+    async with serving(app) as receiver_url:
         name = unique("pw-web")
         target = tmp_path / name
         target.mkdir()
@@ -759,7 +755,7 @@ clear = "0.5%"
 hooks = ["alert"]
 
 [hooks.alert]
-webhook = "http://127.0.0.1:{port}/alert"
+webhook = "{receiver_url}/alert"
 timeout = "2s"
 retries = 3
 """,
@@ -785,8 +781,6 @@ retries = 3
                 )
                 is None
             )
-    finally:
-        await runner.cleanup()
 
     assert len(received) == 3, received
     keys = {headers["Idempotency-Key"] for _, headers, _ in received}

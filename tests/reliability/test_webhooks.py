@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import scrape, until_metric
+from tests.helpers import scrape, serving, until_metric
 from tests.reliability.conftest import sized
 from tests.reliability.faults_common import Scraper, percentile, poolwatch, proc_stats
 
@@ -53,16 +53,11 @@ async def receivers() -> AsyncIterator[tuple[Receivers, str]]:
     app = web.Application()
     app.router.add_post("/hang", state.hang)
     app.router.add_post("/fail", state.fail)
-    runner = web.AppRunner(app, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield state, f"http://127.0.0.1:{port}"
-    finally:
-        state.release.set()
-        await runner.cleanup()
+    async with serving(app) as url:
+        try:
+            yield state, url
+        finally:
+            state.release.set()
 
 
 def _actions(text: str, hook: str) -> dict[str, float]:

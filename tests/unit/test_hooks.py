@@ -25,6 +25,7 @@ from poolwatch.hooks import HookEvent, HookResult, HookRunner
 from poolwatch.hooks.execute import OUTPUT_TAIL_BYTES, hook_environment
 from poolwatch.hooks.webhook import redact_url, webhook_body
 from poolwatch.policies.rules import ExecHook, Hook, WebhookHook
+from tests.helpers import serving
 
 HOSTILE_POOL = "a'b\"c$(touch x);\nd ü"
 KILL_GRACE = 0.3
@@ -412,17 +413,12 @@ class Receiver:
 async def receiving(receiver: Receiver) -> AsyncIterator[Receiver]:
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
-    app_runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await app_runner.setup()
-    site = web.TCPSite(app_runner, "127.0.0.1", 0)
-    await site.start()
-    port = app_runner.addresses[0][1]
-    receiver.url = f"http://127.0.0.1:{port}/hook"
-    try:
-        yield receiver
-    finally:
-        receiver.release.set()
-        await app_runner.cleanup()
+    async with serving(app, shutdown_timeout=0.5) as url:
+        receiver.url = f"{url}/hook"
+        try:
+            yield receiver
+        finally:
+            receiver.release.set()
 
 
 def webhook(url: str, *, timeout: float = 2.0, retries: int = 3, **kw: Any) -> WebhookHook:
