@@ -64,14 +64,14 @@ KEEPALIVE_TIMEOUT = 10.0
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 128
-IN_FLIGHT = web.AppKey("in_flight", list[int])  # [requests being handled, refused so far]
+IN_FLIGHT = web.AppKey("in_flight", list[int])  # [requests being handled]: a mutable cell
 
 
 def create_app(
     *, inventory: Inventory, exposition: Exposition, clock: Callable[[], float] = time.time
 ) -> web.Application:
     app = web.Application(middlewares=[_limit_in_flight])
-    app[IN_FLIGHT] = [0, 0]
+    app[IN_FLIGHT] = [0]
     app[INVENTORY] = inventory
     app[EXPOSITION] = exposition
     app[CLOCK] = clock
@@ -140,19 +140,18 @@ async def _limit_in_flight(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """The outermost middleware: refuse a request over MAX_IN_FLIGHT at once (not /healthz)."""
-    counts = request.app[IN_FLIGHT]
-    if counts[0] >= MAX_IN_FLIGHT and request.match_info.route.name != HEALTHZ_ROUTE:
-        counts[1] += 1
+    in_flight = request.app[IN_FLIGHT]
+    if in_flight[0] >= MAX_IN_FLIGHT and request.match_info.route.name != HEALTHZ_ROUTE:
         return web.Response(
             status=503,
             text="Service Unavailable: too many requests in flight\n",
             headers={hdrs.RETRY_AFTER: "1"},
         )
-    counts[0] += 1
+    in_flight[0] += 1
     try:
         return await handler(request)
     finally:
-        counts[0] -= 1
+        in_flight[0] -= 1
 
 
 # --- web config: TLS, basic auth, headers ------------------------------------------------------
