@@ -25,7 +25,7 @@ from poolwatch.hooks import HookEvent, HookResult, HookRunner
 from poolwatch.hooks.execute import OUTPUT_TAIL_BYTES, hook_environment
 from poolwatch.hooks.webhook import redact_url, webhook_body
 from poolwatch.policies.rules import ExecHook, Hook, WebhookHook
-from tests.helpers import serving
+from tests.helpers import serving, unavailable
 
 HOSTILE_POOL = "a'b\"c$(touch x);\nd ü"
 KILL_GRACE = 0.3
@@ -259,10 +259,11 @@ async def test_hook_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Pat
     assert process_gone(int(pids.read_text()))
 
 
-@pytest.mark.skipif(shutil.which("setsid") is None, reason="needs util-linux setsid")
 async def test_escaped_descendant_holding_the_pipes_does_not_hang_the_runner(
     tmp_path: Path,
 ) -> None:
+    if shutil.which("setsid") is None:
+        unavailable("setsid is missing (Debian package util-linux)")
     pids = tmp_path / "pids"
     # setsid leaves the hook's process group, so killing the group cannot reach it; the runner
     # must stop reading its pipes instead of waiting for their EOF.
