@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import math
 import os
 import platform
 import re
@@ -36,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
-from tests.helpers import PoolwatchProcess
+from tests.helpers import PoolwatchProcess, percentile
 from tests.integration.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
 
 from poolwatch import __version__
@@ -178,12 +177,6 @@ def stop_start_cycles(
         if cycle == warmup - 1:
             poller.durations.clear()
     return results, failures
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def cpu_model() -> str:

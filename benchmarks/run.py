@@ -48,6 +48,7 @@ from typing import Any
 import aiohttp
 import libvirt
 from prometheus_client import CollectorRegistry, generate_latest
+from tests.helpers import cpu_seconds, percentile
 from tests.integration.libvirtd import (
     Libvirtd,
     LibvirtdError,
@@ -61,7 +62,6 @@ from benchmarks.event_latency import (
     BareListener,
     Poller,
     cpu_model,
-    percentile,
     start_poolwatch,
     stop_start_cycles,
     version_string,
@@ -250,10 +250,6 @@ def bare_poll(conn: Any, xml_cache: dict[str, str]) -> int:
     return volumes
 
 
-def cpu_seconds() -> float:
-    return time.process_time()
-
-
 async def poll_cost(uri: str, expected_volumes: int, repeats: int) -> dict[str, Any]:
     """poolwatch's resync (in this process) vs bare_poll, interleaved; times, CPU and RPCs."""
     ensure_event_loop()
@@ -300,14 +296,14 @@ async def poll_cost(uri: str, expected_volumes: int, repeats: int) -> dict[str, 
         cpu: dict[str, list[float]] = {"poolwatch": [], "baseline": [], "keepalive": []}
         for _ in range(repeats):
             for name, bare_conn in (("baseline", conn), ("keepalive", conn_keepalive)):
-                c0, t0 = cpu_seconds(), time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 await asyncio.to_thread(bare_poll, bare_conn, xml_cache)
                 times[name].append(time.perf_counter() - t0)
-                cpu[name].append(cpu_seconds() - c0)
-            c0, t0 = cpu_seconds(), time.perf_counter()
+                cpu[name].append(time.process_time() - c0)
+            c0, t0 = time.process_time(), time.perf_counter()
             await watcher._resync()
             times["poolwatch"].append(time.perf_counter() - t0)
-            cpu["poolwatch"].append(cpu_seconds() - c0)
+            cpu["poolwatch"].append(time.process_time() - c0)
         errors = dict(inventory.stats("bench").poll_errors)
         if any(errors.values()):
             raise RuntimeError(f"poolwatch's polls failed: {errors}")
@@ -533,12 +529,6 @@ async def fetch(url: str, gzip: bool) -> bytes:
 # -- figure 4: idle cost ----------------------------------------------------------------------
 
 
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def proc_rss_mb(pid: int) -> tuple[float, float]:
     status = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -576,7 +566,7 @@ async def idle_cost(url: str, pid: int, seconds: float) -> dict[str, float]:
     poll scans again), and the second of those falls into this window: it overstates the
     steady state by up to one scan. See BENCHMARKS.md."""
     start_wall = time.time()
-    c0, t0 = proc_cpu(pid), time.monotonic()
+    c0, t0 = cpu_seconds(pid), time.monotonic()
     deadline = t0 + seconds + 3 * DEFAULT_INTERVALS.volumes_interval
     await asyncio.sleep(seconds)
     # One JSON request per 2 s (no page render): well under 0.1% of a core.
@@ -585,7 +575,7 @@ async def idle_cost(url: str, pid: int, seconds: float) -> dict[str, float]:
             raise RuntimeError("no complete volume poll within the idle window")
         await asyncio.sleep(2)
     # The window ends up to 2 s after the scan ended: idle time, diluting by < 4%.
-    c1, t1 = proc_cpu(pid), time.monotonic()
+    c1, t1 = cpu_seconds(pid), time.monotonic()
     rss, peak = proc_rss_mb(pid)
     return {
         "seconds": t1 - t0,

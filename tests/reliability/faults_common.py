@@ -55,13 +55,6 @@ def proc_stats(pid: int) -> ProcStats:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(stat[11]) + int(stat[12])) / ticks
-
-
 @dataclass
 class Scraper:
     """Scrapes /metrics in the background and keeps every latency and every failure."""
@@ -94,8 +87,3 @@ class Scraper:
                     self.failures.append(repr(exc))
                 self.latencies.append(time.monotonic() - began)
                 await asyncio.sleep(self.pause)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]

@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import sample, scrape, unavailable, until_metric
+from tests.helpers import percentile, sample, scrape, unavailable, until_metric
 from tests.integration.libvirtd import Libvirtd, LoopDevice, loop_problem
 from tests.reliability.conftest import sized
 from tests.reliability.faults_common import (
     Scraper,
-    percentile,
     poolwatch,
     proc_stats,
     write_config,

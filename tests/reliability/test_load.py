@@ -11,10 +11,10 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import scrape, until_metric
+from tests.helpers import cpu_seconds, percentile, scrape, until_metric
 from tests.integration.libvirtd import Libvirtd
 from tests.reliability.conftest import sized
-from tests.reliability.faults_common import cpu_seconds, percentile, poolwatch, write_config
+from tests.reliability.faults_common import poolwatch, write_config
 
 Figure = Callable[[str, str, str], None]
 POOLS = 10

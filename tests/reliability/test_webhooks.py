@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import scrape, serving, until_metric
+from tests.helpers import percentile, scrape, serving, until_metric
 from tests.reliability.conftest import sized
-from tests.reliability.faults_common import Scraper, percentile, poolwatch, proc_stats
+from tests.reliability.faults_common import Scraper, poolwatch, proc_stats
 
 Figure = Callable[[str, str, str], None]
 POOLS = 150  # over the runner's queue of 100 per webhook
