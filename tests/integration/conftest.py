@@ -4,8 +4,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import private_libvirtd, unavailable
-from tests.integration.libvirtd import CommandError, Libvirtd, LoopDevice, MiB, loop_problem
+from tests.helpers import private_libvirtd
+from tests.integration.libvirtd import Libvirtd, MiB
 
 
 @pytest.fixture(scope="session")
@@ -13,29 +13,6 @@ def libvirtd() -> Iterator[Libvirtd]:
     """A private libvirtd for the whole session; tests must leave it running and clean up pools."""
     with private_libvirtd() as daemon:
         yield daemon
-
-
-@pytest.fixture
-def make_loop_fs() -> Iterator[Callable[..., str]]:
-    """Factory: `make_loop_fs(size=64 * MiB, fstype="ext4")` returns a fresh /dev/loopN."""
-    problem = loop_problem()
-    if problem:
-        unavailable(problem)
-    devices: list[LoopDevice] = []
-
-    def make(size: int = 64 * MiB, fstype: str | None = "ext4") -> str:
-        device = LoopDevice(size, fstype)
-        devices.append(device)
-        try:
-            return device.attach()
-        except CommandError as exc:
-            unavailable(f"cannot set up a loop device: {exc}")
-
-    try:
-        yield make
-    finally:
-        for device in devices:
-            device.close()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.helpers import private_libvirtd
-from tests.integration.conftest import make_loop_fs  # noqa: F401 - a fixture
 from tests.integration.libvirtd import Libvirtd
 
 FULL = os.environ.get("POOLWATCH_RELIABILITY", "").lower() == "full"
