@@ -328,8 +328,14 @@ class Watcher:
                     return  # stopped meanwhile
                 raise
             current = self._inventory.pool(self.key, name)
-            if current is not None and current.active:
-                self._inventory.put_pool(self.key, replace(current, volumes=scan))
+            if current is None or not current.active:
+                return
+            previous = current.volumes
+            if previous is not None and previous.volumes == scan.volumes:
+                # Most scans find nothing changed: the same tuple tells the exporter so, and it
+                # reuses what it built and encoded from it.
+                scan = replace(scan, volumes=previous.volumes)
+            self._inventory.put_pool(self.key, replace(current, volumes=scan))
 
         results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
         for result in results:

@@ -105,7 +105,7 @@ class FakeSource:
             capacity_bytes=sum(v.capacity for v in volumes),
             allocation_bytes=sum(v.allocation for v in volumes),
             volumes=tuple(volumes[:limit]),
-            scanned_at=0.0,
+            scanned_at=float(self.scans),  # every scan is news, as with the real clock
         )
 
     async def refresh_pool(self, name: str) -> None:
@@ -306,3 +306,25 @@ async def test_a_resync_scans_every_pool_once(watched: tuple[FakeSource, Invento
     await until(lambda: inventory.pool("kvm01", "isos").volumes is not None, inventory)  # type: ignore[union-attr]
     await asyncio.sleep(0.05)  # let the resync's volume poll finish
     assert source.scans - before == 2  # images and isos, once each
+
+
+async def test_a_rescan_that_finds_nothing_changed_keeps_the_volumes_tuple(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    """The exporter reuses what it encoded for a pool while its volumes are the same object."""
+    source, inventory = watched
+
+    def volumes() -> tuple[VolumeSnapshot, ...]:
+        scan = inventory.pool("kvm01", "images").volumes  # type: ignore[union-attr]
+        assert scan is not None
+        return scan.volumes
+
+    before, scans = volumes(), source.scans
+    source.emit("images", PoolEventKind.STARTED)  # a start always rescans
+    await until(lambda: source.scans > scans, inventory)
+    await asyncio.sleep(0.05)
+    assert volumes() is before
+    source.volumes["images"][0] = VolumeSnapshot("a.qcow2", 0, 10 * GiB, 3 * GiB, None)
+    source.emit("images", PoolEventKind.STARTED)
+    await until(lambda: volumes() is not before, inventory)
+    assert volumes()[0].allocation == 3 * GiB

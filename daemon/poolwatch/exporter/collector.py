@@ -296,8 +296,9 @@ def _volume_families(
             seen.add(key)
             cached = cache.get(key)
             if cached is None or cached[0] is not scan:
-                if cached is not None and cached[0].volumes == scan.volumes:
-                    # Most scans find nothing changed: the same lists tell the encoder so.
+                if cached is not None and cached[0].volumes is scan.volumes:
+                    # A rescan that found nothing changed (the watcher keeps the tuple): the
+                    # same lists tell the encoder so.
                     cached = (scan, *cached[1:])
                 else:
                     cached = (scan, *_volume_samples(host_name, name, scan))
