@@ -18,8 +18,8 @@ test:
 
 # Spec §10 figures against a bare-libvirt baseline (root: a private libvirtd, a loop device).
 .PHONY: bench
-bench: bootstrap-test
-	$(BIN)/python -m benchmarks.run
+bench:
+	bash scripts/bench.sh
 
 clean:
 	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache .coverage htmlcov
