@@ -21,11 +21,10 @@ from poolwatch.config import (
     DEFAULT_LISTEN,
     DEFAULT_URI,
     Config,
-    ConfigError,
     load_config,
     parse_duration,
 )
-from poolwatch.errors import StartupError
+from poolwatch.errors import ConfigError, StartupError
 from poolwatch.logsetup import configure_logging
 
 DEFAULT_CONFIG_PATH = Path("/etc/poolwatch/poolwatch.toml")
@@ -122,7 +121,9 @@ def _run(args: argparse.Namespace) -> int:
 
     def load() -> Config:
         config = Config() if config_path is None else load_config(config_path)
-        return _apply_flags(config, args, listen=args.listen, libvirt_uri=args.libvirt_uri)
+        config = _apply_flags(config, args, listen=args.listen, libvirt_uri=args.libvirt_uri)
+        _check_web_config(config, args, config_path)
+        return config
 
     try:
         config = load()
@@ -150,6 +151,7 @@ def _demo(args: argparse.Namespace) -> int:
             # The demo serves made-up pools; keep it off the network unless asked otherwise.
             listen = [DEMO_LISTEN]
         config = _apply_flags(config, args, listen=listen, libvirt_uri=None)
+        _check_web_config(config, args, config_path)
         # The daemon supplies the demo connection itself.
         return config.model_copy(update={"connections": ()})
 
@@ -171,6 +173,7 @@ def _check_config(args: argparse.Namespace) -> int:
     path: Path = args.file
     try:
         config = load_config(path)
+        _check_web_config(config, None, path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return ExitCode.CONFIG_INVALID
@@ -247,6 +250,26 @@ def _apply_flags(
         )
     except ConfigError as exc:
         raise ConfigError(exc.source, [_name_flag(error) for error in exc.errors]) from None
+
+
+def _check_web_config(
+    config: Config, args: argparse.Namespace | None, config_path: Path | None
+) -> None:
+    """Read the web config file that `config` names, with every certificate and key it names, so
+    that an unusable one stops check-config and the daemon with the config exit code."""
+    path = config.web.config_file
+    if path is None:
+        return
+    # Imported here: the web package pulls in aiohttp, which check-config does not otherwise need.
+    from poolwatch.web.security import WebConfigError, load_web_config
+
+    try:
+        load_web_config(Path(path))
+    except WebConfigError as exc:
+        from_flag = args is not None and bool(args.web_config_file)
+        key = "--web.config.file" if from_flag else "web.config_file"
+        source = _FLAGS_SOURCE if from_flag or config_path is None else str(config_path)
+        raise ConfigError(source, [f"{key}: {path}: {error}" for error in exc.errors]) from None
 
 
 def _web_config_file(flag: str | None) -> str | None:

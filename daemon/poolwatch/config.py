@@ -10,7 +10,6 @@ poolwatch never parses strings; `Config.threshold_rules()`, `autostart_rules()` 
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import json
 import math
 import re
@@ -40,6 +39,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError, core_schema
 
+from poolwatch.addresses import parse_listen_address, without_credentials
+from poolwatch.errors import ConfigError
 from poolwatch.policies.rules import (
     AutostartMode,
     AutostartRule,
@@ -84,7 +85,6 @@ _SIZE_UNIT_BYTES = {
 }
 _RATIO_RE = re.compile(r"(?P<percent>\d+(?:\.\d+)?)\s*%")
 
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _URI_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 # A TOML bare key. Hook names must be one, so `[hooks.NAME]` never needs quotes.
 _BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -102,22 +102,6 @@ DEFAULT_CLEAR_RATIO = 0.02
 DEFAULT_CLEAR_BYTES = 2**30
 DEFAULT_EXEC_TIMEOUT = 30.0
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; `errors` holds one `key.path: message` per problem."""
-
-    def __init__(self, source: str, errors: Iterable[str]) -> None:
-        self.source = source
-        self.errors = list(errors)
-        super().__init__(source, self.errors)
-
-    def __str__(self) -> str:
-        count = len(self.errors)
-        noun = "error" if count == 1 else "errors"
-        lines = [f"invalid configuration in {self.source} ({count} {noun}):"]
-        lines.extend(f"  {error}" for error in self.errors)
-        return "\n".join(lines)
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -303,40 +287,6 @@ def _format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts) or "0s"
-
-
-def parse_listen_address(address: str) -> tuple[str | None, int]:
-    """(host, port) of "host:port", "[::1]:port" or ":port"; host None means all addresses."""
-    host, colon, port_text = address.rpartition(":")
-    if not colon:
-        raise ValueError("missing port")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError("unclosed bracket")
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{_quote(host)} is not an IPv6 address") from None
-    elif ":" in host:
-        raise ValueError("an IPv6 address must be in brackets, e.g. [::1]:9479")
-    elif host and not _is_host_name_or_ipv4(host):
-        raise ValueError(f"{_quote(host)} is not a host name or IP address")
-    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, not {_quote(port_text)}")
-    return (host or None), int(port_text)
-
-
-def _is_host_name_or_ipv4(host: str) -> bool:
-    if re.fullmatch(r"[\d.]+", host):
-        # All digits and dots is never a host name, so a typo like 127.0.0.256 fails here
-        # rather than at bind time.
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return False
-        return True
-    return _HOSTNAME_RE.fullmatch(host) is not None
 
 
 # --- pydantic field types ---------------------------------------------------------------------
@@ -565,14 +515,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-def without_credentials(uri: str) -> str:
-    """The URI without user or password, for labels, logs and the API."""
-    parts = urllib.parse.urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
 class ConnectionConfig(_Model):
     """One libvirt connection (`[[connection]]`)."""
 
@@ -613,19 +555,6 @@ def _web_config_file(value: str) -> str:
             "must be an absolute path, e.g. /etc/poolwatch/web-config.yml (got {path})",
             {"path": _quote(value)},
         )
-    # Imported here: the web package pulls in aiohttp, which configurations without a web config
-    # file do not need for check-config.
-    from poolwatch.web.security import WebConfigError, load_web_config
-
-    try:
-        load_web_config(Path(value))
-    except WebConfigError as exc:
-        # Its problems in full, certificates included, so check-config catches them and an
-        # invalid file stops the daemon with the config exit code.
-        raise ValidationError.from_exception_data(
-            "config_file",
-            [_error("web_config_file", f"{value}: {e}", loc=(), input=value) for e in exc.errors],
-        ) from None
     return value
 
 
@@ -635,8 +564,9 @@ class WebConfig(_Model):
     listen: Annotated[
         tuple[ListenAddress, ...], BeforeValidator(_tuple_from_array), Field(min_length=1)
     ] = (DEFAULT_LISTEN,)
-    # A web config file in Prometheus exporter-toolkit's format (TLS, basic auth, headers);
-    # validated in full, with the files it names, whenever the config is.
+    # A web config file in Prometheus exporter-toolkit's format (TLS, basic auth, headers). Only
+    # its path is checked here: the web layer reads the file and the certificates it names
+    # (check-config and the daemon start do so before anything else runs).
     config_file: Annotated[str, AfterValidator(_web_config_file)] | None = None
 
 

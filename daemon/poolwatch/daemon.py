@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry
 from poolwatch import __version__
 from poolwatch.actuator import Actuator, PolicyRules
 from poolwatch.adapter.connection import LibvirtSource, library_version
-from poolwatch.config import Config, ConfigError, ConnectionConfig, without_credentials
+from poolwatch.addresses import without_credentials
+from poolwatch.config import Config, ConnectionConfig
+from poolwatch.errors import ConfigError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.filesystem import is_local_uri

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from poolwatch.config import without_credentials
+from poolwatch.addresses import without_credentials
 from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, inspect_target
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan

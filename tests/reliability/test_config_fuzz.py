@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from poolwatch import cli
-from poolwatch.config import Config, ConfigError, parse_config
+from poolwatch.config import Config, parse_config
+from poolwatch.errors import ConfigError
 from tests.helpers import POOLWATCH
 from tests.reliability.conftest import sized
 

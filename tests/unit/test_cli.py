@@ -16,8 +16,8 @@ import structlog
 
 from poolwatch import __version__, cli
 from poolwatch.cli import ExitCode, main
-from poolwatch.config import Config, ConfigError, ConnectionConfig
-from poolwatch.errors import StartupError
+from poolwatch.config import Config, ConnectionConfig
+from poolwatch.errors import ConfigError, StartupError
 from poolwatch.logsetup import configure_logging
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "poolwatch.toml"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from poolwatch.addresses import parse_listen_address
 from poolwatch.config import (
     AutostartConfig,
     Config,
-    ConfigError,
     ConnectionConfig,
     HookConfig,
     Hysteresis,
@@ -22,10 +22,10 @@ from poolwatch.config import (
     parse_config,
     parse_duration,
     parse_limit,
-    parse_listen_address,
     parse_ratio,
     parse_size,
 )
+from poolwatch.errors import ConfigError
 from poolwatch.policies.rules import (
     AutostartMode,
     AutostartRule,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from poolwatch.config import without_credentials
+from poolwatch.addresses import without_credentials
 from poolwatch.filesystem import is_local_uri, stat_target
 from poolwatch.poolxml import PoolXMLError, parse_pool_xml
 

@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry
 
 from poolwatch import cli
 from poolwatch.cli import ExitCode, main
-from poolwatch.config import Config, ConfigError, parse_config
-from poolwatch.errors import StartupError
+from poolwatch.config import Config, parse_config
+from poolwatch.errors import ConfigError, StartupError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.web.app import HttpServer, create_app, start_http_server
@@ -558,20 +558,23 @@ def test_a_missing_file(tmp_path: Path) -> None:
 # --- the TOML key and the flag ----------------------------------------------------------------
 
 
-def test_config_file_key_validates_the_web_config(web_dir: WebConfigDir) -> None:
+def test_config_file_key_names_the_web_config(
+    web_dir: WebConfigDir, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = web_dir.write(TLS)
+    toml = web_dir.directory / "poolwatch.toml"
+    toml.write_text(f'[web]\nconfig_file = "{path}"\n')
 
-    config = parse_config(f'[web]\nconfig_file = "{path}"\n', source="poolwatch.toml")
-
-    assert config.web.config_file == str(path)
+    assert main(["check-config", str(toml)]) == ExitCode.OK
+    assert parse_config(toml.read_text(), source="x").web.config_file == str(path)
 
     web_dir.write(TLS + "  min_version: TLS99\n")
-    with pytest.raises(ConfigError) as info:
-        parse_config(f'[web]\nconfig_file = "{path}"\n', source="poolwatch.toml")
-    assert info.value.errors == [
-        f'web.config_file: {path}: tls_server_config.min_version: unknown TLS version "TLS99" '
-        "(use TLS10, TLS11, TLS12 or TLS13)"
-    ]
+    assert main(["check-config", str(toml)]) == ExitCode.CONFIG_INVALID
+    assert capsys.readouterr().err == (
+        f"invalid configuration in {toml} (1 error):\n"
+        f'  web.config_file: {path}: tls_server_config.min_version: unknown TLS version "TLS99" '
+        "(use TLS10, TLS11, TLS12 or TLS13)\n"
+    )
 
 
 def test_config_file_key_must_be_absolute() -> None:

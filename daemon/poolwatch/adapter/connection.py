@@ -28,7 +28,7 @@ import structlog
 
 from poolwatch.adapter import reader
 from poolwatch.adapter.eventloop import ensure_event_loop
-from poolwatch.config import without_credentials
+from poolwatch.addresses import without_credentials
 from poolwatch.model import PoolEventKind, VolumeScan
 from poolwatch.poolxml import PoolDescription
 from poolwatch.source import (

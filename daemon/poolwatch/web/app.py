@@ -29,7 +29,7 @@ from pathlib import Path
 import structlog
 from aiohttp import hdrs, web
 
-from poolwatch.config import parse_listen_address
+from poolwatch.addresses import parse_listen_address
 from poolwatch.errors import StartupError
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory

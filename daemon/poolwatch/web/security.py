@@ -75,7 +75,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from poolwatch.config import ConfigError
+from poolwatch.errors import ConfigError
 
 log = structlog.get_logger()
 
