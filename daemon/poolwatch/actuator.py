@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from poolwatch.documents import hook_snapshot
 from poolwatch.hooks import HookEvent, HookResult, HookRunner
 from poolwatch.inventory import Inventory
 from poolwatch.model import HostSnapshot, PoolPolicy, PoolSnapshot
@@ -49,7 +50,6 @@ from poolwatch.policies.rules import (
 )
 from poolwatch.policies.thresholds import Measurement, ThresholdState, Transition, evaluate
 from poolwatch.source import PoolNotFound, SourceError, SourceUnavailable, StorageSource
-from poolwatch.web.api import pool_document
 
 log = structlog.get_logger()
 
@@ -451,7 +451,7 @@ class Actuator:
             available_bytes=pool.free_bytes if pool.active else None,
             time_to_full_seconds=None,
             episode=f"{host.name}/{pool.name}/{level}/{int(now)}",
-            snapshot=pool_document(pool, with_volumes=False),
+            snapshot=hook_snapshot(pool),
         )
         self._run_hooks(rule.hooks, event, state, now)
 
@@ -550,7 +550,7 @@ def _threshold_event(
         available_bytes=None if measurement is None else measurement.free,
         time_to_full_seconds=None if measurement is None else measurement.time_to_full,
         episode=transition.episode,
-        snapshot=pool_document(pool, with_volumes=False),
+        snapshot=hook_snapshot(pool),
     )
 
 

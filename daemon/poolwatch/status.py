@@ -6,8 +6,8 @@ over the network and is checked field by field: a wrong shape is an `InvalidAnsw
 traceback. Names come from libvirt, so control characters in them are escaped before printing:
 a pool named "a\\nb" cannot break the table or send escape sequences to the terminal.
 
-Only the standard library is used here, so the command starts fast and needs neither aiohttp nor
-libvirt.
+Only the standard library and the document module (:mod:`poolwatch.documents`, which builds what
+this parses) are used here, so the command starts fast and needs neither aiohttp nor libvirt.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from poolwatch.documents import POOLS_PATH
+
 DEFAULT_URL = "http://127.0.0.1:9479"
-API_PATH = "/api/v1/pools"
+API_PATH = POOLS_PATH
 BAR_WIDTH = 10  # characters between the brackets; "[##########] 100%" is always 17 wide
 
 # A /api/v1/pools answer is about 1 KiB per pool; anything near this is not poolwatch.

@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from poolwatch.cli import ExitCode, main
+from poolwatch.documents import pools_document
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
 from poolwatch.status import (
@@ -30,7 +31,6 @@ from poolwatch.status import (
     text_width,
     usage_bar,
 )
-from poolwatch.web.api import pools_document
 from poolwatch.web.app import create_app, start_http_server
 from tests.unit.factories import (
     GIB,

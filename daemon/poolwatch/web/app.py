@@ -30,10 +30,11 @@ import structlog
 from aiohttp import hdrs, web
 
 from poolwatch.addresses import parse_listen_address
+from poolwatch.documents import events_document, pools_document
 from poolwatch.errors import StartupError
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
-from poolwatch.web.api import events_document, parse_flag, parse_limit, pools_document
+from poolwatch.web.api import parse_flag, parse_limit
 from poolwatch.web.landing import render_landing
 from poolwatch.web.security import CHECK_INTERVAL, Verdict, WebConfigError, WebSecurity
 

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from poolwatch.documents import level_name
 from poolwatch.inventory import Inventory
 from poolwatch.model import HostSnapshot, PoolPolicy, PoolSnapshot
-from poolwatch.web.api import level_name
 
 # Display only, in percent, for pools without a threshold rule; with a rule, the bar follows the
 # rule's alarm level instead.
