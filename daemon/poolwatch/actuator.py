@@ -206,7 +206,7 @@ class Actuator:
             state.threshold_rule = rule
             measurement = self._measure(pool, state, now)
             if rule is not None:
-                self._thresholds(host, pool, state, rule, measurement, now)
+                self._thresholds(key, host, pool, state, rule, measurement, now)
             self._autostart(key, host, pool, state, now)
             if _near_limit(state.threshold_rule, state.threshold, measurement):
                 urgent.add(pool.name)
@@ -289,6 +289,7 @@ class Actuator:
 
     def _thresholds(
         self,
+        key: str,
         host: HostSnapshot,
         pool: PoolSnapshot,
         state: _PoolState,
@@ -312,7 +313,7 @@ class Actuator:
             used_ratio=None if measurement is None else round(measurement.used_ratio, 4),
         )
         if transition.action is not None:
-            event = _threshold_event(host, pool, transition, measurement)
+            event = _threshold_event(key, host, pool, transition, measurement)
             self._run_hooks(rule.hooks, event, state, now)
 
     def _autostart(
@@ -442,6 +443,7 @@ class Actuator:
         )
         event = HookEvent(
             action=level,
+            connection=key,
             host=host.name,
             pool=pool.name,
             pool_uuid=pool.uuid,
@@ -460,11 +462,11 @@ class Actuator:
     ) -> None:
         for name in names:
             state.last_action, state.last_action_at = f"hook:{name} {event.action}", now
-            self._hooks.submit(name, event)
+            self._hooks.submit(name, event, on_result=self.hook_finished)
 
     def hook_finished(self, name: str, event: HookEvent, result: HookResult) -> None:
         """HookRunner's on_result: count and keep the final result of one hook run."""
-        key = next((k for k, h in self._inventory.hosts.items() if h.name == event.host), "")
+        key = event.connection
         state = self._states.get(key, {}).get(event.pool)
         now = self._clock()
         if state is not None:
@@ -536,11 +538,16 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _threshold_event(
-    host: HostSnapshot, pool: PoolSnapshot, transition: Transition, measurement: Measurement | None
+    key: str,
+    host: HostSnapshot,
+    pool: PoolSnapshot,
+    transition: Transition,
+    measurement: Measurement | None,
 ) -> HookEvent:
     assert transition.action is not None
     return HookEvent(
         action=transition.action,
+        connection=key,
         host=host.name,
         pool=pool.name,
         pool_uuid=pool.uuid,

@@ -25,7 +25,7 @@ from poolwatch.errors import ConfigError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.filesystem import is_local_uri
-from poolwatch.hooks import HookEvent, HookResult, HookRunner
+from poolwatch.hooks import HookRunner
 from poolwatch.inventory import Inventory
 from poolwatch.logsetup import configure_logging
 from poolwatch.sdnotify import Notifier, keep_alive
@@ -69,9 +69,7 @@ class Daemon:
         self._demo = demo
         self.inventory = Inventory()
         self._running: dict[str, _Running] = {}
-        self._hooks = HookRunner(
-            config.hook_definitions(), on_result=self._hook_finished, dry_run=dry_run
-        )
+        self._hooks = HookRunner(config.hook_definitions(), dry_run=dry_run)
         self._actuator = Actuator(
             inventory=self.inventory,
             connections=self._connection,
@@ -137,9 +135,6 @@ class Daemon:
     def _connection(self, key: str) -> Watcher | None:
         running = self._running.get(key)
         return None if running is None else running.watcher
-
-    def _hook_finished(self, name: str, event: HookEvent, result: HookResult) -> None:
-        self._actuator.hook_finished(name, event, result)
 
     async def stop(self) -> None:
         self._notifier.stopping()

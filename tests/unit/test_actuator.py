@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from poolwatch.actuator import Actuator, PolicyRules
-from poolwatch.hooks import HookEvent
+from poolwatch.hooks import HookEvent, ResultCallback
 from poolwatch.inventory import Inventory
 from poolwatch.model import PoolSnapshot, PoolState
 from poolwatch.policies.rules import (
@@ -64,9 +64,11 @@ class FakeConnection:
 class FakeHooks:
     def __init__(self) -> None:
         self.submitted: list[tuple[str, HookEvent]] = []
+        self.callbacks: list[ResultCallback] = []
 
-    def submit(self, name: str, event: HookEvent) -> None:
+    def submit(self, name: str, event: HookEvent, *, on_result: ResultCallback) -> None:
         self.submitted.append((name, event))
+        self.callbacks.append(on_result)
 
     def update(self, hooks: Any) -> None:
         pass
@@ -258,3 +260,28 @@ async def test_undefined_pool_loses_its_policy_status() -> None:
     world.show(pool("a"))
     await world.evaluate()
     assert set(world.inventory.policies(KEY)) == {"a"}
+
+
+async def test_hook_results_reach_the_pool_of_the_connection_that_raised_them() -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    # A second connection to a host reporting the same name: only the key tells them apart.
+    other = "kvm01-again"
+    world.inventory.add_host(other, name="kvm01", uri="qemu+ssh://kvm01/system")
+    world.inventory.set_connected(other, name="kvm01")
+    world.show(pool(used=0.5))
+    world.inventory.replace_pools(other, {"images": pool(used=0.85, read_at=world.clock.now)})
+    await world.evaluate()
+    [(name, event)] = world.hooks.submitted
+    assert (name, event.connection, event.action) == ("pager", other, "warning")
+    world.clock.now += 3
+    world.hooks.callbacks[0](name, event, "ok")
+    assert world.inventory.stats(other).actions[("images", "hook:pager", "ok")] == 1
+    assert ("images", "hook:pager", "ok") not in world.inventory.stats(KEY).actions
+    hook_finished_at = world.clock.now
+    await world.evaluate()  # the pool's published policy tells the last action
+    policy = world.inventory.policies(other)["images"]
+    assert (policy.last_action, policy.last_action_at) == (
+        "hook:pager warning ok",
+        hook_finished_at,
+    )
+    assert world.inventory.policies(KEY)["images"].last_action is None

@@ -1,5 +1,6 @@
 """Hooks: the operator's commands and webhooks, run in the background when an alarm changes."""
 
-from poolwatch.hooks.runner import HookEvent, HookResult, HookRunner
+from poolwatch.hooks.event import HookEvent, HookResult, ResultCallback
+from poolwatch.hooks.runner import HookRunner
 
-__all__ = ["HookEvent", "HookResult", "HookRunner"]
+__all__ = ["HookEvent", "HookResult", "HookRunner", "ResultCallback"]

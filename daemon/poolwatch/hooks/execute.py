@@ -15,14 +15,12 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import structlog
 
+from poolwatch.hooks.event import HookEvent
 from poolwatch.policies.rules import ExecHook
-
-if TYPE_CHECKING:
-    from poolwatch.hooks.runner import HookEvent
 
 log = structlog.get_logger()
 

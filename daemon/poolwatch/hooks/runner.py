@@ -4,7 +4,8 @@ Policies decide that a hook should run; the runner makes sure running it can nev
 daemon. `submit` only enqueues (a full queue drops the event, counted, rather than wait or grow).
 Exec hooks share one bounded queue drained by `max_concurrent_exec` workers; each webhook has a
 bounded queue and one worker of its own, so a dead receiver delays nobody but itself. Every event
-ends in exactly one `on_result` call with its final result, and one `hook_finished` log event.
+ends in exactly one call of the `on_result` it was submitted with, with its final result, and one
+`hook_finished` log event.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import structlog
 
+from poolwatch.hooks.event import HookEvent, HookResult, ResultCallback
 from poolwatch.hooks.execute import DEFAULT_KILL_GRACE, hook_environment, run_exec
 from poolwatch.hooks.webhook import (
     DEFAULT_BACKOFF_BASE,
@@ -31,32 +33,11 @@ log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
-class HookEvent:
-    """One alarm transition, as hooks see it (POOLWATCH_* variables, webhook JSON body)."""
-
-    action: str  # "warning", "critical", "recovery", "not_mounted", "mounted", "gave_up"
-    host: str
-    pool: str
-    pool_uuid: str
-    # "ok" | "warning" | "critical" for space alarms; the alarm state for mount/autostart alarms
-    level: str
-    previous_level: str
-    used_ratio: float | None
-    available_bytes: int | None
-    time_to_full_seconds: float | None
-    episode: str  # one id per alarm episode; the idempotency key is f"{episode}:{action}"
-    snapshot: Mapping[str, Any]  # JSON-able description of the pool, sent in the webhook body
-
-
-HookResult = Literal["ok", "failed", "timeout", "dropped", "dry_run"]
-ResultCallback = Callable[[str, HookEvent, HookResult], None]
-
-
-@dataclass(frozen=True, slots=True)
 class _Job:
     name: str
     hook: Hook  # the definition in force when the event was submitted
     event: HookEvent
+    on_result: ResultCallback
 
 
 class _WebhookLane:
@@ -71,16 +52,15 @@ class _WebhookLane:
 class HookRunner:
     """Runs hooks for submitted events in background workers; see the module docstring.
 
-    `on_result(hook_name, event, result)` runs on the event loop once per submitted event with
-    its final result: from a worker after the run (and any retries), or synchronously inside
-    `submit` for "dropped", "dry_run" and an unknown hook name ("failed").
+    The `on_result(hook_name, event, result)` given to `submit` runs on the event loop once,
+    with the event's final result: from a worker after the run (and any retries), or
+    synchronously inside `submit` for "dropped", "dry_run" and an unknown hook name ("failed").
     """
 
     def __init__(
         self,
         hooks: Mapping[str, Hook],
         *,
-        on_result: ResultCallback,
         dry_run: bool = False,
         max_concurrent_exec: int = 4,
         queue_size: int = 100,
@@ -91,7 +71,6 @@ class HookRunner:
     ) -> None:
         if max_concurrent_exec < 1 or queue_size < 1:
             raise ValueError("max_concurrent_exec and queue_size must be at least 1")
-        self._on_result = on_result
         self._dry_run = dry_run
         self._max_concurrent_exec = max_concurrent_exec
         self._queue_size = queue_size
@@ -129,16 +108,17 @@ class HookRunner:
                 self._retiring.add(lane.worker)
                 lane.worker.add_done_callback(self._retiring.discard)
 
-    def submit(self, hook_name: str, event: HookEvent) -> None:
+    def submit(self, hook_name: str, event: HookEvent, *, on_result: ResultCallback) -> None:
         """Queue `event` for the hook; never blocks. A full queue reports "dropped" at once."""
         hook = self._hooks.get(hook_name)
         if hook is None:
             # Config validation makes rules name existing hooks; a reload race can still do it.
             log.error("hook_unknown", hook=hook_name, action=event.action, pool=event.pool)
-            self._report(hook_name, event, "failed")
+            _report(on_result, hook_name, event, "failed")
             return
+        job = _Job(hook_name, hook, event, on_result)
         if self._closed:
-            self._drop(hook_name, event, reason="closed")
+            _drop(job, reason="closed")
             return
         if self._dry_run:
             log.info(
@@ -149,18 +129,17 @@ class HookRunner:
                 host=event.host,
                 **_describe(hook),
             )
-            self._report(hook_name, event, "dry_run")
+            _report(on_result, hook_name, event, "dry_run")
             return
-        job = _Job(hook_name, hook, event)
         if isinstance(hook, ExecHook):
             if self._exec_queue.full():
-                self._drop(hook_name, event, reason="queue_full")
+                _drop(job, reason="queue_full")
                 return
             self._exec_queue.put_nowait(job)
             return
         lane = self._lanes[hook_name]
         if lane.queue.qsize() >= self._queue_size:
-            self._drop(hook_name, event, reason="queue_full")
+            _drop(job, reason="queue_full")
             return
         lane.queue.put_nowait(job)
 
@@ -186,7 +165,7 @@ class HookRunner:
     async def close(self) -> None:
         """Stop every worker; running exec hooks have their process groups killed.
 
-        Events still queued or running are abandoned without an `on_result` call.
+        Events still queued or running are abandoned without their `on_result` call.
         """
         self._closed = True
         tasks = [*self._exec_workers, *self._retiring]
@@ -251,19 +230,23 @@ class HookRunner:
             duration=round(loop.time() - started, 3),
             **fields,
         )
-        self._report(job.name, job.event, result)
+        _report(job.on_result, job.name, job.event, result)
 
-    def _drop(self, hook_name: str, event: HookEvent, *, reason: str) -> None:
-        log.warning(
-            "hook_dropped", hook=hook_name, action=event.action, pool=event.pool, reason=reason
-        )
-        self._report(hook_name, event, "dropped")
 
-    def _report(self, hook_name: str, event: HookEvent, result: HookResult) -> None:
-        try:
-            self._on_result(hook_name, event, result)
-        except Exception:
-            log.exception("hook_result_callback_failed", hook=hook_name, result=result)
+def _drop(job: _Job, *, reason: str) -> None:
+    log.warning(
+        "hook_dropped", hook=job.name, action=job.event.action, pool=job.event.pool, reason=reason
+    )
+    _report(job.on_result, job.name, job.event, "dropped")
+
+
+def _report(
+    on_result: ResultCallback, hook_name: str, event: HookEvent, result: HookResult
+) -> None:
+    try:
+        on_result(hook_name, event, result)
+    except Exception:
+        log.exception("hook_result_callback_failed", hook=hook_name, result=result)
 
 
 def _describe(hook: Hook) -> dict[str, Any]:

@@ -16,16 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from poolwatch.hooks.event import HookEvent
 from poolwatch.policies.rules import WebhookHook
-
-if TYPE_CHECKING:
-    from poolwatch.hooks.runner import HookEvent
 
 DEFAULT_BACKOFF_BASE = 1.0
 DEFAULT_BACKOFF_MAX = 30.0

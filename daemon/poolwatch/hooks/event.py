@@ -1,0 +1,33 @@
+"""What a hook is told: one alarm transition of one pool, and the final result of running it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class HookEvent:
+    """One alarm transition, as hooks see it (POOLWATCH_* variables, webhook JSON body)."""
+
+    action: str  # "warning", "critical", "recovery", "not_mounted", "mounted", "gave_up"
+    # The inventory key of the pool's libvirt connection, which names it uniquely (two
+    # connections may report the same host name). Poolwatch's own: hooks are not given it.
+    connection: str
+    host: str
+    pool: str
+    pool_uuid: str
+    # "ok" | "warning" | "critical" for space alarms; the alarm state for mount/autostart alarms
+    level: str
+    previous_level: str
+    used_ratio: float | None
+    available_bytes: int | None
+    time_to_full_seconds: float | None
+    episode: str  # one id per alarm episode; the idempotency key is f"{episode}:{action}"
+    snapshot: Mapping[str, Any]  # JSON-able description of the pool, sent in the webhook body
+
+
+HookResult = Literal["ok", "failed", "timeout", "dropped", "dry_run"]
+# Told once per submitted event: (hook name, event, final result).
+ResultCallback = Callable[[str, HookEvent, HookResult], None]

@@ -1,0 +1,105 @@
+"""Running hooks in tests: a sample event, exec hooks written as shell scripts, a recorder of
+final results, and a runner started and closed around a test.
+
+Timeouts, kill grace and backoff bases are small so the hook tests run in a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from poolwatch.hooks import HookEvent, HookResult, HookRunner
+from poolwatch.policies.rules import ExecHook, Hook
+
+HOSTILE_POOL = "a'b\"c$(touch x);\nd ü"
+KILL_GRACE = 0.3
+
+
+def alarm(**overrides: Any) -> HookEvent:
+    values: dict[str, Any] = {
+        "action": "warning",
+        "connection": "alpha-key",
+        "host": "alpha",
+        "pool": "tank",
+        "pool_uuid": "8f0c0d8e-2f4b-4d5e-9a51-0c1f2a3b4c5d",
+        "level": "warning",
+        "previous_level": "ok",
+        "used_ratio": 0.8734,
+        "available_bytes": 21_474_836_480,
+        "time_to_full_seconds": 3600.4,
+        "episode": "ep-1",
+        "snapshot": {"name": "tank", "capacity_bytes": 100, "state": "running"},
+    }
+    values.update(overrides)
+    return HookEvent(**values)
+
+
+def sh(script: str, *args: str | Path, timeout: float = 5.0, name: str = "h") -> ExecHook:
+    """An exec hook running `script` with sh; `args` become $1, $2...: never spliced into it."""
+    return ExecHook(name=name, argv=("sh", "-c", script, "hook", *map(str, args)), timeout=timeout)
+
+
+class Results:
+    """An on_result callback that records, with a way to wait for a number of final results."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, HookEvent, HookResult]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, hook_name: str, event: HookEvent, result: HookResult) -> None:
+        self.calls.append((hook_name, event, result))
+        self._changed.set()
+
+    @property
+    def results(self) -> list[HookResult]:
+        return [result for _, _, result in self.calls]
+
+    async def wait(self, count: int, within: float = 5.0) -> list[HookResult]:
+        async with asyncio.timeout(within):
+            while len(self.calls) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.results
+
+
+@asynccontextmanager
+async def running(
+    hooks: Mapping[str, Hook] | list[Hook], **options: Any
+) -> AsyncIterator[tuple[HookRunner, Results]]:
+    if isinstance(hooks, list):
+        hooks = {hook.name: hook for hook in hooks}
+    results = Results()
+    options.setdefault("exec_kill_grace", KILL_GRACE)
+    options.setdefault("webhook_backoff_base", 0.01)
+    runner = HookRunner(hooks, **options)
+    await runner.start()
+    try:
+        yield runner, results
+    finally:
+        await runner.close()
+
+
+async def wait_for_line(path: Path) -> None:
+    """Wait until a hook has written a complete line to `path`."""
+    for _ in range(500):
+        if has_line(path):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{path} was never written")
+
+
+def has_line(path: Path) -> bool:
+    return path.exists() and path.read_text().endswith("\n")
+
+
+def process_gone(pid: int) -> bool:
+    """Dead: no such process, or a zombie (reaping orphans is init's job, not the hook's)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
