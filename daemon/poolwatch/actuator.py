@@ -49,6 +49,7 @@ from poolwatch.policies.rules import (
 )
 from poolwatch.policies.thresholds import Measurement, ThresholdState, Transition, evaluate
 from poolwatch.source import PoolNotFound, SourceError, SourceUnavailable, StorageSource
+from poolwatch.telemetry import Telemetry
 from poolwatch.web.api import pool_document
 
 log = structlog.get_logger()
@@ -110,6 +111,7 @@ class Actuator:
         self,
         *,
         inventory: Inventory,
+        telemetry: Telemetry,
         connections: Callable[[str], Connection | None],
         rules: PolicyRules,
         hooks: HookRunner,
@@ -121,6 +123,7 @@ class Actuator:
         """``episodes_path``: where open episodes persist; True (the default) for
         `default_episodes_path()`, None or False for nowhere."""
         self._inventory = inventory
+        self._telemetry = telemetry
         self._connections = connections
         self._rules = rules
         self._hooks = hooks
@@ -469,7 +472,7 @@ class Actuator:
         now = self._clock()
         if state is not None:
             state.last_action, state.last_action_at = f"hook:{name} {event.action} {result}", now
-        self._inventory.record_action(key, event.pool, f"hook:{name}", result, detail=event.action)
+        self._telemetry.record_action(key, event.pool, f"hook:{name}", result, detail=event.action)
 
     def _record(
         self,
@@ -482,7 +485,7 @@ class Actuator:
         now: float,
     ) -> None:
         state.last_action, state.last_action_at = f"{action} {result}", now
-        self._inventory.record_action(key, pool, action, result, detail=detail)
+        self._telemetry.record_action(key, pool, action, result, detail=detail)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -20,6 +20,7 @@ from poolwatch.policies.rules import (
     UsedRatio,
 )
 from poolwatch.source import SourceError
+from poolwatch.telemetry import Telemetry
 
 GiB = 1024**3
 KEY = "kvm01"
@@ -128,10 +129,12 @@ class World:
     def __init__(self, rules: PolicyRules, *, dry_run: bool = False) -> None:
         self.clock = FakeClock()
         self.inventory = Inventory(clock=self.clock)
+        self.telemetry = Telemetry(clock=self.clock)
         self.connection = FakeConnection()
         self.hooks = FakeHooks()
         self.actuator = Actuator(
             inventory=self.inventory,
+            telemetry=self.telemetry,
             connections=lambda key: self.connection if key == KEY else None,
             rules=rules,
             hooks=self.hooks,  # type: ignore[arg-type]
@@ -140,6 +143,7 @@ class World:
         )
         self.inventory.add_host(KEY, name="kvm01", uri="qemu:///system")
         self.inventory.set_connected(KEY, name="kvm01")
+        self.telemetry.add_connection(KEY, name="kvm01")
 
     def show(self, *pools: PoolSnapshot, after: float = 1.0) -> None:
         """A poll result: the pools as read ``after`` seconds later."""
@@ -185,7 +189,7 @@ async def test_enforce_starts_a_stopped_pool_once() -> None:
     # Until a new reading arrives the pool still looks stopped: no second start.
     assert world.connection.source.started == ["images"]
     assert world.connection.rereads == ["images"]
-    stats = world.inventory.stats(KEY)
+    stats = world.telemetry.stats(KEY)
     assert stats.actions[("images", "start_pool", "ok")] == 1
     assert stats.autostart_attempts[("images", "ok")] == 1
 
@@ -214,7 +218,7 @@ async def test_dry_run_changes_nothing_and_says_so_once_per_backoff() -> None:
     for _ in range(10):
         await world.evaluate()
     assert world.connection.source.started == []
-    assert world.inventory.stats(KEY).actions == {("images", "start_pool", "dry_run"): 1}
+    assert world.telemetry.stats(KEY).actions == {("images", "start_pool", "dry_run"): 1}
 
 
 async def test_boot_mode_starts_after_the_resync_that_follows_a_connect() -> None:
@@ -227,7 +231,7 @@ async def test_boot_mode_starts_after_the_resync_that_follows_a_connect() -> Non
     world.show(pool(active=False))  # stopped later: boot mode leaves it
     await world.evaluate()
     assert world.connection.source.started == ["images"]
-    world.inventory.set_disconnected(KEY, reason="eof")
+    world.inventory.set_disconnected(KEY)
     world.clock.now += 5
     world.inventory.set_connected(KEY, name="kvm01")
     world.show(pool(active=False))  # the resync after the reconnect

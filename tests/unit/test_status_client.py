@@ -19,7 +19,7 @@ from poolwatch.exporter.exposition import Exposition
 from poolwatch.status import InvalidAnswer, daemon_url, parse_pools
 from poolwatch.web.api import pools_document
 from poolwatch.web.app import create_app, start_http_server
-from tests.unit.factories import FakeClock, policy_inventory
+from tests.unit.factories import FakeClock, policy_inventory, policy_telemetry
 from tests.unit.pki import Pki
 from tests.unit.test_status import THEN, columns_of
 
@@ -144,7 +144,12 @@ async def status(*argv: str) -> int:
 async def test_status_reads_a_running_daemon(capsys: pytest.CaptureFixture[str]) -> None:
     inventory = policy_inventory()
     exposition = Exposition(CollectorRegistry(), lambda: inventory.generation)
-    app = create_app(inventory=inventory, exposition=exposition, clock=FakeClock(THEN))
+    app = create_app(
+        inventory=inventory,
+        telemetry=policy_telemetry(),
+        exposition=exposition,
+        clock=FakeClock(THEN),
+    )
     async with served_app(app) as url:
         assert await status("--web.url", url) == ExitCode.OK
 

@@ -11,8 +11,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import NotRequired, TypedDict
 
-from poolwatch.inventory import Activity, Inventory
+from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, HostSnapshot, PoolPolicy, PoolSnapshot, VolumeScan
+from poolwatch.telemetry import Activity
 
 DEFAULT_EVENTS_LIMIT = 100
 MAX_EVENTS_LIMIT = 500
@@ -128,7 +129,7 @@ def pools_document(inventory: Inventory, *, with_volumes: bool = False) -> Pools
 
 
 def events_document(activity: Iterable[Activity], *, limit: int) -> EventsDoc:
-    """``activity`` oldest first, as :meth:`Inventory.activity` returns it."""
+    """``activity`` oldest first, as :meth:`Telemetry.activity` returns it."""
     newest_first = list(activity)[::-1][:limit]
     return {
         "events": [
