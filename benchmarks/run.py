@@ -75,6 +75,7 @@ from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
 from poolwatch.logsetup import configure_logging
 from poolwatch.model import PoolState
+from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
 
 POOLS = 50
@@ -254,6 +255,7 @@ async def poll_cost(uri: str, expected_volumes: int, repeats: int) -> dict[str, 
     """poolwatch's resync (in this process) vs bare_poll, interleaved; times, CPU and RPCs."""
     ensure_event_loop()
     inventory = Inventory()
+    telemetry = Telemetry()
     source = LibvirtSource(uri=uri, read_only=False, call_timeout=60)
     long = 24 * 3600.0  # no timer fires while we measure
     poll = PollConfig(interval=long, volumes_interval=long, refresh_interval=long, call_timeout=60)
@@ -263,6 +265,7 @@ async def poll_cost(uri: str, expected_volumes: int, repeats: int) -> dict[str, 
         name="bench",
         source=source,
         inventory=inventory,
+        telemetry=telemetry,
         poll=poll,
         stat_filesystems=True,
     )
@@ -276,7 +279,7 @@ async def poll_cost(uri: str, expected_volumes: int, repeats: int) -> dict[str, 
     try:
         deadline = time.monotonic() + 300
         while True:  # the resync after connecting has scanned every volume once
-            stats = inventory.stats("bench") if "bench" in inventory.hosts else None
+            stats = telemetry.stats("bench") if "bench" in inventory.hosts else None
             done = stats is not None and "volumes" in stats.poll_durations
             if done or time.monotonic() > deadline:
                 break
@@ -304,14 +307,14 @@ async def poll_cost(uri: str, expected_volumes: int, repeats: int) -> dict[str, 
             await watcher._resync()
             times["poolwatch"].append(time.perf_counter() - t0)
             cpu["poolwatch"].append(time.process_time() - c0)
-        errors = dict(inventory.stats("bench").poll_errors)
+        errors = dict(telemetry.stats("bench").poll_errors)
         if any(errors.values()):
             raise RuntimeError(f"poolwatch's polls failed: {errors}")
         exported = sum(
             p.volumes.count for p in inventory.hosts["bench"].pools.values() if p.volumes
         )
 
-        render = await render_cost(inventory)
+        render = await render_cost(inventory, telemetry)
 
         # RPCs: one more of each, counted (not timed). poolwatch's resync is its info poll
         # followed by its volumes poll, so it is counted as their sum.
@@ -360,16 +363,17 @@ async def poll_cost(uri: str, expected_volumes: int, repeats: int) -> dict[str, 
         await asyncio.to_thread(conn_keepalive.close)
 
 
-async def render_cost(inventory: Inventory) -> dict[str, float]:
+async def render_cost(inventory: Inventory, telemetry: Telemetry) -> dict[str, float]:
     """ms to render /metrics as the daemon does (collect, then encode in its render thread),
     here without contention: the first page (every part encoded), and the page after one pool
     changed state (only the pool-level series encoded again); and prometheus_client encoding
     the whole page at once, for comparison."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        InventoryCollector(inventory, version="bench", libvirt_version="", python_version="")
+    collector = InventoryCollector(
+        inventory, telemetry, version="bench", libvirt_version="", python_version=""
     )
-    exposition = Exposition(registry, lambda: inventory.generation)
+    registry.register(collector)
+    exposition = Exposition(registry, collector.generation)
     out = {}
     try:
         for name in ("first_ms", "unchanged_ms"):

@@ -29,6 +29,7 @@ from poolwatch.hooks import HookRunner
 from poolwatch.inventory import Inventory
 from poolwatch.logsetup import configure_logging
 from poolwatch.sdnotify import Notifier, keep_alive
+from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
 from poolwatch.web.app import HttpServer, create_app, start_http_server
 
@@ -68,10 +69,12 @@ class Daemon:
         self._reload_config = reload_config
         self._demo = demo
         self.inventory = Inventory()
+        self.telemetry = Telemetry()
         self._running: dict[str, _Running] = {}
         self._hooks = HookRunner(config.hook_definitions(), dry_run=dry_run)
         self._actuator = Actuator(
             inventory=self.inventory,
+            telemetry=self.telemetry,
             connections=self._connection,
             rules=_policy_rules(config),
             hooks=self._hooks,
@@ -91,16 +94,18 @@ class Daemon:
     async def start(self) -> None:
         """Bind the HTTP listeners, then start watching. Raises StartupError."""
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(
-            InventoryCollector(
-                self.inventory,
-                version=__version__,
-                libvirt_version=library_version(),
-                python_version=platform.python_version(),
-            )
+        collector = InventoryCollector(
+            self.inventory,
+            self.telemetry,
+            version=__version__,
+            libvirt_version=library_version(),
+            python_version=platform.python_version(),
         )
-        self._exposition = Exposition(registry, lambda: self.inventory.generation)
-        app = create_app(inventory=self.inventory, exposition=self._exposition)
+        registry.register(collector)
+        self._exposition = Exposition(registry, collector.generation)
+        app = create_app(
+            inventory=self.inventory, telemetry=self.telemetry, exposition=self._exposition
+        )
         web_config_file = self._config.web.config_file
         self._server = await start_http_server(
             app=app,
@@ -183,6 +188,7 @@ class Daemon:
             name=connection.name,
             source=source,
             inventory=self.inventory,
+            telemetry=self.telemetry,
             poll=config.poll,
             stat_filesystems=is_local_uri(connection.uri),
         )
@@ -199,6 +205,7 @@ class Daemon:
                 running.task.cancel()
                 del self._running[key]
                 self.inventory.remove_host(key)
+                self.telemetry.remove_connection(key)
                 log.info("connection_removed", connection=key)
         for key, connection in wanted.items():
             if key in self._running:
@@ -232,7 +239,7 @@ class Daemon:
         except ConfigError as exc:
             # The running configuration stays; the gauge tells the operator's alerting.
             log.error("config_reload_failed", errors=exc.errors)
-            self.inventory.record_reload(ok=False)
+            self.telemetry.record_reload(ok=False)
             return
         if config.web != self._config.web:
             log.warning("config_reload_needs_restart", section="web")
@@ -241,7 +248,7 @@ class Daemon:
             self._apply_connections(config)
         self._actuator.update_rules(_policy_rules(config))
         self._config = config
-        self.inventory.record_reload(ok=True)
+        self.telemetry.record_reload(ok=True)
         log.info("config_reloaded")
 
     # -- demo ------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, NotRequired, TypedDict
 from poolwatch.model import FilesystemStat, HostSnapshot, PoolPolicy, PoolSnapshot, VolumeScan
 
 if TYPE_CHECKING:
-    from poolwatch.inventory import Activity, Inventory
+    from poolwatch.inventory import Inventory
+    from poolwatch.telemetry import Activity
 
 # Where the daemon serves the pools document; `poolwatch status` asks there.
 POOLS_PATH = "/api/v1/pools"
@@ -135,7 +136,7 @@ def pools_document(inventory: Inventory, *, with_volumes: bool = False) -> Pools
 
 
 def events_document(activity: Iterable[Activity], *, limit: int) -> EventsDoc:
-    """``activity`` oldest first, as :meth:`Inventory.activity` returns it."""
+    """``activity`` oldest first, as :meth:`Telemetry.activity` returns it."""
     newest_first = list(activity)[::-1][:limit]
     return {
         "events": [

@@ -1,4 +1,5 @@
-"""The watcher of one connection: turns libvirt events and poll timers into inventory updates.
+"""The watcher of one connection: turns libvirt events and poll timers into inventory updates,
+and counts them in the telemetry.
 
 Events re-read the pool they name at once (coalesced: a burst of events on one pool costs one
 read in flight and at most one after it). Three timers cover what libvirt does not announce:
@@ -36,6 +37,7 @@ from poolwatch.source import (
     SourceUnavailable,
     StorageSource,
 )
+from poolwatch.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from poolwatch.config import PollConfig
@@ -63,6 +65,7 @@ class Watcher:
         name: str | None,
         source: StorageSource,
         inventory: Inventory,
+        telemetry: Telemetry,
         poll: PollConfig,
         stat_filesystems: bool,
         clock: Callable[[], float] = time.time,
@@ -74,6 +77,7 @@ class Watcher:
         self._uri_label = without_credentials(uri)
         self._source = source
         self._inventory = inventory
+        self._telemetry = telemetry
         self._stat_filesystems = stat_filesystems
         self._clock = clock
         self._connected = False
@@ -112,6 +116,7 @@ class Watcher:
     async def run(self) -> None:
         """Watch until cancelled."""
         self._inventory.add_host(self.key, name=self._host, uri=self._uri_label)
+        self._telemetry.add_connection(self.key, name=self._host)
         await self._source.start()
         if self._source.read_only and self.poll.refresh_interval > 0:
             self._log.info("pool_refresh_disabled", reason="read-only connection")
@@ -151,10 +156,12 @@ class Watcher:
             self._connected = True
             self._host = self._configured_name or self._unique_name(event.hostname)
             self._inventory.set_connected(self.key, name=self._host)
+            self._telemetry.record_connect(self.key, name=self._host)
             self._spawn(self._resync())
         elif isinstance(event, Disconnected):
             self._connected = False
-            self._inventory.set_disconnected(self.key, reason=event.reason)
+            if self._inventory.set_disconnected(self.key):
+                self._telemetry.record_disconnect(self.key, reason=event.reason)
         else:
             self._on_pool_changed(event)
 
@@ -170,7 +177,7 @@ class Watcher:
         self._event_seq += 1
         self._last_event[event.pool] = (self._event_seq, event.kind)
         pool_event = PoolEvent(self._host, event.pool, event.uuid, event.kind, self._clock())
-        self._inventory.record_pool_event(self.key, pool_event)
+        self._telemetry.record_pool_event(self.key, pool_event)
         if event.kind is PoolEventKind.REFRESHED:
             # Every poll refreshes every pool: the journal needs no line for each.
             self._log.debug("pool_refreshed", pool=event.pool)
@@ -277,7 +284,7 @@ class Watcher:
         except Exception:
             self._log.exception("poll_crashed", kind=kind)
         finally:
-            self._inventory.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
+            self._telemetry.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
 
     async def _resync(self) -> None:
         # The info poll scans the pools it has no current scan for; the volume poll does the

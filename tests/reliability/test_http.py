@@ -18,7 +18,7 @@ from poolwatch.exporter.exposition import Exposition
 from poolwatch.web import app as app_module
 from poolwatch.web.app import HttpServer, create_app, start_http_server
 from tests.reliability.conftest import FULL
-from tests.unit.factories import sample_inventory
+from tests.unit.factories import sample_inventory, sample_telemetry
 
 Figure = Callable[[str, str, str], None]
 
@@ -26,10 +26,15 @@ Figure = Callable[[str, str, str], None]
 async def _serve(extra: Callable[[web.Application], None] | None = None) -> HttpServer:
     inventory = sample_inventory()
     registry = CollectorRegistry()
+    telemetry = sample_telemetry()
     registry.register(
-        InventoryCollector(inventory, version="0.1.0", libvirt_version="10.0.0", python_version="3")
+        InventoryCollector(
+            inventory, telemetry, version="0.1.0", libvirt_version="10.0.0", python_version="3"
+        )
     )
-    app = create_app(inventory=inventory, exposition=Exposition(registry, lambda: 0))
+    app = create_app(
+        inventory=inventory, telemetry=telemetry, exposition=Exposition(registry, lambda: 0)
+    )
     if extra is not None:
         extra(app)
     return await start_http_server(app=app, listen=["127.0.0.1:0"])

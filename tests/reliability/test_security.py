@@ -17,7 +17,7 @@ import bcrypt
 
 from poolwatch.web.app import HEALTHZ_ROUTE, create_app, start_http_server
 from tests.reliability.faults_common import poolwatch
-from tests.unit.factories import sample_inventory
+from tests.unit.factories import sample_inventory, sample_telemetry
 
 Figure = Callable[[str, str, str], None]
 
@@ -46,10 +46,15 @@ async def test_only_healthz_is_unauthenticated(tmp_path: Path, figure: Figure) -
     _web_config(tmp_path / "web.yml")
     inventory = sample_inventory()
     registry = CollectorRegistry()
+    telemetry = sample_telemetry()
     registry.register(
-        InventoryCollector(inventory, version="0.1.0", libvirt_version="10.0.0", python_version="3")
+        InventoryCollector(
+            inventory, telemetry, version="0.1.0", libvirt_version="10.0.0", python_version="3"
+        )
     )
-    app = create_app(inventory=inventory, exposition=Exposition(registry, lambda: 0))
+    app = create_app(
+        inventory=inventory, telemetry=telemetry, exposition=Exposition(registry, lambda: 0)
+    )
     server = await start_http_server(
         app=app, listen=["127.0.0.1:0"], web_config_file=tmp_path / "web.yml"
     )

@@ -1,7 +1,8 @@
-"""Inventories and snapshots for tests of the readers of the inventory (exporter, web).
+"""Inventories, telemetry and snapshots for tests of their readers (exporter, web, status).
 
-``sample_inventory()`` builds one fixed world that covers every case the readers distinguish;
-the module constants name its parts so tests do not repeat magic strings.
+``sample_inventory()`` builds one fixed world that covers every case the readers distinguish, and
+``sample_telemetry()`` what poolwatch counted while watching it; the module constants name their
+parts so tests do not repeat magic strings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from poolwatch.model import (
     VolumeScan,
     VolumeSnapshot,
 )
+from poolwatch.telemetry import Telemetry
 
 NOW = 1_700_000_000.0
 GIB = 1024**3
@@ -131,22 +133,35 @@ def sample_inventory(clock: FakeClock | None = None) -> Inventory:
     inventory.add_host(HOST_A, name=HOST_A, uri=URI_A)
     inventory.set_connected(HOST_A, name=HOST_A)
     inventory.replace_pools(HOST_A, sample_pools())
-    for kind in (PoolEventKind.STARTED, PoolEventKind.REFRESHED, PoolEventKind.REFRESHED):
-        inventory.record_pool_event(HOST_A, event("default", kind))
-    # A pool that is gone by now: its counters stay.
-    inventory.record_pool_event(HOST_A, event("transient", PoolEventKind.UNDEFINED))
-    inventory.record_poll(HOST_A, "info", 0.003, ok=True)
-    inventory.record_poll(HOST_A, "info", 0.2, ok=False)
-    inventory.record_poll(HOST_A, "volumes", 1.5, ok=True)
-    inventory.record_poll(HOST_A, "volumes", 45.0, ok=True)  # beyond the largest bucket
 
     inventory.add_host(HOST_B, name=HOST_B, uri=URI_B)
     inventory.set_connected(HOST_B, name=HOST_B)
     inventory.replace_pools(
         HOST_B, {"images": pool("images", host=HOST_B, allocation=85 * GIB, available=15 * GIB)}
     )
-    inventory.set_disconnected(HOST_B, reason="connection reset by peer")
+    inventory.set_disconnected(HOST_B)
     return inventory
+
+
+def sample_telemetry(clock: FakeClock | None = None) -> Telemetry:
+    """What poolwatch counted while ``sample_inventory()`` came about, in the same order."""
+    telemetry = Telemetry(clock=clock or FakeClock())
+
+    telemetry.add_connection(HOST_A, name=HOST_A)
+    telemetry.record_connect(HOST_A, name=HOST_A)
+    for kind in (PoolEventKind.STARTED, PoolEventKind.REFRESHED, PoolEventKind.REFRESHED):
+        telemetry.record_pool_event(HOST_A, event("default", kind))
+    # A pool that is gone by now: its counters stay.
+    telemetry.record_pool_event(HOST_A, event("transient", PoolEventKind.UNDEFINED))
+    telemetry.record_poll(HOST_A, "info", 0.003, ok=True)
+    telemetry.record_poll(HOST_A, "info", 0.2, ok=False)
+    telemetry.record_poll(HOST_A, "volumes", 1.5, ok=True)
+    telemetry.record_poll(HOST_A, "volumes", 45.0, ok=True)  # beyond the largest bucket
+
+    telemetry.add_connection(HOST_B, name=HOST_B)
+    telemetry.record_connect(HOST_B, name=HOST_B)
+    telemetry.record_disconnect(HOST_B, reason="connection reset by peer")
+    return telemetry
 
 
 def event(pool_name: str, kind: PoolEventKind, *, host: str = HOST_A) -> PoolEvent:
@@ -195,10 +210,16 @@ def sample_policies() -> dict[tuple[str, str], PoolPolicy]:
 
 
 def policy_inventory(clock: FakeClock | None = None) -> Inventory:
-    """``sample_inventory()`` with ``sample_policies()`` and two policy actions recorded."""
+    """``sample_inventory()`` with ``sample_policies()``."""
     inventory = sample_inventory(clock)
     for (key, pool_name), policy in sample_policies().items():
         inventory.set_policy(key, pool_name, policy)
-    inventory.record_action(HOST_A, "backup", "start_pool", "failed", detail=HOSTILE_ERROR)
-    inventory.record_action(HOST_A, "default", "hook:page", "ok", detail="enter_critical")
     return inventory
+
+
+def policy_telemetry(clock: FakeClock | None = None) -> Telemetry:
+    """``sample_telemetry()`` with the two policy actions taken on ``policy_inventory()``."""
+    telemetry = sample_telemetry(clock)
+    telemetry.record_action(HOST_A, "backup", "start_pool", "failed", detail=HOSTILE_ERROR)
+    telemetry.record_action(HOST_A, "default", "hook:page", "ok", detail="enter_critical")
+    return telemetry

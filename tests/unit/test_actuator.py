@@ -20,6 +20,7 @@ from poolwatch.policies.rules import (
     UsedRatio,
 )
 from poolwatch.source import SourceError
+from poolwatch.telemetry import Telemetry
 
 GiB = 1024**3
 KEY = "kvm01"
@@ -130,10 +131,12 @@ class World:
     def __init__(self, rules: PolicyRules, *, dry_run: bool = False) -> None:
         self.clock = FakeClock()
         self.inventory = Inventory(clock=self.clock)
+        self.telemetry = Telemetry(clock=self.clock)
         self.connection = FakeConnection()
         self.hooks = FakeHooks()
         self.actuator = Actuator(
             inventory=self.inventory,
+            telemetry=self.telemetry,
             connections=lambda key: self.connection if key == KEY else None,
             rules=rules,
             hooks=self.hooks,  # type: ignore[arg-type]
@@ -142,6 +145,7 @@ class World:
         )
         self.inventory.add_host(KEY, name="kvm01", uri="qemu:///system")
         self.inventory.set_connected(KEY, name="kvm01")
+        self.telemetry.add_connection(KEY, name="kvm01")
 
     def show(self, *pools: PoolSnapshot, after: float = 1.0) -> None:
         """A poll result: the pools as read ``after`` seconds later."""
@@ -187,7 +191,7 @@ async def test_enforce_starts_a_stopped_pool_once() -> None:
     # Until a new reading arrives the pool still looks stopped: no second start.
     assert world.connection.source.started == ["images"]
     assert world.connection.rereads == ["images"]
-    stats = world.inventory.stats(KEY)
+    stats = world.telemetry.stats(KEY)
     assert stats.actions[("images", "start_pool", "ok")] == 1
     assert stats.autostart_attempts[("images", "ok")] == 1
 
@@ -216,7 +220,7 @@ async def test_dry_run_changes_nothing_and_says_so_once_per_backoff() -> None:
     for _ in range(10):
         await world.evaluate()
     assert world.connection.source.started == []
-    assert world.inventory.stats(KEY).actions == {("images", "start_pool", "dry_run"): 1}
+    assert world.telemetry.stats(KEY).actions == {("images", "start_pool", "dry_run"): 1}
 
 
 async def test_boot_mode_starts_after_the_resync_that_follows_a_connect() -> None:
@@ -229,7 +233,7 @@ async def test_boot_mode_starts_after_the_resync_that_follows_a_connect() -> Non
     world.show(pool(active=False))  # stopped later: boot mode leaves it
     await world.evaluate()
     assert world.connection.source.started == ["images"]
-    world.inventory.set_disconnected(KEY, reason="eof")
+    world.inventory.set_disconnected(KEY)
     world.clock.now += 5
     world.inventory.set_connected(KEY, name="kvm01")
     world.show(pool(active=False))  # the resync after the reconnect
@@ -268,6 +272,7 @@ async def test_hook_results_reach_the_pool_of_the_connection_that_raised_them() 
     other = "kvm01-again"
     world.inventory.add_host(other, name="kvm01", uri="qemu+ssh://kvm01/system")
     world.inventory.set_connected(other, name="kvm01")
+    world.telemetry.add_connection(other, name="kvm01")
     world.show(pool(used=0.5))
     world.inventory.replace_pools(other, {"images": pool(used=0.85, read_at=world.clock.now)})
     await world.evaluate()
@@ -275,8 +280,8 @@ async def test_hook_results_reach_the_pool_of_the_connection_that_raised_them() 
     assert (name, event.connection, event.action) == ("pager", other, "warning")
     world.clock.now += 3
     world.hooks.callbacks[0](name, event, "ok")
-    assert world.inventory.stats(other).actions[("images", "hook:pager", "ok")] == 1
-    assert ("images", "hook:pager", "ok") not in world.inventory.stats(KEY).actions
+    assert world.telemetry.stats(other).actions[("images", "hook:pager", "ok")] == 1
+    assert ("images", "hook:pager", "ok") not in world.telemetry.stats(KEY).actions
     hook_finished_at = world.clock.now
     await world.evaluate()  # the pool's published policy tells the last action
     policy = world.inventory.policies(other)["images"]

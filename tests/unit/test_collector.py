@@ -7,7 +7,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.inventory import Inventory
-from poolwatch.model import PoolState
+from poolwatch.model import PoolEventKind, PoolState
+from poolwatch.telemetry import Telemetry
 from tests.unit.factories import (
     GIB,
     HOST_A,
@@ -17,16 +18,18 @@ from tests.unit.factories import (
     URI_A,
     URI_B,
     FakeClock,
+    event,
     pool,
     sample_inventory,
+    sample_telemetry,
 )
 
 BUILD = {"version": "1.2.3", "libvirt_version": "10.0.0", "python_version": "3.11.7"}
 
 
-def make_registry(inventory: Inventory) -> CollectorRegistry:
+def make_registry(inventory: Inventory, telemetry: Telemetry) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(InventoryCollector(inventory, **BUILD))
+    registry.register(InventoryCollector(inventory, telemetry, **BUILD))
     return registry
 
 
@@ -36,8 +39,13 @@ def inventory() -> Inventory:
 
 
 @pytest.fixture
-def registry(inventory: Inventory) -> CollectorRegistry:
-    return make_registry(inventory)
+def telemetry() -> Telemetry:
+    return sample_telemetry()
+
+
+@pytest.fixture
+def registry(inventory: Inventory, telemetry: Telemetry) -> CollectorRegistry:
+    return make_registry(inventory, telemetry)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -207,11 +215,11 @@ def test_poll_errors_start_at_zero_for_every_kind(registry: CollectorRegistry) -
     assert value(registry, name, host=HOST_B, kind="info") is None  # never polled
 
 
-def test_daemon_metrics(inventory: Inventory, registry: CollectorRegistry) -> None:
+def test_daemon_metrics(telemetry: Telemetry, registry: CollectorRegistry) -> None:
     assert value(registry, "poolwatch_build_info", **BUILD) == 1
     assert value(registry, "poolwatch_config_last_reload_successful") == 1
     assert value(registry, "poolwatch_config_last_reload_success_timestamp_seconds") == NOW
-    inventory.record_reload(ok=False)
+    telemetry.record_reload(ok=False)
     assert value(registry, "poolwatch_config_last_reload_successful") == 0
     assert value(registry, "poolwatch_config_last_reload_success_timestamp_seconds") == NOW
 
@@ -276,7 +284,7 @@ def test_output_is_well_formed(registry: CollectorRegistry) -> None:
 
 
 def test_empty_inventory_exports_only_the_daemon_metrics() -> None:
-    registry = make_registry(Inventory(clock=FakeClock()))
+    registry = make_registry(Inventory(clock=FakeClock()), Telemetry(clock=FakeClock()))
     names = {family.name for family in registry.collect()}
     assert names == {
         "poolwatch_build_info",
@@ -290,7 +298,31 @@ def test_registering_does_not_collect() -> None:
         def collect(self) -> list[Metric]:
             raise AssertionError("collect() called at registration")
 
-    collector = Exploding(sample_inventory(), **BUILD)
+    collector = Exploding(sample_inventory(), sample_telemetry(), **BUILD)
     assert collector.describe() == []
     # auto_describe would fall back to collect() for a collector without describe().
     CollectorRegistry(auto_describe=True).register(collector)
+
+
+def test_a_host_without_counters_still_exports_its_pools(inventory: Inventory) -> None:
+    # Counters are the telemetry's; a host it does not know loses only the series they feed.
+    telemetry = Telemetry(clock=FakeClock())
+    telemetry.add_connection(HOST_B, name=HOST_B)
+    registry = make_registry(inventory, telemetry)
+    assert value(registry, "libvirt_storage_pool_state", **on_a("default")) == PoolState.RUNNING
+    assert value(registry, "poolwatch_libvirt_up", host=HOST_A, uri=URI_A) is None
+    assert value(registry, "poolwatch_libvirt_up", host=HOST_B, uri=URI_B) == 0
+
+
+def test_generation_moves_with_the_inventory_and_with_the_telemetry(
+    inventory: Inventory, telemetry: Telemetry
+) -> None:
+    collector = InventoryCollector(inventory, telemetry, **BUILD)
+    before = collector.generation()
+    inventory.put_pool(HOST_A, pool("fresh"))
+    after_pool = collector.generation()
+    telemetry.record_poll(HOST_A, "info", 0.01, ok=True)
+    after_poll = collector.generation()
+    assert before < after_pool < after_poll
+    telemetry.record_pool_event(HOST_A, event("fresh", PoolEventKind.STARTED))
+    assert collector.generation() == after_poll  # the re-read that follows publishes it

@@ -13,7 +13,7 @@ from poolwatch.documents import (
     pools_document,
 )
 from poolwatch.model import PoolPolicy
-from tests.unit.factories import HOST_A, policy_inventory, pool, sample_inventory
+from tests.unit.factories import HOST_A, policy_telemetry, pool, sample_inventory
 
 
 def test_policy_levels_beyond_critical_and_non_finite_forecasts() -> None:
@@ -32,7 +32,7 @@ def test_policy_levels_beyond_critical_and_non_finite_forecasts() -> None:
 
 
 def test_events_document_keeps_one_shape() -> None:
-    document = events_document(policy_inventory().activity(), limit=500)
+    document = events_document(policy_telemetry().activity(), limit=500)
     assert {tuple(event) for event in document["events"]} == {tuple(EventDoc.__annotations__)}
 
 

@@ -16,8 +16,18 @@ from prometheus_client.openmetrics.parser import (
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import MAX_CACHED_VARIANTS, Exposition
 from poolwatch.inventory import Inventory
-from poolwatch.model import VolumeScan
-from tests.unit.factories import HOST_A, HOSTILE, NOW, pool, sample_inventory, volume
+from poolwatch.model import PoolEventKind, VolumeScan
+from poolwatch.telemetry import Telemetry
+from tests.unit.factories import (
+    HOST_A,
+    HOSTILE,
+    NOW,
+    event,
+    pool,
+    sample_inventory,
+    sample_telemetry,
+    volume,
+)
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 PROMETHEUS_ACCEPT = (
@@ -41,15 +51,22 @@ def inventory() -> Inventory:
 
 
 @pytest.fixture
-def collector(inventory: Inventory) -> CountingCollector:
-    return CountingCollector(inventory, version="1", libvirt_version="2", python_version="3")
+def telemetry() -> Telemetry:
+    return sample_telemetry()
 
 
 @pytest.fixture
-def exposition(inventory: Inventory, collector: CountingCollector) -> Exposition:
+def collector(inventory: Inventory, telemetry: Telemetry) -> CountingCollector:
+    return CountingCollector(
+        inventory, telemetry, version="1", libvirt_version="2", python_version="3"
+    )
+
+
+@pytest.fixture
+def exposition(collector: CountingCollector) -> Exposition:
     registry = CollectorRegistry()
     registry.register(collector)
-    return Exposition(registry, lambda: inventory.generation)
+    return Exposition(registry, collector.generation)
 
 
 async def test_plain_text_by_default(exposition: Exposition) -> None:
@@ -77,6 +94,33 @@ async def test_new_generation_renders_again(
     assert collector.collects == 2
     assert b'storage_pool="fresh"' in after
     assert b'storage_pool="fresh"' not in before
+
+
+async def test_counted_work_renders_again(
+    telemetry: Telemetry, exposition: Exposition, collector: CountingCollector
+) -> None:
+    await exposition.render(None, None)
+    telemetry.record_poll(HOST_A, "info", 0.01, ok=False)
+    after, _ = await exposition.render(None, None)
+    assert collector.collects == 2
+    assert b'poolwatch_poll_errors_total{host="alpha",kind="info"} 2.0' in after
+
+
+async def test_a_counted_pool_event_waits_for_the_re_read(
+    inventory: Inventory,
+    telemetry: Telemetry,
+    exposition: Exposition,
+    collector: CountingCollector,
+) -> None:
+    """One render per pool event: counting it moves nothing, the re-read publishes both."""
+    await exposition.render(None, None)
+    telemetry.record_pool_event(HOST_A, event("default", PoolEventKind.STOPPED))
+    await exposition.render(None, None)
+    assert collector.collects == 1
+    inventory.put_pool(HOST_A, pool("default", active=False))
+    after, _ = await exposition.render(None, None)
+    assert collector.collects == 2
+    assert b'event="stopped"' in after
 
 
 async def test_openmetrics_when_asked(exposition: Exposition) -> None:

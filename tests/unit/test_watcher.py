@@ -20,6 +20,7 @@ from poolwatch.source import (
     SourceEvent,
     SourceUnavailable,
 )
+from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
 
 GiB = 1024**3
@@ -131,7 +132,13 @@ async def until(condition: Callable[[], bool], inventory: Inventory) -> None:
 
 
 @pytest.fixture
-async def watched() -> AsyncIterator[tuple[FakeSource, Inventory]]:
+def telemetry() -> Telemetry:
+    """The telemetry the ``watched`` watcher counts in."""
+    return Telemetry()
+
+
+@pytest.fixture
+async def watched(telemetry: Telemetry) -> AsyncIterator[tuple[FakeSource, Inventory]]:
     source = FakeSource(reading("images", volumes=2), reading("isos", active=False))
     source.volumes["images"] = [
         VolumeSnapshot("a.qcow2", 0, 10 * GiB, 1 * GiB, None),
@@ -146,6 +153,7 @@ async def watched() -> AsyncIterator[tuple[FakeSource, Inventory]]:
         name=None,
         source=source,
         inventory=inventory,
+        telemetry=telemetry,
         poll=poll,
         stat_filesystems=False,
     )
@@ -171,7 +179,9 @@ async def test_resync_reads_every_pool_and_the_volumes_of_active_ones(
     assert host.pools["isos"].volumes is None
 
 
-async def test_stop_event_rereads_the_pool(watched: tuple[FakeSource, Inventory]) -> None:
+async def test_stop_event_rereads_the_pool(
+    watched: tuple[FakeSource, Inventory], telemetry: Telemetry
+) -> None:
     source, inventory = watched
     source.pools["images"] = reading("images", active=False)
     source.emit("images", PoolEventKind.STOPPED)
@@ -180,15 +190,17 @@ async def test_stop_event_rereads_the_pool(watched: tuple[FakeSource, Inventory]
     assert pool is not None
     assert pool.state is PoolState.INACTIVE
     assert pool.volumes is None
-    assert inventory.stats("kvm01").pool_events["images"][PoolEventKind.STOPPED] == 1
+    assert telemetry.stats("kvm01").pool_events["images"][PoolEventKind.STOPPED] == 1
 
 
-async def test_undefined_pool_leaves_at_once(watched: tuple[FakeSource, Inventory]) -> None:
+async def test_undefined_pool_leaves_at_once(
+    watched: tuple[FakeSource, Inventory], telemetry: Telemetry
+) -> None:
     source, inventory = watched
     del source.pools["isos"]
     source.emit("isos", PoolEventKind.UNDEFINED)
     await until(lambda: "isos" not in inventory.hosts["kvm01"].pools, inventory)
-    assert [a.kind for a in inventory.activity()][-1] == "undefined"
+    assert [a.kind for a in telemetry.activity()][-1] == "undefined"
 
 
 async def test_transient_pool_that_stops_vanishes(watched: tuple[FakeSource, Inventory]) -> None:
@@ -231,11 +243,11 @@ async def test_refresh_event_sets_last_refresh_and_rescans(
 
 
 async def test_refresh_that_changes_no_volume_count_scans_nothing(
-    watched: tuple[FakeSource, Inventory],
+    watched: tuple[FakeSource, Inventory], telemetry: Telemetry
 ) -> None:
     source, inventory = watched
     scans = source.scans
-    events = inventory.stats("kvm01").pool_events
+    events = telemetry.stats("kvm01").pool_events
     source.emit("images", PoolEventKind.REFRESHED)
     await until(lambda: events["images"][PoolEventKind.REFRESHED] >= 1, inventory)
     await asyncio.sleep(0.05)  # the re-read, and a scan had one been asked for
@@ -243,7 +255,7 @@ async def test_refresh_that_changes_no_volume_count_scans_nothing(
 
 
 async def test_disconnect_keeps_last_pools_and_reconnect_resyncs(
-    watched: tuple[FakeSource, Inventory],
+    watched: tuple[FakeSource, Inventory], telemetry: Telemetry
 ) -> None:
     source, inventory = watched
     source.disconnect()
@@ -252,8 +264,25 @@ async def test_disconnect_keeps_last_pools_and_reconnect_resyncs(
     del source.pools["isos"]  # undefined while we could not hear the event
     source.connect()
     await until(lambda: "isos" not in inventory.hosts["kvm01"].pools, inventory)
-    stats = inventory.stats("kvm01")
+    stats = telemetry.stats("kvm01")
     assert (stats.connects, stats.disconnects) == (2, 1)
+    assert [a.kind for a in telemetry.activity() if a.pool is None] == [
+        "connected",
+        "disconnected",
+        "connected",
+    ]
+
+
+async def test_a_second_disconnect_counts_nothing(
+    watched: tuple[FakeSource, Inventory], telemetry: Telemetry
+) -> None:
+    source, inventory = watched
+    source.disconnect()
+    source.disconnect()
+    await until(lambda: not inventory.hosts["kvm01"].up, inventory)
+    await asyncio.sleep(0.01)  # the second one is handled too
+    assert telemetry.stats("kvm01").disconnects == 1
+    assert [a.kind for a in telemetry.activity()].count("disconnected") == 1
 
 
 async def test_volume_count_change_seen_by_info_poll_triggers_a_scan(
@@ -269,6 +298,7 @@ async def test_volume_count_change_seen_by_info_poll_triggers_a_scan(
 
 async def test_two_connections_reporting_one_hostname_get_distinct_host_labels() -> None:
     inventory = Inventory()
+    telemetry = Telemetry()
     poll = PollConfig(interval=3600.0, volumes_interval=3600.0, refresh_interval=3600.0)
     watchers = [
         Watcher(
@@ -277,6 +307,7 @@ async def test_two_connections_reporting_one_hostname_get_distinct_host_labels()
             name=None,
             source=FakeSource(reading("images")),
             inventory=inventory,
+            telemetry=telemetry,
             poll=poll,
             stat_filesystems=False,
         )

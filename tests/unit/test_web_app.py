@@ -19,6 +19,7 @@ from poolwatch.errors import StartupError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
+from poolwatch.telemetry import Telemetry
 from poolwatch.web.api import parse_limit
 from poolwatch.web.app import HttpServer, create_app, start_http_server
 from tests.unit.factories import (
@@ -32,8 +33,10 @@ from tests.unit.factories import (
     URI_B,
     FakeClock,
     policy_inventory,
+    policy_telemetry,
     pool,
     sample_inventory,
+    sample_telemetry,
 )
 
 PLAIN = {"Accept-Encoding": "identity"}
@@ -47,13 +50,18 @@ class Served:
 
 
 @asynccontextmanager
-async def serve(inventory: Inventory, *, auto_decompress: bool = True) -> AsyncIterator[Served]:
+async def serve(
+    inventory: Inventory, telemetry: Telemetry, *, auto_decompress: bool = True
+) -> AsyncIterator[Served]:
     registry = CollectorRegistry()
-    registry.register(
-        InventoryCollector(inventory, version="0.1.0", libvirt_version="10.0.0", python_version="3")
+    collector = InventoryCollector(
+        inventory, telemetry, version="0.1.0", libvirt_version="10.0.0", python_version="3"
     )
-    exposition = Exposition(registry, lambda: inventory.generation)
-    app = create_app(inventory=inventory, exposition=exposition, clock=FakeClock(NOW + 12))
+    registry.register(collector)
+    exposition = Exposition(registry, collector.generation)
+    app = create_app(
+        inventory=inventory, telemetry=telemetry, exposition=exposition, clock=FakeClock(NOW + 12)
+    )
     server = await start_http_server(app=app, listen=["127.0.0.1:0"])
     try:
         host, port = server.addresses[0]
@@ -67,7 +75,7 @@ async def serve(inventory: Inventory, *, auto_decompress: bool = True) -> AsyncI
 
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
-    async with serve(sample_inventory()) as served:
+    async with serve(sample_inventory(), sample_telemetry()) as served:
         yield served
 
 
@@ -93,7 +101,7 @@ async def test_metrics(served: Served) -> None:
 
 
 async def test_metrics_gzip_is_sent_as_rendered() -> None:
-    async with serve(sample_inventory(), auto_decompress=False) as served:
+    async with serve(sample_inventory(), sample_telemetry(), auto_decompress=False) as served:
         async with served.session.get("/metrics", headers=PLAIN) as response:
             plain = await response.read()
         async with served.session.get("/metrics", headers={"Accept-Encoding": "gzip"}) as response:
@@ -137,7 +145,7 @@ async def test_readyz_waits_for_every_connection() -> None:
     inventory.add_host("main", name="main", uri=URI_A)
     inventory.add_host(URI_B, name="beta", uri=URI_B)
     inventory.set_connected("main", name=HOST_A)
-    async with serve(inventory) as served:
+    async with serve(inventory, Telemetry(clock=FakeClock())) as served:
         async with served.session.get("/readyz") as response:
             assert response.status == 503
             text = await response.text()
@@ -159,7 +167,7 @@ async def test_readyz_waits_for_every_connection() -> None:
 
 async def test_readyz_without_connections() -> None:
     async with (
-        serve(Inventory(clock=FakeClock())) as served,
+        serve(Inventory(clock=FakeClock()), Telemetry(clock=FakeClock())) as served,
         served.session.get("/readyz") as response,
     ):
         assert response.status == 503
@@ -225,7 +233,10 @@ async def test_pools_api_with_volumes(served: Served) -> None:
 
 
 async def test_pools_api_policies() -> None:
-    async with serve(policy_inventory()) as served, served.session.get("/api/v1/pools") as response:
+    async with (
+        serve(policy_inventory(), policy_telemetry()) as served,
+        served.session.get("/api/v1/pools") as response,
+    ):
         document = await response.json()
     pools = {(p["host"], p["name"]): p for h in document["hosts"] for p in h["pools"]}
 
@@ -301,7 +312,7 @@ async def test_events_newest_first(served: Served) -> None:
 
 async def test_events_actions() -> None:
     async with (
-        serve(policy_inventory()) as served,
+        serve(policy_inventory(), policy_telemetry()) as served,
         served.session.get("/api/v1/events", params={"limit": "3"}) as response,
     ):
         events = (await response.json())["events"]
@@ -372,9 +383,13 @@ async def test_server_reports_the_bound_port(served: Served) -> None:
 
 
 async def test_address_in_use_raises_startup_error() -> None:
-    async with serve(sample_inventory()) as served:
+    async with serve(sample_inventory(), sample_telemetry()) as served:
         _, port = served.server.addresses[0]
-        app = create_app(inventory=served.inventory, exposition=_exposition(served.inventory))
+        app = create_app(
+            inventory=served.inventory,
+            telemetry=Telemetry(),
+            exposition=_exposition(served.inventory),
+        )
         with pytest.raises(StartupError, match=re.escape(f"127.0.0.1:{port}")):
             await start_http_server(app=app, listen=[f"127.0.0.1:{port}"])
 
@@ -386,7 +401,9 @@ async def test_failed_start_leaves_nothing_listening() -> None:
         blocker.listen()
         taken = blocker.getsockname()[1]
         inventory = sample_inventory()
-        app = create_app(inventory=inventory, exposition=_exposition(inventory))
+        app = create_app(
+            inventory=inventory, telemetry=Telemetry(), exposition=_exposition(inventory)
+        )
         with pytest.raises(StartupError):
             await start_http_server(app=app, listen=[f"127.0.0.1:{port}", f"127.0.0.1:{taken}"])
     # The first address was bound before the second failed; it must have been released.
@@ -397,14 +414,18 @@ async def test_failed_start_leaves_nothing_listening() -> None:
 async def test_close_frees_the_port() -> None:
     inventory = sample_inventory()
     server = await start_http_server(
-        app=create_app(inventory=inventory, exposition=_exposition(inventory)),
+        app=create_app(
+            inventory=inventory, telemetry=Telemetry(), exposition=_exposition(inventory)
+        ),
         listen=["127.0.0.1:0"],
     )
     _, port = server.addresses[0]
     await server.close()
     await server.close()  # idempotent
     again = await start_http_server(
-        app=create_app(inventory=inventory, exposition=_exposition(inventory)),
+        app=create_app(
+            inventory=inventory, telemetry=Telemetry(), exposition=_exposition(inventory)
+        ),
         listen=[f"127.0.0.1:{port}"],
     )
     assert again.addresses == [("127.0.0.1", port)]
@@ -415,7 +436,7 @@ async def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 support")
     inventory = sample_inventory()
-    app = create_app(inventory=inventory, exposition=_exposition(inventory))
+    app = create_app(inventory=inventory, telemetry=Telemetry(), exposition=_exposition(inventory))
     try:
         server = await start_http_server(app=app, listen=["[::1]:0"])
     except StartupError as exc:
@@ -435,14 +456,14 @@ async def test_ipv6_loopback() -> None:
 @pytest.mark.parametrize("address", ["9479", "::1:9479", "host:70000"])
 async def test_malformed_listen_address(address: str) -> None:
     inventory = sample_inventory()
-    app = create_app(inventory=inventory, exposition=_exposition(inventory))
+    app = create_app(inventory=inventory, telemetry=Telemetry(), exposition=_exposition(inventory))
     with pytest.raises(StartupError, match=f"cannot listen on {re.escape(address)}"):
         await start_http_server(app=app, listen=[address])
 
 
 async def test_no_listen_address() -> None:
     inventory = sample_inventory()
-    app = create_app(inventory=inventory, exposition=_exposition(inventory))
+    app = create_app(inventory=inventory, telemetry=Telemetry(), exposition=_exposition(inventory))
     with pytest.raises(StartupError):
         await start_http_server(app=app, listen=[])
 

@@ -44,7 +44,7 @@ from poolwatch.web.security import (
     load_web_config,
     parse_basic_authorization,
 )
-from tests.unit.factories import FakeClock, sample_inventory
+from tests.unit.factories import FakeClock, sample_inventory, sample_telemetry
 from tests.unit.pki import KeyPair, Pki, openssl
 
 # exporter-toolkit's documented example hash (a valid bcrypt hash; the password is irrelevant).
@@ -115,11 +115,13 @@ def web_dir(tmp_path: Path, pki: Pki) -> WebConfigDir:
 async def serve(config: Path, *, check_interval: float = FAST_CHECKS) -> AsyncIterator[HttpServer]:
     inventory = sample_inventory()
     registry = CollectorRegistry()
-    registry.register(
-        InventoryCollector(inventory, version="0.1.0", libvirt_version="10.0.0", python_version="3")
+    telemetry = sample_telemetry()
+    collector = InventoryCollector(
+        inventory, telemetry, version="0.1.0", libvirt_version="10.0.0", python_version="3"
     )
-    exposition = Exposition(registry, lambda: inventory.generation)
-    app = create_app(inventory=inventory, exposition=exposition)
+    registry.register(collector)
+    exposition = Exposition(registry, collector.generation)
+    app = create_app(inventory=inventory, telemetry=telemetry, exposition=exposition)
     server = await start_http_server(
         app=app,
         listen=["127.0.0.1:0"],
@@ -987,7 +989,11 @@ async def test_turning_tls_off_needs_a_restart(web_dir: WebConfigDir) -> None:
 async def test_invalid_web_config_at_start(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text("tls_server_config:\n  min_version: TLS99\n")
-    app = create_app(inventory=sample_inventory(), exposition=Exposition(CollectorRegistry(), int))
+    app = create_app(
+        inventory=sample_inventory(),
+        telemetry=sample_telemetry(),
+        exposition=Exposition(CollectorRegistry(), int),
+    )
 
     with pytest.raises(StartupError) as info:
         await start_http_server(app=app, listen=["127.0.0.1:0"], web_config_file=path)

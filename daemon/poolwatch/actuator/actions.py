@@ -26,6 +26,7 @@ from poolwatch.policies.autostart import AutostartAction
 from poolwatch.policies.rules import AutostartRule, Level, ThresholdRule
 from poolwatch.policies.thresholds import Measurement, Transition
 from poolwatch.source import PoolNotFound, SourceError, SourceUnavailable
+from poolwatch.telemetry import Telemetry
 
 log = structlog.get_logger()
 
@@ -34,12 +35,13 @@ _PREVIOUS_ALARM = {"not_mounted": "mounted", "mounted": "not_mounted"}
 
 
 class Actions:
-    """Carries out the actuator's decisions and records each one on the pool and the inventory."""
+    """Carries out the actuator's decisions and records each one on the pool and in telemetry."""
 
     def __init__(
         self,
         *,
         inventory: Inventory,
+        telemetry: Telemetry,
         connections: Callable[[str], Connection | None],
         hooks: HookRunner,
         dry_run: bool,
@@ -49,6 +51,7 @@ class Actions:
     ) -> None:
         """``state_of(key, pool)``: the pool's current state, for results that arrive later."""
         self._inventory = inventory
+        self._telemetry = telemetry
         self._connections = connections
         self._hooks = hooks
         self._dry_run = dry_run
@@ -204,7 +207,7 @@ class Actions:
         state = self._state_of(event.connection, event.pool)
         if state is not None:
             state.note(f"hook:{name} {event.action} {result}", self._clock())
-        self._inventory.record_action(
+        self._telemetry.record_action(
             event.connection, event.pool, f"hook:{name}", result, detail=event.action
         )
 
@@ -212,7 +215,7 @@ class Actions:
 
     def _record(self, ctx: PoolContext, action: str, result: str, detail: str) -> None:
         ctx.state.note(f"{action} {result}", ctx.now)
-        self._inventory.record_action(ctx.key, ctx.pool.name, action, result, detail=detail)
+        self._telemetry.record_action(ctx.key, ctx.pool.name, action, result, detail=detail)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -35,6 +35,7 @@ from poolwatch.policies import autostart
 from poolwatch.policies.autostart import AutostartAction
 from poolwatch.policies.rules import AutostartRule, Hook, ThresholdRule, first_match
 from poolwatch.policies.thresholds import ThresholdState
+from poolwatch.telemetry import Telemetry
 
 # Evaluate at least this often, for `for` durations and backoff timers ...
 TICK = 1.0
@@ -57,6 +58,7 @@ class Actuator:
         self,
         *,
         inventory: Inventory,
+        telemetry: Telemetry,
         connections: Callable[[str], Connection | None],
         rules: PolicyRules,
         hooks: HookRunner,
@@ -80,6 +82,7 @@ class Actuator:
         self._episodes = EpisodeStore(episodes_path or None)
         self._actions = Actions(
             inventory=inventory,
+            telemetry=telemetry,
             connections=connections,
             hooks=hooks,
             dry_run=dry_run,

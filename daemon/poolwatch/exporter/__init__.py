@@ -1,4 +1,5 @@
-"""Prometheus exposition of the inventory: the collector and the cached /metrics renderer."""
+"""Prometheus exposition of the inventory and telemetry: the collector and the cached /metrics
+renderer."""
 
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition

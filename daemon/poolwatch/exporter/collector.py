@@ -1,8 +1,8 @@
-"""The metric families of §3 of the spec, built from the inventory on every collect.
+"""The metric families of §3 of the spec, built from the inventory and telemetry on every collect.
 
-The collector reads memory only (the inventory's snapshots and counters), so it is safe to run
-inside a scrape on the event loop: a hung libvirtd cannot reach it. Families are built fresh each
-time, so an undefined pool's series disappear from the next scrape without bookkeeping.
+The collector reads memory only (the inventory's snapshots, the telemetry's counters), so it is
+safe to run inside a scrape on the event loop: a hung libvirtd cannot reach it. Families are built
+fresh each time, so an undefined pool's series disappear from the next scrape without bookkeeping.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from poolwatch.exporter.policy_metrics import policy_families
-from poolwatch.inventory import ConnectionStats, Histogram, Inventory
+from poolwatch.inventory import Inventory
 from poolwatch.model import HostSnapshot, VolumeScan
+from poolwatch.telemetry import ConnectionStats, Histogram, Telemetry
 
 # floatToGoString is untyped upstream; binding it to a typed name keeps mypy --strict honest
 # about what we pass in without an ignore comment.
@@ -34,12 +35,19 @@ VOLUME_LABELS = ("host", "storage_pool", "volume")
 
 
 class InventoryCollector:
-    """A prometheus_client custom collector over an :class:`Inventory`."""
+    """A prometheus_client custom collector over an :class:`Inventory` and a :class:`Telemetry`."""
 
     def __init__(
-        self, inventory: Inventory, *, version: str, libvirt_version: str, python_version: str
+        self,
+        inventory: Inventory,
+        telemetry: Telemetry,
+        *,
+        version: str,
+        libvirt_version: str,
+        python_version: str,
     ) -> None:
         self._inventory = inventory
+        self._telemetry = telemetry
         self._build_labels = [version, libvirt_version, python_version]
         self._volume_cache: dict[tuple[str, str], _VolumeSamples] = {}
 
@@ -48,14 +56,22 @@ class InventoryCollector:
         # learn the names, and which series exist changes with the pools anyway.
         return []
 
+    def generation(self) -> int:
+        """Moves whenever anything ``collect`` reads changes: what the /metrics cache keys on.
+
+        Both counts only grow, so their sum changes exactly when either does.
+        """
+        return self._inventory.generation + self._telemetry.changes
+
     def collect(self) -> list[Metric]:
         inventory = self._inventory
+        telemetry = self._telemetry
         hosts = inventory.hosts
         stats: list[tuple[HostSnapshot, ConnectionStats]] = []
         keys = []
         for key, host in hosts.items():
             try:
-                stats.append((host, inventory.stats(key)))
+                stats.append((host, telemetry.stats(key)))
             except KeyError:  # a host without counters is a bug upstream, not a failed scrape
                 continue
             keys.append(key)
@@ -64,24 +80,24 @@ class InventoryCollector:
             *_volume_families(hosts.values(), self._volume_cache),
             _pool_event_family(stats),
             *_connection_families(stats),
-            *policy_families(inventory, keys),
+            *policy_families(inventory, telemetry, keys),
             *self._daemon_families(),
         ]
         # Families without samples would only add HELP/TYPE noise (the Go client drops them too).
         return [family for family in families if family.samples]
 
     def _daemon_families(self) -> list[Metric]:
-        inventory = self._inventory
+        telemetry = self._telemetry
         reload_ok = GaugeMetricFamily(
             "poolwatch_config_last_reload_successful",
             "Whether the last configuration reload (SIGHUP) succeeded: 1 yes, 0 no "
             "(the previous configuration stays in force).",
-            value=1 if inventory.last_reload_successful else 0,
+            value=1 if telemetry.last_reload_successful else 0,
         )
         reload_at = GaugeMetricFamily(
             "poolwatch_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load or reload.",
-            value=inventory.last_reload_success_at,
+            value=telemetry.last_reload_success_at,
         )
         build = GaugeMetricFamily(
             "poolwatch_build_info",
@@ -392,7 +408,7 @@ def _connection_families(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) 
 
 
 def _cumulative(histogram: Histogram) -> list[tuple[str, float]]:
-    """Prometheus buckets from the inventory's per-bucket counts (which are not cumulative)."""
+    """Prometheus buckets from the telemetry's per-bucket counts (which are not cumulative)."""
     buckets: list[tuple[str, float]] = []
     running = 0
     for le, count in zip(_le_labels(histogram.buckets), histogram.counts, strict=True):

@@ -1,8 +1,9 @@
 """The /metrics page: content negotiation, rendering, and the cache that makes scrapes cheap.
 
-A page is rendered at most once per inventory generation and negotiated format; every further
-scrape of an unchanged inventory is a dict lookup, so the cost of /metrics does not grow with
-the number of scrapers (spec §3). A render encodes again only what changed: the text of each
+A page is rendered at most once per generation and negotiated format (the generation is the
+collector's: see ``InventoryCollector.generation``); every further scrape of an unchanged
+inventory and telemetry is a dict lookup, so the cost of /metrics does not grow with the number
+of scrapers (spec §3). A render encodes again only what changed: the text of each
 pool's volume series is kept until its volumes change, so a pool event costs a render of the
 pool-level series, not of every volume. ``render`` is called on the event loop thread only.
 """
@@ -51,9 +52,9 @@ Page = tuple[bytes, dict[str, str]]
 
 
 class Exposition:
-    """Renders ``registry`` in the format a scraper asks for, cached per inventory generation.
+    """Renders ``registry`` in the format a scraper asks for, cached per ``generation()``.
 
-    Collecting reads the inventory, so it runs on the loop (a few ms); encoding is the
+    Collecting reads the inventory and telemetry, so it runs on the loop (a few ms); encoding is the
     expensive part (prometheus_client escapes every sample in Python: ~130 ms for 30,000
     series) and runs in a thread of its own, so scrapes and events are not held up behind it,
     and only for the parts of the page that changed. Concurrent scrapes share one render in

@@ -1,4 +1,5 @@
-"""Metric families of the policies: alarm levels, forecasts, autostart state and actions."""
+"""Metric families of the policies: alarm levels, forecasts and autostart state (from the
+inventory), and the actions taken (from the telemetry)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from poolwatch.inventory import ConnectionStats, Inventory
+from poolwatch.inventory import Inventory
+from poolwatch.telemetry import ConnectionStats, Telemetry
 
 POOL_LABELS = ("host", "storage_pool")
 
 
-def policy_families(inventory: Inventory, keys: Iterable[str]) -> list[Metric]:
+def policy_families(
+    inventory: Inventory, telemetry: Telemetry, keys: Iterable[str]
+) -> list[Metric]:
     level = GaugeMetricFamily(
         "poolwatch_pool_threshold_level",
         "Space alarm level of the pool's threshold rule: 0 ok, 1 warning, 2 critical.",
@@ -59,7 +63,7 @@ def policy_families(inventory: Inventory, keys: Iterable[str]) -> list[Metric]:
                 gave_up.add_metric(labels, policy.autostart_gave_up)
             if policy.not_mounted is not None:
                 not_mounted.add_metric(labels, policy.not_mounted)
-        stats: ConnectionStats = inventory.stats(key)
+        stats: ConnectionStats = telemetry.stats(key)
         for (pool, result), count in stats.autostart_attempts.items():
             attempts.add_metric((host, pool, result), count)
         for (pool, action, result), count in stats.actions.items():

@@ -1,8 +1,8 @@
 """poolwatch's HTTP side: the aiohttp application, its handlers, and the listening server.
 
-Handlers only read memory (the inventory and the cached /metrics page), so every path answers
-promptly even while libvirt hangs. State lives on the application under typed keys; there are
-no module globals.
+Handlers only read memory (the inventory, the telemetry and the cached /metrics page), so every
+path answers promptly even while libvirt hangs. State lives on the application under typed keys;
+there are no module globals.
 
 With a web config file (`poolwatch.web.security`), the server speaks TLS, and a middleware
 applies client_allowed_sans, the rate limit and basic auth to every path but /healthz, which
@@ -34,6 +34,7 @@ from poolwatch.documents import events_document, pools_document
 from poolwatch.errors import StartupError
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
+from poolwatch.telemetry import Telemetry
 from poolwatch.web.api import parse_flag, parse_limit
 from poolwatch.web.landing import render_landing
 from poolwatch.web.security import CHECK_INTERVAL, Verdict, WebConfigError, WebSecurity
@@ -41,6 +42,7 @@ from poolwatch.web.security import CHECK_INTERVAL, Verdict, WebConfigError, WebS
 log = structlog.get_logger()
 
 INVENTORY = web.AppKey("inventory", Inventory)
+TELEMETRY = web.AppKey("telemetry", Telemetry)
 EXPOSITION = web.AppKey("exposition", Exposition)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 SECURITY = web.AppKey("web_security", WebSecurity)
@@ -69,11 +71,16 @@ IN_FLIGHT = web.AppKey("in_flight", list[int])  # [requests being handled]: a mu
 
 
 def create_app(
-    *, inventory: Inventory, exposition: Exposition, clock: Callable[[], float] = time.time
+    *,
+    inventory: Inventory,
+    telemetry: Telemetry,
+    exposition: Exposition,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     app = web.Application(middlewares=[_limit_in_flight])
     app[IN_FLIGHT] = [0]
     app[INVENTORY] = inventory
+    app[TELEMETRY] = telemetry
     app[EXPOSITION] = exposition
     app[CLOCK] = clock
     # add_get also answers HEAD, with the same headers and no body.
@@ -128,7 +135,7 @@ async def _events(request: web.Request) -> web.Response:
         limit = parse_limit(request.query.get("limit"))
     except ValueError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response(events_document(request.app[INVENTORY].activity(), limit=limit))
+    return web.json_response(events_document(request.app[TELEMETRY].activity(), limit=limit))
 
 
 async def _landing(request: web.Request) -> web.Response:

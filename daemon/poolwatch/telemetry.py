@@ -1,0 +1,180 @@
+"""Telemetry: what poolwatch counts about its own work, and what it did lately.
+
+Per connection: connects and disconnects, poll durations and errors, pool events and policy
+actions; the activity log behind /api/v1/events; the outcome of the last configuration reload.
+Watchers, the actuator and the daemon write here (on the event loop thread only); the exporter
+and the HTTP API read. What poolwatch knows about the pools themselves is the inventory's.
+
+``changes`` grows with every change the exporter shows, as the inventory's ``generation`` does
+for the pools: the /metrics page is cached until either moves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from poolwatch.model import PoolEvent, PoolEventKind
+
+# Seconds; poll durations range from a single pool.info() to a volume scan of thousands.
+POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Event counters of pools that were undefined are kept (so an "undefined" increment is visible)
+# but bounded, so a host that churns through transient pools cannot grow memory forever.
+MAX_COUNTED_POOLS = 1024
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...] = POLL_BUCKETS
+    counts: list[int] = field(init=False)  # per bucket, not cumulative
+    count: int = 0
+    sum: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.count += 1
+        self.sum += value
+
+
+@dataclass
+class ConnectionStats:
+    """Monotonic counters of one connection, exported as counters and histograms."""
+
+    connects: int = 0
+    disconnects: int = 0
+    poll_durations: dict[str, Histogram] = field(default_factory=dict)  # by poll kind
+    poll_errors: dict[str, int] = field(default_factory=dict)  # by poll kind
+    # pool name -> event kind -> count, oldest pool first
+    pool_events: OrderedDict[str, dict[PoolEventKind, int]] = field(default_factory=OrderedDict)
+    actions: dict[tuple[str, str, str], int] = field(default_factory=dict)  # pool, action, result
+    autostart_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, result
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One line of /api/v1/events: a pool event or a change of a connection."""
+
+    at: float
+    host: str
+    kind: str  # a PoolEventKind value, "connected" / "disconnected", or "action"
+    pool: str | None = None
+    detail: str = ""
+    action: str | None = None  # for policy actions: what was done ...
+    result: str | None = None  # ... and how it went: ok, failed, timeout, dropped, dry_run
+
+
+class Telemetry:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, activity_history: int = 500
+    ) -> None:
+        self._clock = clock
+        self._stats: dict[str, ConnectionStats] = {}
+        # Connection key -> its host name as last told, for the lines of the activity log.
+        self._names: dict[str, str] = {}
+        self._activity: deque[Activity] = deque(maxlen=activity_history)
+        self.changes = 0
+        # poolwatch_config_last_reload_successful / _success_timestamp_seconds; loading the
+        # config at start counts as a successful reload, as in Prometheus.
+        self.last_reload_successful = True
+        self.last_reload_success_at = clock()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def stats(self, key: str) -> ConnectionStats:
+        """The counters of a connection, by connection key; KeyError for an unknown one."""
+        return self._stats[key]
+
+    def activity(self) -> list[Activity]:
+        """Recent pool events, connection changes and policy actions, newest last."""
+        return list(self._activity)
+
+    # -- writing (event loop thread only) --------------------------------------------------
+
+    def add_connection(self, key: str, *, name: str) -> None:
+        """Counters for a watched connection; those of a connection watched before stay."""
+        self._stats.setdefault(key, ConnectionStats())
+        self._names[key] = name
+        self._changed()
+
+    def remove_connection(self, key: str) -> None:
+        self._stats.pop(key, None)
+        self._names.pop(key, None)
+        self._changed()
+
+    def record_connect(self, key: str, *, name: str) -> None:
+        self._stats[key].connects += 1
+        self._names[key] = name
+        self._activity.append(Activity(at=self._clock(), host=name, kind="connected"))
+        self._changed()
+
+    def record_disconnect(self, key: str, *, reason: str) -> None:
+        self._stats[key].disconnects += 1
+        self._activity.append(
+            Activity(at=self._clock(), host=self._names[key], kind="disconnected", detail=reason)
+        )
+        self._changed()
+
+    def record_pool_event(self, key: str, event: PoolEvent) -> None:
+        """Count an event without moving ``changes``: the watcher re-reads (or drops) the pool
+        right after, and that publishes both, so one event costs one /metrics render."""
+        counts = self._stats[key].pool_events
+        per_pool = counts.setdefault(event.pool, {})
+        per_pool[event.kind] = per_pool.get(event.kind, 0) + 1
+        counts.move_to_end(event.pool)
+        while len(counts) > MAX_COUNTED_POOLS:
+            counts.popitem(last=False)
+        self._activity.append(
+            Activity(at=event.at, host=event.host, kind=event.kind.value, pool=event.pool)
+        )
+
+    def record_poll(self, key: str, kind: str, seconds: float, *, ok: bool) -> None:
+        stats = self._stats.get(key)
+        if stats is None:  # the connection was removed by a reload while polling
+            return
+        stats.poll_durations.setdefault(kind, Histogram()).observe(seconds)
+        if not ok:
+            stats.poll_errors[kind] = stats.poll_errors.get(kind, 0) + 1
+        self._changed()
+
+    def record_action(
+        self, key: str, pool: str, action: str, result: str, *, detail: str = ""
+    ) -> None:
+        """A policy action carried out (or skipped): counted and kept for /api/v1/events."""
+        stats = self._stats.get(key)
+        if stats is None:  # the connection was removed meanwhile
+            return
+        counter = (pool, action, result)
+        stats.actions[counter] = stats.actions.get(counter, 0) + 1
+        if action == "start_pool" and result in ("ok", "failed"):
+            attempt = (pool, result)
+            stats.autostart_attempts[attempt] = stats.autostart_attempts.get(attempt, 0) + 1
+        self._activity.append(
+            Activity(
+                at=self._clock(),
+                host=self._names[key],
+                kind="action",
+                pool=pool,
+                detail=detail,
+                action=action,
+                result=result,
+            )
+        )
+        self._changed()
+
+    def record_reload(self, *, ok: bool) -> None:
+        self.last_reload_successful = ok
+        if ok:
+            self.last_reload_success_at = self._clock()
+        self._changed()
+
+    def _changed(self) -> None:
+        self.changes += 1
