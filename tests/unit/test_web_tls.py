@@ -1,11 +1,21 @@
-"""TLS as configured (poolwatch.web.tls): versions, mutual TLS and client_allowed_sans, checked
-with real TLS clients against a server on 127.0.0.1 port 0."""
+"""TLS as configured (poolwatch.web.tls): versions, curves, mutual TLS and client_allowed_sans,
+checked with real TLS clients against a server on 127.0.0.1 port 0; `openssl s_client` where the
+key exchange is under test, since Python's ssl does not tell the group it agreed on."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import shutil
 import ssl
 import warnings
 
+import pytest
+import structlog
+
+from poolwatch.web import webconfig
+from poolwatch.web.app import HttpServer
+from poolwatch.web.tls import can_restrict_to
 from tests.unit.web_serving import (
     MTLS,
     TLS,
@@ -83,3 +93,98 @@ async def test_client_allowed_sans(web_dir: WebConfigDir) -> None:
 
     assert allowed.status == 200
     assert (intruder.status, intruder_health.status) == (403, 403)
+
+
+# --- serving: curves --------------------------------------------------------------------------
+
+
+async def key_exchange(server: HttpServer, groups: str) -> str | None:
+    """The group a TLS 1.3 client offering `groups` (OpenSSL's names, its first key share for
+    the first) agrees on with the server, such as "X25519" or "prime256v1"; None when the
+    handshake fails."""
+    command = shutil.which("openssl")
+    assert command is not None, "the tests run openssl s_client"
+    host, port = server.addresses[0]
+    process = await asyncio.create_subprocess_exec(
+        *(command, "s_client", "-connect", f"{host}:{port}", "-tls1_3", "-brief"),
+        *("-groups", groups),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 10)
+    match = re.search(r"^Server Temp Key: (?:ECDH, )?([^,]+),", output.decode(), re.MULTILINE)
+    return match[1] if process.returncode == 0 and match else None
+
+
+async def test_x25519_as_node_exporter_configs_name_it(web_dir: WebConfigDir) -> None:
+    # Debian 12's Python 3.11.2 cannot select X25519 alone; it used to refuse to start.
+    with structlog.testing.capture_logs() as logs:
+        async with serve(web_dir.write(TLS + "  curve_preferences: [X25519]\n")) as server:
+            usual = await key_exchange(server, "X25519:P-256")
+            x25519_only = await key_exchange(server, "X25519")
+            p256_first = await key_exchange(server, "P-256:X25519")
+            p256_only = await key_exchange(server, "P-256")
+
+    assert (usual, x25519_only) == ("X25519", "X25519")
+    warned = [log for log in logs if log["event"] == "web_config_curve_not_restricted"]
+    if can_restrict_to("X25519"):
+        # As in Go: a hello retry for X25519, and no other group.
+        assert (p256_first, p256_only) == ("X25519", None)
+        assert warned == []
+    else:
+        assert (p256_first, p256_only) == ("prime256v1", "prime256v1")
+        assert len(warned) == 1
+
+
+async def test_x25519_where_python_cannot_select_it(
+    web_dir: WebConfigDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What Debian 12's Python does, on any Python: OpenSSL's default groups, X25519 first.
+    monkeypatch.setattr(webconfig, "can_restrict_to", lambda curve: False)
+
+    with structlog.testing.capture_logs() as logs:
+        async with serve(web_dir.write(TLS + "  curve_preferences: [X25519]\n")) as server:
+            usual = await key_exchange(server, "X25519:P-256")
+            p256_first = await key_exchange(server, "P-256:X25519")
+            p256_only = await key_exchange(server, "P-256")
+
+    assert (usual, p256_first, p256_only) == ("X25519", "prime256v1", "prime256v1")
+    warned = [log for log in logs if log["event"] == "web_config_curve_not_restricted"]
+    assert warned == [
+        {
+            "event": "web_config_curve_not_restricted",
+            "log_level": "warning",
+            "path": str(web_dir.path),
+            "curve": "X25519",
+            "reason": "this Python's ssl cannot select X25519 alone; OpenSSL's default groups "
+            "stay, X25519 first, so clients that offer it first use it",
+        }
+    ]
+
+
+async def test_a_nist_curve_restricts_the_key_exchange(web_dir: WebConfigDir) -> None:
+    async with serve(web_dir.write(TLS + "  curve_preferences: [CurveP384]\n")) as server:
+        usual = await key_exchange(server, "X25519:P-256:P-384")
+        x25519_only = await key_exchange(server, "X25519")
+
+    assert (usual, x25519_only) == ("secp384r1", None)
+
+
+async def test_a_reload_to_an_unselectable_curve_needs_a_restart(
+    web_dir: WebConfigDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webconfig, "can_restrict_to", lambda curve: curve != "X25519")
+
+    path = web_dir.write(TLS + "  curve_preferences: [CurveP384]\n")
+    async with serve(path, check_interval=3600) as server:
+        web_dir.write(TLS + "  curve_preferences: [X25519]\n")
+        with structlog.testing.capture_logs() as logs:
+            assert server.reload_web_config() is True
+        still_p384 = await key_exchange(server, "X25519:P-256:P-384")
+
+    assert still_p384 == "secp384r1"
+    reasons = [log["reason"] for log in logs if log["event"] == "web_config_reload_needs_restart"]
+    assert reasons == [
+        "curve_preferences: this Python cannot select X25519: the old curve stays until a restart"
+    ]

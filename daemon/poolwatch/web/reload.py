@@ -62,6 +62,7 @@ class WebSecurity:
         )
         self.auth = auth(settings.users)
         self._limiter = self._new_limiter(settings.rate_limit)
+        self._warn_about(settings)
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -109,6 +110,7 @@ class WebSecurity:
         self._stamps = stamps
         self._apply(settings, context)
         log.info("web_config_reloaded", **settings.summary())
+        self._warn_about(settings)
         return True
 
     async def close(self) -> None:
@@ -130,6 +132,17 @@ class WebSecurity:
         if settings.rate_limit != self.settings.rate_limit:
             self._limiter = self._new_limiter(settings.rate_limit)
         self.settings = settings
+
+    def _warn_about(self, settings: WebSettings) -> None:
+        tls = settings.tls
+        if tls is not None and tls.curve is not None and not tls.restrict_to_curve:
+            log.warning(
+                "web_config_curve_not_restricted",
+                path=str(self.path),
+                curve=tls.curve,
+                reason=f"this Python's ssl cannot select {tls.curve} alone; OpenSSL's default "
+                f"groups stay, {tls.curve} first, so clients that offer it first use it",
+            )
 
     def _new_limiter(self, limit: RateLimit | None) -> TokenBucket | None:
         return None if limit is None else TokenBucket(limit, clock=self._clock)

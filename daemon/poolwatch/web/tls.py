@@ -58,6 +58,9 @@ CURVES = {
     "CurveP521": "secp521r1",
     "X25519": "X25519",
 }
+# The head of OpenSSL's default group list: where Python's ssl cannot select it alone, leaving
+# the defaults in place comes closest (see `can_restrict_to`).
+_FIRST_DEFAULT_GROUPS = frozenset({"X25519"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +77,36 @@ class TLSSettings:
     ciphers: str | None
     prefer_server_ciphers: bool
     curve: str | None
+    # False where this Python's ssl cannot select `curve` (see `can_restrict_to`): OpenSSL's
+    # default groups then stay in place.
+    restrict_to_curve: bool
     allowed_sans: frozenset[str] | None
     # Which key each PEM came from ("cert" or "cert_file", ...), for messages.
     cert_key: str = "cert_file"
     key_key: str = "key_file"
     client_ca_key: str = "client_ca_file"
+
+
+def can_restrict_to(curve: str) -> bool:
+    """Whether this Python's ssl can restrict the key exchange to `curve` (OpenSSL's name).
+
+    Not so for X25519 where `set_ecdh_curve` predates OpenSSL 3's groups and goes through
+    EC_KEY, which knows only the NIST curves: Debian 12's Python 3.11.2 refuses X25519 with
+    "unknown group", where 3.11.7 takes it. OpenSSL 3's default groups start with X25519, and
+    there leaving them in place comes closest to the operator's choice. Measured with OpenSSL
+    3.0: every client that offers X25519 first (Go, curl, OpenSSL, browsers), and every TLS 1.2
+    client that offers it at all (the server's preference being the default), gets X25519; a
+    client that sends another key share first, or lacks X25519, gets another default group
+    where Go would insist on X25519 or refuse it.
+    """
+    if curve not in _FIRST_DEFAULT_GROUPS:
+        # The NIST curves always can; an unknown one fails in `server_context` with its reason.
+        return True
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ecdh_curve(curve)
+    except ssl.SSLError:
+        return False
+    return True
 
 
 def normal_san(san: str) -> str:
@@ -104,7 +132,7 @@ def _configure(context: ssl.SSLContext, tls: TLSSettings) -> None:
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if tls.ciphers is not None:
         context.set_ciphers(tls.ciphers)
-    if tls.curve is not None:
+    if tls.curve is not None and tls.restrict_to_curve:
         context.set_ecdh_curve(tls.curve)
 
 
@@ -115,7 +143,8 @@ def server_context(tls: TLSSettings, errors: list[str]) -> ssl.SSLContext | None
     try:
         _configure(context, tls)
     except (ssl.SSLError, ValueError) as exc:
-        key = "cipher_suites" if tls.curve is None else "cipher_suites or curve_preferences"
+        restricted = tls.curve is not None and tls.restrict_to_curve
+        key = "cipher_suites or curve_preferences" if restricted else "cipher_suites"
         reason = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else str(exc)
         errors.append(f"{prefix}.{key}: not available in this OpenSSL: {reason}")
         return None
@@ -224,8 +253,15 @@ class TLSListener:
     def update(self, tls: TLSSettings, context: ssl.SSLContext) -> list[str]:
         """Swap in new settings; returns what could not be applied without a restart."""
         pending = []
-        if self.tls.curve is not None and tls.curve is None:
-            pending.append("curve_preferences removed: the old curve stays until a restart")
+        if self.tls.curve is not None and self.tls.restrict_to_curve:
+            # OpenSSL's default groups cannot be put back on a context in place.
+            if tls.curve is None:
+                pending.append("curve_preferences removed: the old curve stays until a restart")
+            elif not tls.restrict_to_curve:
+                pending.append(
+                    f"curve_preferences: this Python cannot select {tls.curve}: the old curve "
+                    "stays until a restart"
+                )
         _configure(self.context, tls)
         _load_chain(self.context, tls)
         self._current = context

@@ -25,6 +25,9 @@ Accepted with a documented difference:
   not configurable. `min_version: TLS10`/`TLS11` is honoured, but OpenSSL 3 refuses those
   versions at its default security level anyway.
 - `http2` is accepted; aiohttp serves HTTP/1.1 only.
+- `curve_preferences: [X25519]` on a Python whose ssl cannot select X25519 (Debian 12's 3.11.2)
+  leaves OpenSSL's default groups, X25519 first, in place (`poolwatch.web.tls.can_restrict_to`
+  says what clients then get); `WebSecurity` logs a warning.
 - `client_allowed_sans` is checked per request after the handshake (a client whose certificate
   matches none gets 403 on every path), where Go aborts the handshake.
 
@@ -54,6 +57,7 @@ from poolwatch.web.tls import (
     TLS_VERSION_NAMES,
     TLS_VERSIONS,
     TLSSettings,
+    can_restrict_to,
     normal_san,
     server_context,
 )
@@ -288,6 +292,7 @@ def _tls_settings(
         if name is not None
     ]
     curves = config.curve_preferences or ()
+    curve = CURVES[curves[0]] if curves else None
     return TLSSettings(
         cert_pem=cert,
         key_pem=key,
@@ -298,7 +303,8 @@ def _tls_settings(
         maximum_version=maximum,
         ciphers=":".join(ciphers) or None,
         prefer_server_ciphers=config.prefer_server_cipher_suites is not False,
-        curve=CURVES[curves[0]] if curves else None,
+        curve=curve,
+        restrict_to_curve=curve is None or can_restrict_to(curve),
         allowed_sans=None
         if config.client_allowed_sans is None
         else frozenset(normal_san(san) for san in config.client_allowed_sans),
