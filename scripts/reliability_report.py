@@ -34,14 +34,14 @@ PREFIX = "RELIABILITY|"
 ELSEWHERE = [
     "Bad SIGHUP reload keeps the old config: tests/embedded/test_daemon_on_test_driver.py::"
     "test_sighup_with_a_bad_file_keeps_running_and_says_so (and for the web config: "
-    "tests/unit/test_web_security.py::test_invalid_reload_keeps_serving_the_old_settings)",
+    "tests/unit/test_web_reload.py::test_invalid_reload_keeps_serving_the_old_settings)",
     "Hostile XML (billion laughs, external entity) refused: tests/unit/"
     "test_poolxml_filesystem.py::test_hostile_or_wrong_xml_is_refused",
-    "Basic auth timing, unknown user vs wrong password: tests/unit/test_web_security.py::"
+    "Basic auth timing, unknown user vs wrong password: tests/unit/test_web_auth.py::"
     "test_unknown_user_costs_as_much_as_a_wrong_password and "
     "test_unknown_users_are_checked_against_a_hash_of_the_users_cost",
-    "TLS as configured: tests/unit/test_web_security.py (test_basic_auth_over_tls, "
-    "test_tls_11_is_refused_by_default, test_mutual_tls, ...)",
+    "TLS as configured: tests/unit/test_web_tls.py (test_tls_11_is_refused_by_default, "
+    "test_mutual_tls, ...) and tests/unit/test_web_auth.py::test_basic_auth_over_tls",
     "Webhook that fails, retried with one idempotency key: tests/integration/test_policies.py::"
     "test_webhook_retries_with_one_idempotency_key; a hook that never exits is killed with "
     "its children: test_hanging_hook_is_killed_with_its_children",

@@ -261,7 +261,7 @@ def _check_web_config(
     if path is None:
         return
     # Imported here: the web package pulls in aiohttp, which check-config does not otherwise need.
-    from poolwatch.web.security import WebConfigError, load_web_config
+    from poolwatch.web.webconfig import WebConfigError, load_web_config
 
     try:
         load_web_config(Path(path))

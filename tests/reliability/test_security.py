@@ -1,7 +1,7 @@
 """Security: every route but /healthz needs credentials, and secrets never reach the logs.
 
 Timing of an unknown user vs a wrong password (the dummy-hash check) is covered by
-tests/unit/test_web_security.py; TLS settings as configured likewise.
+tests/unit/test_web_auth.py; TLS settings as configured by tests/unit/test_web_tls.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Handlers only read memory (the inventory, the telemetry and the cached /metrics 
 path answers promptly even while libvirt hangs. State lives on the application under typed keys;
 there are no module globals.
 
-With a web config file (`poolwatch.web.security`), the server speaks TLS, and a middleware
+With a web config file (`poolwatch.web.webconfig`), the server speaks TLS, and a middleware
 applies client_allowed_sans, the rate limit and basic auth to every path but /healthz, which
 systemd and load balancers probe without credentials; the configured headers go on every
 response, /healthz and error pages included.
@@ -36,8 +36,10 @@ from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
 from poolwatch.telemetry import Telemetry
 from poolwatch.web.api import parse_flag, parse_limit
+from poolwatch.web.auth import Verdict
 from poolwatch.web.landing import render_landing
-from poolwatch.web.security import CHECK_INTERVAL, Verdict, WebConfigError, WebSecurity
+from poolwatch.web.reload import CHECK_INTERVAL, WebSecurity
+from poolwatch.web.webconfig import WebConfigError
 
 log = structlog.get_logger()
 
