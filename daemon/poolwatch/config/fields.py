@@ -95,6 +95,16 @@ def _tuple_from_array(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def pairs_as_dict(value: Any) -> Any:
+    """A `Table` value passed back in (a Python caller's (key, value) pairs) as the dict a TOML
+    table arrives as; anything else unchanged."""
+    if isinstance(value, tuple) and all(
+        isinstance(item, tuple) and len(item) == 2 for item in value
+    ):
+        return dict(value)
+    return value
+
+
 def _table_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
     # Validated as a dict, so errors keep their key paths (`hooks.pager.exec`); kept as a tuple of
     # pairs, so the frozen config stays hashable; dumped as the table it was.
@@ -103,11 +113,7 @@ def _table_schema(source: Any, handler: GetCoreSchemaHandler) -> core_schema.Cor
     as_dict = handler.generate_schema(dict[key_type, value_type])  # type: ignore[valid-type]
 
     def validate(value: Any, validate_dict: core_schema.ValidatorFunctionWrapHandler) -> Any:
-        if isinstance(value, tuple) and all(
-            isinstance(item, tuple) and len(item) == 2 for item in value
-        ):
-            value = dict(value)  # a Python caller passing pairs, e.g. a validated config's
-        return tuple(validate_dict(value).items())
+        return tuple(validate_dict(pairs_as_dict(value)).items())
 
     return core_schema.no_info_wrap_validator_function(
         validate,

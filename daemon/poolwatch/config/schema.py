@@ -35,6 +35,7 @@ from poolwatch.config.fields import (
     Table,
     WebConfigFile,
     custom_error,
+    pairs_as_dict,
     reraisable,
 )
 from poolwatch.config.messages import TOML, describe_errors, quote
@@ -203,7 +204,7 @@ class Config(Model):
         # The policy sections go back in as the validated models they are: flags never change
         # them, and their dump is not TOML (`for` is dumped as `hold`).
         data = self.model_dump(exclude={"autostart", "thresholds", "hooks"})
-        data.update(autostart=self.autostart, threshold=self.thresholds, hooks=dict(self.hooks))
+        data.update(autostart=self.autostart, threshold=self.thresholds, hooks=self.hooks)
         if listen is not None:
             data["web"]["listen"] = list(listen)
         if web_config_file is not None:
@@ -226,7 +227,7 @@ def _unknown_hook_references(data: Any) -> list[InitErrorDetails]:
     """Errors for rules that name a hook without a [hooks.NAME] table, from unvalidated input."""
     if not isinstance(data, Mapping):
         return []
-    hooks = data.get("hooks", {})
+    hooks = pairs_as_dict(data.get("hooks", {}))
     if not isinstance(hooks, Mapping):
         return []  # reported as "must be a table"
     defined = sorted(str(name) for name in hooks)
