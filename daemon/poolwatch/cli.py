@@ -20,7 +20,9 @@ from poolwatch import __version__, status
 from poolwatch.config import (
     DEFAULT_LISTEN,
     DEFAULT_URI,
+    FLAGS_SOURCE,
     Config,
+    apply_flags,
     load_config,
     parse_duration,
 )
@@ -30,8 +32,6 @@ from poolwatch.logsetup import configure_logging
 DEFAULT_CONFIG_PATH = Path("/etc/poolwatch/poolwatch.toml")
 DEMO_LISTEN = "127.0.0.1:9479"
 DEFAULT_STATUS_TIMEOUT = "5s"
-
-_FLAGS_SOURCE = "command-line flags"
 
 
 class ExitCode(enum.IntEnum):
@@ -78,15 +78,6 @@ columns:
 
 "-" means that no rule applies or that nothing is known yet. Control characters in
 names are printed escaped (\\n, \\x1b), so each pool stays on one line."""
-
-# Flag values are validated as config keys; their errors name the flag the operator typed.
-_FLAG_FOR_KEY = (
-    ("web.listen", "--web.listen-address"),
-    ("web.config_file", "--web.config.file"),
-    ("log.level", "--log.level"),
-    ("log.format", "--log.format"),
-    ("connection[0].uri", "--libvirt.uri"),
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,17 +230,16 @@ def _apply_flags(
     listen: list[str] | None,
     libvirt_uri: str | None,
 ) -> Config:
-    try:
-        return config.with_overrides(
-            listen=listen,
-            web_config_file=_web_config_file(args.web_config_file),
-            log_level=args.log_level,
-            log_format=args.log_format,
-            libvirt_uri=libvirt_uri,
-            source=_FLAGS_SOURCE,
-        )
-    except ConfigError as exc:
-        raise ConfigError(exc.source, [_name_flag(error) for error in exc.errors]) from None
+    # `listen` and `libvirt_uri` come apart from `args`: demo picks its own listen address and
+    # never takes a libvirt URI.
+    return apply_flags(
+        config,
+        listen=listen,
+        web_config_file=args.web_config_file,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        libvirt_uri=libvirt_uri,
+    )
 
 
 def _check_web_config(
@@ -268,23 +258,8 @@ def _check_web_config(
     except WebConfigError as exc:
         from_flag = args is not None and bool(args.web_config_file)
         key = "--web.config.file" if from_flag else "web.config_file"
-        source = _FLAGS_SOURCE if from_flag or config_path is None else str(config_path)
+        source = FLAGS_SOURCE if from_flag or config_path is None else str(config_path)
         raise ConfigError(source, [f"{key}: {path}: {error}" for error in exc.errors]) from None
-
-
-def _web_config_file(flag: str | None) -> str | None:
-    # Absolute, as web.config_file must be; "" (exporter-toolkit's default) means none.
-    return flag if not flag else str(Path(flag).absolute())
-
-
-def _name_flag(error: str) -> str:
-    for key, flag in _FLAG_FOR_KEY:
-        if error.startswith(key):
-            rest = error[len(key) :]
-            if rest.startswith("["):
-                rest = rest[rest.index("]") + 1 :]
-            return flag + rest
-    return error
 
 
 def _serve(

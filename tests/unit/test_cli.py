@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from poolwatch import __version__, cli
 from poolwatch.cli import ExitCode, main
 from poolwatch.config import Config, ConnectionConfig
 from poolwatch.errors import ConfigError, StartupError
-from poolwatch.logsetup import configure_logging
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "poolwatch.toml"
 
@@ -95,114 +93,6 @@ def test_exit_codes_are_stable() -> None:
         "STARTUP_FAILED": 4,
         "UNREACHABLE": 5,
     }
-
-
-# --- check-config -----------------------------------------------------------------------------
-
-
-def test_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, '[poll]\ninterval = "30s"\n')
-
-    assert main(["check-config", str(path)]) == ExitCode.OK
-
-    out, err = capsys.readouterr()
-    assert out == (f"{path}: OK (1 connection, 0 autostart rules, 0 threshold rules, 0 hooks)\n")
-    assert err == ""
-
-
-def test_check_config_summarizes_what_the_file_sets_up(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write(
-        tmp_path,
-        """
-        [[connection]]
-        name = "kvm01"
-        [[connection]]
-        name = "kvm02"
-        uri = "qemu+ssh://root@kvm02/system"
-        [[autostart]]
-        type = "netfs"
-        hooks = ["pager"]
-        [[threshold]]
-        warning = "85%"
-        [[threshold]]
-        type = "netfs"
-        warning = "< 20GiB"
-        hooks = ["pager", "ops-webhook"]
-        [hooks.pager]
-        exec = ["/usr/local/bin/page-oncall"]
-        [hooks.ops-webhook]
-        webhook = "https://alerts.example.com/poolwatch"
-        """,
-    )
-
-    assert main(["check-config", str(path)]) == ExitCode.OK
-
-    assert capsys.readouterr().out == (
-        f"{path}: OK (2 connections, 1 autostart rule, 2 threshold rules, 2 hooks)\n"
-    )
-
-
-def test_check_config_accepts_the_shipped_example(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", str(EXAMPLE)]) == 0
-    assert capsys.readouterr().out.startswith(f"{EXAMPLE}: OK (1 connection, ")
-
-
-def test_check_config_lists_every_problem(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write(tmp_path, '[poll]\ninterval = "15"\n[web]\nbogus = 1\n')
-
-    assert main(["check-config", str(path)]) == ExitCode.CONFIG_INVALID
-
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err == (
-        f"invalid configuration in {path} (2 errors):\n"
-        '  poll.interval: invalid duration "15" (use e.g. "15s", "5m", "1h30m")\n'
-        "  web.bogus: unknown key\n"
-    )
-
-
-def test_check_config_toml_syntax_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, "[poll\n")
-
-    assert main(["check-config", str(path)]) == 3
-
-    err = capsys.readouterr().err
-    assert "TOML syntax error" in err
-    assert "line 1" in err
-    assert "Traceback" not in err
-
-
-def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "missing.toml"
-
-    assert main(["check-config", str(path)]) == 3
-
-    assert capsys.readouterr().err == (
-        f"invalid configuration in {path} (1 error):\n"
-        "  cannot read the file: No such file or directory\n"
-    )
-
-
-def test_check_config_reports_policy_errors_with_key_paths(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write(tmp_path, '[[threshold]]\nwarning = "85%"\nhooks = ["pager"]\n')
-
-    assert main(["check-config", str(path)]) == ExitCode.CONFIG_INVALID
-
-    assert capsys.readouterr().err == (
-        f"invalid configuration in {path} (1 error):\n"
-        '  threshold[0].hooks[0]: unknown hook "pager" (defined: none)\n'
-    )
-
-
-def test_check_config_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config"]) == ExitCode.USAGE
-    assert "FILE" in capsys.readouterr().err
 
 
 # --- top-level flags and usage errors ---------------------------------------------------------
@@ -558,50 +448,6 @@ def test_demo_ignores_the_default_config_file(
     main(["demo"])
 
     assert daemon.call.config.web.listen == ("127.0.0.1:9479",)
-
-
-# --- logging as the CLI configures it ---------------------------------------------------------
-
-
-def test_json_logs_one_object_per_line() -> None:
-    stream = io.StringIO()
-    configure_logging(level="info", fmt="json", stream=stream)
-
-    structlog.get_logger().info("pool_started", pool="default", host="kvm01")
-    structlog.get_logger().debug("filtered_out")
-
-    (line,) = stream.getvalue().splitlines()
-    event = json.loads(line)
-    assert event["event"] == "pool_started"
-    assert (event["pool"], event["host"], event["level"]) == ("default", "kvm01", "info")
-    assert event["timestamp"].endswith("Z")
-
-
-def test_auto_format_is_json_off_a_terminal_and_console_on_one() -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    piped, terminal = io.StringIO(), Terminal()
-    configure_logging(level="info", fmt="auto", stream=piped)
-    structlog.get_logger().info("pool_started", pool="default")
-    configure_logging(level="info", fmt="auto", stream=terminal)
-    structlog.get_logger().info("pool_started", pool="default")
-
-    assert json.loads(piped.getvalue())["event"] == "pool_started"
-    assert "pool_started" in terminal.getvalue()
-    assert not terminal.getvalue().startswith("{")
-
-
-def test_reconfiguring_changes_the_level_of_existing_loggers() -> None:
-    stream = io.StringIO()
-    log = structlog.get_logger()
-    configure_logging(level="info", fmt="json", stream=stream)
-    log.debug("hidden")
-    configure_logging(level="debug", fmt="json", stream=stream)
-    log.debug("shown")
-
-    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["shown"]
 
 
 # --- status -----------------------------------------------------------------------------------
