@@ -7,7 +7,6 @@ A validator's complaint is a `PydanticCustomError` of type "web_config", whose t
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from poolwatch.config.messages import quote
 from poolwatch.web.tls import CIPHER_SUITES, CLIENT_AUTH, CURVES, TLS_VERSIONS
 
 _UNSUPPORTED_CLIENT_AUTH = (
@@ -38,11 +38,6 @@ _GO_DURATION_UNITS = {
 _GO_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(" + "|".join(_GO_DURATION_UNITS) + ")"
 _GO_DURATION_RE = re.compile(f"(?:{_GO_DURATION_PART})+")
 _GO_DURATION_PART_RE = re.compile(_GO_DURATION_PART)
-
-
-def quote(text: str) -> str:
-    """A value as messages show it: in double quotes, escaped as in JSON."""
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _fail(message: str, **context: Any) -> PydanticCustomError:

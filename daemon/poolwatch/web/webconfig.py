@@ -46,10 +46,10 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import ErrorDetails
 
+from poolwatch.config.messages import Dialect, describe_errors, quote
 from poolwatch.errors import ConfigError
-from poolwatch.web.schema import TLSServerConfig, WebConfigFile, quote
+from poolwatch.web.schema import TLSServerConfig, WebConfigFile
 from poolwatch.web.tls import (
     CIPHER_SUITES,
     CLIENT_AUTH,
@@ -170,9 +170,7 @@ def read_web_config(
     try:
         config = WebConfigFile.model_validate(data)
     except PydanticValidationError as exc:
-        raise WebConfigError(
-            source, [_describe(error) for error in exc.errors(include_url=False)]
-        ) from None
+        raise WebConfigError(source, describe_errors(exc, YAML)) from None
     errors: list[str] = []
     tls = _tls_settings(config.tls_server_config, path.parent, stamps, errors)
     headers = _headers(config.http_server_config.headers, errors)
@@ -368,41 +366,23 @@ def _headers(headers: Mapping[str, str], errors: list[str]) -> tuple[tuple[str, 
 
 
 # --- error messages ---------------------------------------------------------------------------
-# pydantic's errors in the file's words; a section of its own, to be shared with the TOML
-# config's messages later.
 
 # Pydantic's wording speaks Python; operators edit YAML. No message repeats the value: it may
 # be a password hash or a private key.
-_MESSAGES = {
-    "model_type": "must be a mapping (key: value lines)",
-    "model_attributes_type": "must be a mapping (key: value lines)",
-    "dict_type": "must be a mapping (key: value lines)",
-    "tuple_type": "must be a list",
-    "list_type": "must be a list",
-    "string_type": "must be a string",
-    "int_type": "must be an integer",
-    "bool_type": "must be true or false",
-    "extra_forbidden": "unknown key",
-}
-
-
-def _describe(error: ErrorDetails) -> str:
-    path = _key_path(error["loc"])
-    kind = error["type"]
-    if kind == "web_config":
-        message = error["msg"]
-    elif kind == "greater_than_equal":
-        message = f"must be at least {(error.get('ctx') or {}).get('ge')}"
-    else:
-        message = _MESSAGES.get(kind, error["msg"])
-    return f"{path}: {message}" if path else message
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part != "[key]":
-            path += f".{part}" if path else part
-    return path
+YAML = Dialect(
+    messages={
+        "model_type": "must be a mapping (key: value lines)",
+        "model_attributes_type": "must be a mapping (key: value lines)",
+        "dict_type": "must be a mapping (key: value lines)",
+        "tuple_type": "must be a list",
+        "list_type": "must be a list",
+        "string_type": "must be a string",
+        "int_type": "must be an integer",
+        "bool_type": "must be true or false",
+        "extra_forbidden": "unknown key",
+        "greater_than_equal": "must be at least {ge}",
+    },
+    fallback="{msg}",
+    own_error_types=frozenset({"web_config"}),
+    value_repr=None,
+)
