@@ -132,6 +132,30 @@ def pools(libvirtd: Libvirtd) -> Iterator[list[str]]:
         libvirtd.virsh("pool-undefine", name, check=False)
 
 
+@pytest.fixture
+def half_full(libvirtd: Libvirtd) -> Iterator[Callable[[Path], None]]:
+    """Mounts a 4 MiB tmpfs, half filled, on a directory in libvirtd's mount namespace.
+
+    The threshold tests need a pool that is already past "1%": they must not count on whatever
+    holds tmp_path being that full (a tmpfs /tmp is all but empty). Only libvirtd, which measures
+    the pool, sees the mount; the unmount on the way out is lazy, as the pool may still be running.
+    """
+    mounted: list[Path] = []
+
+    def mount(target: Path) -> None:
+        target.mkdir(exist_ok=True)
+        libvirtd.nsenter(
+            "mount", "-n", "-t", "tmpfs", "-o", "size=4m", "poolwatch-full", str(target)
+        )
+        mounted.append(target)
+        fill = target / "fill"
+        libvirtd.nsenter("dd", "if=/dev/zero", f"of={fill}", "bs=1M", "count=2", "status=none")
+
+    yield mount
+    for target in mounted:
+        libvirtd.nsenter("umount", "-n", "-l", str(target), check=False)
+
+
 def define_dir_pool(
     libvirtd: Libvirtd,
     pools: list[str],
@@ -640,15 +664,15 @@ hooks = ["record"]
 
 
 async def test_dry_run_decides_but_changes_nothing(
-    libvirtd: Libvirtd, pools: list[str], tmp_path: Path
+    libvirtd: Libvirtd, pools: list[str], half_full: Callable[[Path], None], tmp_path: Path
 ) -> None:
     name = unique("pw-dry")
     target = tmp_path / name
-    target.mkdir()
+    half_full(target)
     define_dir_pool(libvirtd, pools, name, target, autostart=True)
     hook, out = record_hook(tmp_path)
     config_file = tmp_path / "poolwatch.toml"
-    # The root filesystem is far more than 1 % used: the warning level is reached at once.
+    # The pool is half full: the warning level (1 %) is reached at once.
     config_file.write_text(
         policy_toml(
             libvirtd.uri,
@@ -729,7 +753,7 @@ hooks = ["record"]
 
 
 async def test_webhook_retries_with_one_idempotency_key(
-    libvirtd: Libvirtd, pools: list[str], tmp_path: Path
+    libvirtd: Libvirtd, pools: list[str], half_full: Callable[[Path], None], tmp_path: Path
 ) -> None:
     received: list[tuple[float, dict[str, str], dict[str, Any]]] = []
 
@@ -742,7 +766,7 @@ async def test_webhook_retries_with_one_idempotency_key(
     async with serving(app) as receiver_url:
         name = unique("pw-web")
         target = tmp_path / name
-        target.mkdir()
+        half_full(target)  # past "1%" at once
         define_dir_pool(libvirtd, pools, name, target)
         # No config key sets the webhook backoff: the default delays are 0.5-1 s, then 1-2 s.
         config = policy_config(
@@ -807,7 +831,7 @@ retries = 3
 
 
 async def test_hanging_hook_is_killed_with_its_children(
-    libvirtd: Libvirtd, pools: list[str], tmp_path: Path
+    libvirtd: Libvirtd, pools: list[str], half_full: Callable[[Path], None], tmp_path: Path
 ) -> None:
     script = tmp_path / "hang.sh"
     script.write_text(HANGING_HOOK)
@@ -815,7 +839,7 @@ async def test_hanging_hook_is_killed_with_its_children(
     pids_file = tmp_path / "pids"
     name = unique("pw-hang")
     target = tmp_path / name
-    target.mkdir()
+    half_full(target)  # past "1%" at once
     define_dir_pool(libvirtd, pools, name, target)
     config = policy_config(
         libvirtd.uri,
@@ -885,7 +909,11 @@ timeout = "1s"
 
 
 async def test_pool_name_with_shell_metacharacters_is_only_data(
-    libvirtd: Libvirtd, pools: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    libvirtd: Libvirtd,
+    pools: list[str],
+    half_full: Callable[[Path], None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # libvirt refuses "/" and newlines in pool names; everything else here it takes.
     name = f"pw'$(touch x);\"a b`touch y`|&<>*?[{uuid.uuid4().hex[:6]}]\\${{IFS}}!#~%"
@@ -893,7 +921,7 @@ async def test_pool_name_with_shell_metacharacters_is_only_data(
     hook_cwd.mkdir()
     monkeypatch.chdir(hook_cwd)  # the in-process daemon's hooks start here
     target = tmp_path / "nasty"
-    target.mkdir()
+    half_full(target)  # past "1%" at once
     define_dir_pool(libvirtd, pools, name, target, autostart=True)
     assert name in (await virsh(libvirtd, "pool-list", "--all", "--name")).splitlines()
     hook, out = record_hook(tmp_path)
