@@ -107,6 +107,16 @@ def run(argv: list[str], *, timeout: float = 30.0, check: bool = True) -> str:
     return proc.stdout
 
 
+def in_mount_namespace(pid: int) -> list[str]:
+    """The argv prefix that runs a command in the mount namespace of process `pid`.
+
+    Entering a mount namespace moves root and working directory to the namespace's root, which
+    in a chroot or container is not ours: --root and --wd take the process's own instead (the
+    holder's, inherited from us), so paths mean what they mean to the caller.
+    """
+    return ["nsenter", "-t", str(pid), "-m", "--root", "--wd", "--"]
+
+
 def prerequisites_problem() -> str | None:
     """Why a private libvirtd cannot run here, or None when it can."""
     if os.geteuid() != 0:
@@ -220,7 +230,7 @@ class Libvirtd:
             if not self.namespace_alive:
                 self._start_namespace(deadline)
             # nsenter without --fork execs, so the pid we started is libvirtd's own.
-            argv = ["nsenter", "-t", str(self.namespace_pid), "-m", "--", *_pdeathsig()]
+            argv = [*in_mount_namespace(self.namespace_pid), *_pdeathsig()]
             argv += [which("libvirtd") or "libvirtd", "--config", str(self.config_path)]
             argv += ["--pid-file", str(self.pid_file)]
             with self.output_path.open("ab") as out:
@@ -248,7 +258,9 @@ class Libvirtd:
         readable, _, _ = select.select([self._holder.stdout], [], [], deadline - time.monotonic())
         if not readable or self._holder.stdout.readline() != b"ready\n":
             raise LibvirtdError(
-                "could not set up the private mount namespace" + self._diagnostics()
+                "could not set up the private mount namespace"
+                + self._cause(any_line=True)
+                + self._diagnostics()
             )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -257,6 +269,7 @@ class Libvirtd:
             if self._proc.poll() is not None:
                 raise LibvirtdError(
                     f"libvirtd exited with status {self._proc.returncode} while starting"
+                    + self._cause()
                     + self._diagnostics()
                 )
             if self.socket.exists() and self.ro_socket.exists():
@@ -269,6 +282,7 @@ class Libvirtd:
             if time.monotonic() > deadline:
                 raise LibvirtdError(
                     f"libvirtd did not answer on {self.socket} within {self.start_timeout:g} s"
+                    + self._cause()
                     + self._diagnostics()
                 )
             time.sleep(0.02)
@@ -409,7 +423,7 @@ class Libvirtd:
 
     def nsenter(self, *argv: str, timeout: float = 30.0, check: bool = True) -> str:
         """Run argv in libvirtd's mount namespace (sees pool mounts, also while it is down)."""
-        argv_ns = ["nsenter", "-t", str(self.namespace_pid), "-m", "--", *argv]
+        argv_ns = [*in_mount_namespace(self.namespace_pid), *argv]
         return run(argv_ns, timeout=timeout, check=check)
 
     def cleanup_pools(self) -> None:
@@ -441,6 +455,24 @@ class Libvirtd:
             if time.monotonic() > deadline:
                 raise LibvirtdError(f"timed out waiting for {what}")
             time.sleep(0.005)
+
+    def _cause(self, *, any_line: bool = False) -> str:
+        """ ": " and the last error libvirtd logged (with `any_line`, the last line of output).
+
+        It goes on the message's first line: pytest's skip summary shows no more than that.
+        """
+        for path in (self.output_path, self.log_path):
+            with contextlib.suppress(FileNotFoundError):
+                lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+                # "2026-01-01 00:00:00.000+0000: 4359: error : main:918 : Can't load ..."
+                errors = [
+                    line[line.index(" error : ") + 1 :] for line in lines if " error : " in line
+                ]
+                if errors:
+                    return f": {errors[-1]}"
+                if any_line and any(lines):
+                    return f": {[line for line in lines if line][-1]}"
+        return ""
 
     def _diagnostics(self) -> str:
         return f"\ntmpdir: {self.tmpdir}\n{self.log_tail()}"

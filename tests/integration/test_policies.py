@@ -40,7 +40,7 @@ from tests.helpers import (
     serving,
     until_metric,
 )
-from tests.integration.libvirtd import Libvirtd, MiB, run
+from tests.integration.libvirtd import Libvirtd, MiB, in_mount_namespace, run
 
 POLL_TOML = """
 [poll]
@@ -623,11 +623,7 @@ hooks = ["record"]
         await asyncio.to_thread(
             run,
             [
-                "nsenter",
-                "-t",
-                str(pid),
-                "-m",
-                "--",
+                *in_mount_namespace(pid),
                 "mount",
                 "-n",
                 "-t",
