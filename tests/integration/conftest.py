@@ -4,8 +4,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.harness.commands import MiB
+from tests.harness.libvirtd import Libvirtd
 from tests.helpers import private_libvirtd
-from tests.integration.libvirtd import Libvirtd, MiB
 
 
 @pytest.fixture(scope="session")

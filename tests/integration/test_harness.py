@@ -11,14 +11,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from tests.harness.commands import CommandError, MiB
+from tests.harness.libvirtd import Libvirtd, prerequisites_problem, snapshot_host_dirs
 from tests.helpers import REPO, unavailable
-from tests.integration.libvirtd import (
-    CommandError,
-    Libvirtd,
-    MiB,
-    prerequisites_problem,
-    snapshot_host_dirs,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -236,7 +231,7 @@ IN_CHROOT = """
 import os, sys
 os.chdir(sys.argv[1])
 sys.path.insert(0, sys.argv[1])
-from tests.integration.libvirtd import Libvirtd
+from tests.harness.libvirtd import Libvirtd
 with Libvirtd() as daemon:
     daemon.virsh("pool-list", "--all")
     daemon.nsenter("test", "-e", str(daemon.config_path))

@@ -28,6 +28,8 @@ import pytest
 from aiohttp import web
 
 from poolwatch.config import Config, parse_config
+from tests.harness.commands import MiB, run
+from tests.harness.libvirtd import Libvirtd, in_mount_namespace
 from tests.helpers import (
     REPO,
     PoolwatchProcess,
@@ -40,7 +42,6 @@ from tests.helpers import (
     serving,
     until_metric,
 )
-from tests.integration.libvirtd import Libvirtd, MiB, in_mount_namespace, run
 
 POLL_TOML = """
 [poll]

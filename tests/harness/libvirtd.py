@@ -1,4 +1,4 @@
-"""A private, real libvirtd for integration tests and benchmarks, plus loop-device filesystems.
+"""A private, real libvirtd for integration tests and benchmarks.
 
 libvirtd in system mode always uses /etc/libvirt, /run/libvirt, /var/lib/libvirt and
 /var/cache/libvirt (and /var/log/libvirt for guest logs). `Libvirtd` runs it in a private mount
@@ -15,7 +15,6 @@ The namespace is held by its own process (`sleep infinity`) and libvirtd is star
 Needs root, `unshare`, `nsenter`, `mount`, `libvirtd` and `virsh`.
 """
 
-import atexit
 import contextlib
 import os
 import pwd
@@ -31,7 +30,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-MiB = 1024 * 1024
+from tests.harness.commands import CommandError, run, which
+from tests.harness.leftovers import LEFTOVERS
+
 START_TIMEOUT = 20.0
 
 # Directory inside the temporary directory -> the system path it replaces in the namespace.
@@ -84,29 +85,6 @@ class LibvirtdError(RuntimeError):
     """libvirtd could not be started or is not running."""
 
 
-class CommandError(subprocess.CalledProcessError):
-    """A helper command failed; unlike its base class, the message carries stderr."""
-
-    def __str__(self) -> str:
-        err = self.stderr.strip() if isinstance(self.stderr, str) else self.stderr
-        return f"{super().__str__()}\nstderr: {err}"
-
-
-def run(argv: list[str], *, timeout: float = 30.0, check: bool = True) -> str:
-    """Run argv with the C locale and return its stdout; raise `CommandError` on failure."""
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "LC_ALL": "C"},
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise CommandError(proc.returncode, argv, proc.stdout, proc.stderr)
-    return proc.stdout
-
-
 def in_mount_namespace(pid: int) -> list[str]:
     """The argv prefix that runs a command in the mount namespace of process `pid`.
 
@@ -137,23 +115,6 @@ def ensure_qemu_user() -> str | None:
         except (OSError, CommandError) as exc:
             return f"user libvirt-qemu is missing and could not be created: {exc}"
     return None
-
-
-def loop_problem() -> str | None:
-    """Why loop-device filesystems cannot be had here, or None."""
-    if os.geteuid() != 0:
-        return "loop devices need root"
-    missing = [t for t in ("losetup", "mkfs.ext4") if not which(t)]
-    if missing:
-        return f"missing tools: {', '.join(missing)} (run scripts/bootstrap.sh --test)"
-    if not os.path.exists("/dev/loop-control"):
-        return "no /dev/loop-control: this kernel or container has no loop devices"
-    return None
-
-
-def which(tool: str) -> str | None:
-    # sbin is often not on a non-login PATH, and libvirtd/losetup/mkfs live there.
-    return shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
 
 
 def snapshot_host_dirs() -> dict[str, list[tuple[str, int, int]] | None]:
@@ -225,7 +186,7 @@ class Libvirtd:
 
         began = time.monotonic()
         deadline = began + self.start_timeout
-        _LIVE.add(self)
+        LEFTOVERS.add(self, rank=0)
         try:
             if not self.namespace_alive:
                 self._start_namespace(deadline)
@@ -341,7 +302,7 @@ class Libvirtd:
             self.stop()
             self._stop_namespace()
         finally:
-            _LIVE.discard(self)
+            LEFTOVERS.discard(self)
             if remove_tmpdir and self._owns_tmpdir:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -488,60 +449,3 @@ def _pdeathsig() -> list[str]:
     if threading.current_thread() is threading.main_thread() and which("setpriv"):
         return ["setpriv", "--pdeathsig", "KILL"]
     return []
-
-
-class LoopDevice:
-    """A sparse file attached to a loop device and (unless fstype is None) formatted.
-
-    `losetup -d` on a device that is still mounted (e.g. by a private libvirtd's fs pool) only
-    marks it for auto-clear: the kernel frees it at the last unmount.
-    """
-
-    def __init__(self, size: int = 64 * MiB, fstype: str | None = "ext4") -> None:
-        self.size = size
-        self.fstype = fstype
-        self._dir = Path(tempfile.mkdtemp(prefix="poolwatch-loop-"))
-        self.backing_file = self._dir / "disk.img"
-        self.path: str | None = None  # /dev/loopN while attached
-
-    def attach(self) -> str:
-        """Create the file, attach it and make the filesystem; return the device path."""
-        with self.backing_file.open("wb") as f:
-            f.truncate(self.size)
-        _LIVE.add(self)
-        self.path = run(["losetup", "-f", "--show", str(self.backing_file)]).strip()
-        if self.fstype:
-            run([f"mkfs.{self.fstype}", "-q", "-F", self.path], timeout=60)
-        return self.path
-
-    def close(self) -> None:
-        """Detach the device and delete the file; safe to call more than once."""
-        try:
-            if self.path:
-                run(["losetup", "-d", self.path])
-                self.path = None
-        finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            _LIVE.discard(self)
-
-    def __enter__(self) -> str:
-        return self.attach()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-_LIVE: set[Libvirtd | LoopDevice] = set()
-
-
-@atexit.register
-def _close_leftovers() -> None:
-    """Last resort when a finalizer did not run: libvirtds first, they may hold loop mounts."""
-    for item in sorted(_LIVE, key=lambda i: not isinstance(i, Libvirtd)):
-        with contextlib.suppress(Exception):
-            item.close()
