@@ -35,8 +35,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import libvirt
+from tests.harness.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
 from tests.helpers import PoolwatchProcess, percentile
-from tests.integration.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
 
 from poolwatch import __version__
 

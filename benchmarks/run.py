@@ -48,15 +48,10 @@ from typing import Any
 import aiohttp
 import libvirt
 from prometheus_client import CollectorRegistry, generate_latest
+from tests.harness.commands import MiB, which
+from tests.harness.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
+from tests.harness.loopdev import LoopDevice
 from tests.helpers import cpu_seconds, percentile
-from tests.integration.libvirtd import (
-    Libvirtd,
-    LibvirtdError,
-    LoopDevice,
-    MiB,
-    prerequisites_problem,
-    which,
-)
 
 from benchmarks.event_latency import (
     BareListener,

@@ -59,13 +59,24 @@ if ! getent passwd libvirt-qemu >/dev/null; then
 fi
 
 # --- Python -------------------------------------------------------------------------------------
-command -v python3 >/dev/null || die "python3 is not on PATH"
-python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-  die "poolwatch needs Python >= 3.11, but python3 on PATH ($(command -v python3)) is $(python3 -V 2>&1)"
+# Debian's own python3, the one users of the package run, not whichever python3 comes first on
+# PATH (a pyenv build, say); PYTHON=/path/to/python3 chooses another.
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+elif [ -x /usr/bin/python3 ]; then
+  PY=/usr/bin/python3
+else
+  PY=$(command -v python3) || die "python3 is not on PATH (or set PYTHON=/path/to/python3)"
+fi
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  die "poolwatch needs Python >= 3.11, but $PY is $("$PY" -V 2>&1)"
 
-if ! "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "bootstrap: creating $VENV with $(command -v python3) ($(python3 -V 2>&1))"
-  python3 -m venv --clear "$VENV"
+# A .venv made by another interpreter (or one that is gone) is made again: the tests must run on
+# the Python that was chosen, not on whatever made .venv once.
+interpreter='import sys; print(sys.base_prefix, sys.version)'
+if [ "$("$VENV/bin/python" -c "$interpreter" 2>/dev/null)" != "$("$PY" -c "$interpreter")" ]; then
+  echo "bootstrap: creating $VENV with $PY ($("$PY" -V 2>&1))"
+  "$PY" -m venv --clear "$VENV"
   rm -f "$STAMP"
 fi
 

@@ -11,7 +11,7 @@ Every test in tests/reliability prints, once its assertions held, one line
 
 The table has one row per such line; tests that failed print none and are listed under the
 table with pytest's summary, as are known failures (xfail). Needs root and a private libvirtd
-(see tests/integration/libvirtd.py); exits with pytest's status.
+(see tests/harness/libvirtd.py); exits with pytest's status.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.harness.commands import CommandError, MiB
+from tests.harness.loopdev import LoopDevice, loop_problem
 from tests.helpers import unavailable
-from tests.integration.libvirtd import CommandError, LoopDevice, MiB, loop_problem
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 
 from poolwatch.config import Config, ConnectionConfig, PollConfig, WebConfig
 from poolwatch.daemon import Daemon
-from tests.integration.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
+from tests.harness.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
 
 REPO = Path(__file__).resolve().parents[1]
 POOLWATCH = Path(sys.executable).with_name("poolwatch")
@@ -46,7 +46,7 @@ def unavailable(reason: str) -> NoReturn:
 
 @contextlib.contextmanager
 def private_libvirtd() -> Iterator[Libvirtd]:
-    """A started private libvirtd (see tests/integration/libvirtd.py), closed on the way out."""
+    """A started private libvirtd (see tests/harness/libvirtd.py), closed on the way out."""
     problem = prerequisites_problem()
     if problem:
         unavailable(problem)

@@ -119,7 +119,10 @@ class Daemon:
         self._actuator_task = asyncio.create_task(self._actuator.run(), name="actuator")
         if self._demo:
             # The demo is run by people, from a terminal: tell them where to look.
-            print(f"poolwatch demo is running: open {urls[0]} (metrics at {urls[0]}metrics)")
+            print(
+                f"poolwatch demo is running: open {urls[0]} (metrics at {urls[0]}metrics)",
+                flush=True,  # stdout may be a pipe (tee, systemd): block-buffered until exit
+            )
             self._demo_task = self._start_demo()
         else:
             self._apply_connections(self._config)

@@ -243,7 +243,11 @@ async def test_sighup_with_a_bad_file_keeps_running_and_says_so(tmp_path: Path) 
 
 
 async def test_demo_serves_moving_pools_and_a_landing_page() -> None:
-    process = PoolwatchProcess("demo", "--web.listen-address", "127.0.0.1:0").start()
+    process = PoolwatchProcess("demo", "--web.listen-address", "127.0.0.1:0")
+    # stdout is a pipe here, as under systemd or `| tee`; without PYTHONUNBUFFERED (which dev
+    # shells often set) Python block-buffers it, and the URL line must still arrive at once.
+    process.env.pop("PYTHONUNBUFFERED", None)
+    process.start()
     try:
         url = process.url
         assert any(url in line for line in process.stdout) or await _stdout_names(process, url)

@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness.commands import MiB
+from tests.harness.libvirtd import Libvirtd
 from tests.helpers import (
     PoolwatchProcess,
     base_url,
@@ -35,7 +37,6 @@ from tests.helpers import (
     series,
     until_metric,
 )
-from tests.integration.libvirtd import Libvirtd, MiB
 
 # Fast polls keep the tier quick; call_timeout 2 s arms keepalive at 1 s x 2 probes (3 s).
 CALL_TIMEOUT = 2.0

@@ -25,8 +25,8 @@ import pytest
 from poolwatch.adapter.connection import LibvirtSource
 from poolwatch.model import PoolEventKind
 from poolwatch.source import Connected, Disconnected, PoolChanged, SourceEvent
+from tests.harness.libvirtd import Libvirtd
 from tests.helpers import unavailable
-from tests.integration.libvirtd import Libvirtd
 
 GiB = 1024**3
 # Tried in turn until the wipe outlasts the measurement: how fast zeros reach the disk varies

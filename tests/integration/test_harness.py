@@ -11,12 +11,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.integration.libvirtd import (
-    CommandError,
-    Libvirtd,
-    MiB,
-    snapshot_host_dirs,
-)
+from tests.harness.commands import CommandError, MiB
+from tests.harness.libvirtd import Libvirtd, prerequisites_problem, snapshot_host_dirs
+from tests.helpers import REPO, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +223,40 @@ def test_keepalive_notices_a_frozen_daemon(libvirtd: Libvirtd) -> None:
         client.wait()
     assert int(reason) == libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE
     assert 1 < float(seconds) < 8
+
+
+# Run by the chroot test below, inside the chroot: start a private libvirtd, which reads its
+# config from /tmp, and look at that from inside its namespace.
+IN_CHROOT = """
+import os, sys
+os.chdir(sys.argv[1])
+sys.path.insert(0, sys.argv[1])
+from tests.harness.libvirtd import Libvirtd
+with Libvirtd() as daemon:
+    daemon.virsh("pool-list", "--all")
+    daemon.nsenter("test", "-e", str(daemon.config_path))
+    print("ok", daemon.nsenter("pwd").strip())
+"""
+
+
+def test_runs_inside_a_chroot(tmp_path: Path) -> None:
+    """In a chroot or container root, the namespace's root is not the caller's: libvirtd and
+    `nsenter` must still see the caller's files (here: the chroot's own /tmp, a tmpfs)."""
+    problem = prerequisites_problem()
+    if problem:
+        unavailable(problem)
+    root = tmp_path / "root"
+    root.mkdir()
+    # The chroot is / itself with a tmpfs of its own on /tmp, in a mount namespace that vanishes
+    # with the process: only where it looks for the files in /tmp tells the two roots apart.
+    script = 'mount --rbind / "$1" && mount -t tmpfs tmpfs "$1/tmp" && exec chroot "$@"'
+    chroot = [sys.executable, "-c", IN_CHROOT, str(REPO)]
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(root), *chroot],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ok", str(REPO)]

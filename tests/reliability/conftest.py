@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.harness.libvirtd import Libvirtd
 from tests.helpers import private_libvirtd
-from tests.integration.libvirtd import Libvirtd
 
 FULL = os.environ.get("POOLWATCH_RELIABILITY", "").lower() == "full"
 

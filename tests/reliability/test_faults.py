@@ -1,7 +1,7 @@
 """Faults of a private real libvirtd under a real poolwatch process: kill -9 and restart in a
 loop, a freeze (SIGSTOP) longer than call_timeout, and pool backends that vanish while running.
 
-libvirtd is started on the main thread only (see tests/integration/libvirtd.py, _pdeathsig);
+libvirtd is started on the main thread only (see tests/harness/libvirtd.py, _pdeathsig);
 everything else that blocks runs in a thread so the scrapers keep going.
 """
 
@@ -15,8 +15,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.harness.libvirtd import Libvirtd
+from tests.harness.loopdev import LoopDevice, loop_problem
 from tests.helpers import percentile, sample, scrape, unavailable, until_metric
-from tests.integration.libvirtd import Libvirtd, LoopDevice, loop_problem
 from tests.reliability.conftest import sized
 from tests.reliability.faults_common import (
     Scraper,

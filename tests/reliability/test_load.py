@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness.libvirtd import Libvirtd
 from tests.helpers import cpu_seconds, percentile, scrape, until_metric
-from tests.integration.libvirtd import Libvirtd
 from tests.reliability.conftest import sized
 from tests.reliability.faults_common import poolwatch, write_config
 

@@ -1,4 +1,4 @@
-"""A private, real libvirtd for integration tests and benchmarks, plus loop-device filesystems.
+"""A private, real libvirtd for integration tests and benchmarks.
 
 libvirtd in system mode always uses /etc/libvirt, /run/libvirt, /var/lib/libvirt and
 /var/cache/libvirt (and /var/log/libvirt for guest logs). `Libvirtd` runs it in a private mount
@@ -15,7 +15,6 @@ The namespace is held by its own process (`sleep infinity`) and libvirtd is star
 Needs root, `unshare`, `nsenter`, `mount`, `libvirtd` and `virsh`.
 """
 
-import atexit
 import contextlib
 import os
 import pwd
@@ -31,7 +30,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-MiB = 1024 * 1024
+from tests.harness.commands import CommandError, run, which
+from tests.harness.leftovers import LEFTOVERS
+
 START_TIMEOUT = 20.0
 
 # Directory inside the temporary directory -> the system path it replaces in the namespace.
@@ -84,27 +85,14 @@ class LibvirtdError(RuntimeError):
     """libvirtd could not be started or is not running."""
 
 
-class CommandError(subprocess.CalledProcessError):
-    """A helper command failed; unlike its base class, the message carries stderr."""
+def in_mount_namespace(pid: int) -> list[str]:
+    """The argv prefix that runs a command in the mount namespace of process `pid`.
 
-    def __str__(self) -> str:
-        err = self.stderr.strip() if isinstance(self.stderr, str) else self.stderr
-        return f"{super().__str__()}\nstderr: {err}"
-
-
-def run(argv: list[str], *, timeout: float = 30.0, check: bool = True) -> str:
-    """Run argv with the C locale and return its stdout; raise `CommandError` on failure."""
-    proc = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "LC_ALL": "C"},
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise CommandError(proc.returncode, argv, proc.stdout, proc.stderr)
-    return proc.stdout
+    Entering a mount namespace moves root and working directory to the namespace's root, which
+    in a chroot or container is not ours: --root and --wd take the process's own instead (the
+    holder's, inherited from us), so paths mean what they mean to the caller.
+    """
+    return ["nsenter", "-t", str(pid), "-m", "--root", "--wd", "--"]
 
 
 def prerequisites_problem() -> str | None:
@@ -127,23 +115,6 @@ def ensure_qemu_user() -> str | None:
         except (OSError, CommandError) as exc:
             return f"user libvirt-qemu is missing and could not be created: {exc}"
     return None
-
-
-def loop_problem() -> str | None:
-    """Why loop-device filesystems cannot be had here, or None."""
-    if os.geteuid() != 0:
-        return "loop devices need root"
-    missing = [t for t in ("losetup", "mkfs.ext4") if not which(t)]
-    if missing:
-        return f"missing tools: {', '.join(missing)} (run scripts/bootstrap.sh --test)"
-    if not os.path.exists("/dev/loop-control"):
-        return "no /dev/loop-control: this kernel or container has no loop devices"
-    return None
-
-
-def which(tool: str) -> str | None:
-    # sbin is often not on a non-login PATH, and libvirtd/losetup/mkfs live there.
-    return shutil.which(tool, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
 
 
 def snapshot_host_dirs() -> dict[str, list[tuple[str, int, int]] | None]:
@@ -215,12 +186,12 @@ class Libvirtd:
 
         began = time.monotonic()
         deadline = began + self.start_timeout
-        _LIVE.add(self)
+        LEFTOVERS.add(self, rank=0)
         try:
             if not self.namespace_alive:
                 self._start_namespace(deadline)
             # nsenter without --fork execs, so the pid we started is libvirtd's own.
-            argv = ["nsenter", "-t", str(self.namespace_pid), "-m", "--", *_pdeathsig()]
+            argv = [*in_mount_namespace(self.namespace_pid), *_pdeathsig()]
             argv += [which("libvirtd") or "libvirtd", "--config", str(self.config_path)]
             argv += ["--pid-file", str(self.pid_file)]
             with self.output_path.open("ab") as out:
@@ -248,7 +219,9 @@ class Libvirtd:
         readable, _, _ = select.select([self._holder.stdout], [], [], deadline - time.monotonic())
         if not readable or self._holder.stdout.readline() != b"ready\n":
             raise LibvirtdError(
-                "could not set up the private mount namespace" + self._diagnostics()
+                "could not set up the private mount namespace"
+                + self._cause(any_line=True)
+                + self._diagnostics()
             )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -257,6 +230,7 @@ class Libvirtd:
             if self._proc.poll() is not None:
                 raise LibvirtdError(
                     f"libvirtd exited with status {self._proc.returncode} while starting"
+                    + self._cause()
                     + self._diagnostics()
                 )
             if self.socket.exists() and self.ro_socket.exists():
@@ -269,6 +243,7 @@ class Libvirtd:
             if time.monotonic() > deadline:
                 raise LibvirtdError(
                     f"libvirtd did not answer on {self.socket} within {self.start_timeout:g} s"
+                    + self._cause()
                     + self._diagnostics()
                 )
             time.sleep(0.02)
@@ -327,7 +302,7 @@ class Libvirtd:
             self.stop()
             self._stop_namespace()
         finally:
-            _LIVE.discard(self)
+            LEFTOVERS.discard(self)
             if remove_tmpdir and self._owns_tmpdir:
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -409,7 +384,7 @@ class Libvirtd:
 
     def nsenter(self, *argv: str, timeout: float = 30.0, check: bool = True) -> str:
         """Run argv in libvirtd's mount namespace (sees pool mounts, also while it is down)."""
-        argv_ns = ["nsenter", "-t", str(self.namespace_pid), "-m", "--", *argv]
+        argv_ns = [*in_mount_namespace(self.namespace_pid), *argv]
         return run(argv_ns, timeout=timeout, check=check)
 
     def cleanup_pools(self) -> None:
@@ -442,6 +417,24 @@ class Libvirtd:
                 raise LibvirtdError(f"timed out waiting for {what}")
             time.sleep(0.005)
 
+    def _cause(self, *, any_line: bool = False) -> str:
+        """ ": " and the last error libvirtd logged (with `any_line`, the last line of output).
+
+        It goes on the message's first line: pytest's skip summary shows no more than that.
+        """
+        for path in (self.output_path, self.log_path):
+            with contextlib.suppress(FileNotFoundError):
+                lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+                # "2026-01-01 00:00:00.000+0000: 4359: error : main:918 : Can't load ..."
+                errors = [
+                    line[line.index(" error : ") + 1 :] for line in lines if " error : " in line
+                ]
+                if errors:
+                    return f": {errors[-1]}"
+                if any_line and any(lines):
+                    return f": {[line for line in lines if line][-1]}"
+        return ""
+
     def _diagnostics(self) -> str:
         return f"\ntmpdir: {self.tmpdir}\n{self.log_tail()}"
 
@@ -456,60 +449,3 @@ def _pdeathsig() -> list[str]:
     if threading.current_thread() is threading.main_thread() and which("setpriv"):
         return ["setpriv", "--pdeathsig", "KILL"]
     return []
-
-
-class LoopDevice:
-    """A sparse file attached to a loop device and (unless fstype is None) formatted.
-
-    `losetup -d` on a device that is still mounted (e.g. by a private libvirtd's fs pool) only
-    marks it for auto-clear: the kernel frees it at the last unmount.
-    """
-
-    def __init__(self, size: int = 64 * MiB, fstype: str | None = "ext4") -> None:
-        self.size = size
-        self.fstype = fstype
-        self._dir = Path(tempfile.mkdtemp(prefix="poolwatch-loop-"))
-        self.backing_file = self._dir / "disk.img"
-        self.path: str | None = None  # /dev/loopN while attached
-
-    def attach(self) -> str:
-        """Create the file, attach it and make the filesystem; return the device path."""
-        with self.backing_file.open("wb") as f:
-            f.truncate(self.size)
-        _LIVE.add(self)
-        self.path = run(["losetup", "-f", "--show", str(self.backing_file)]).strip()
-        if self.fstype:
-            run([f"mkfs.{self.fstype}", "-q", "-F", self.path], timeout=60)
-        return self.path
-
-    def close(self) -> None:
-        """Detach the device and delete the file; safe to call more than once."""
-        try:
-            if self.path:
-                run(["losetup", "-d", self.path])
-                self.path = None
-        finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            _LIVE.discard(self)
-
-    def __enter__(self) -> str:
-        return self.attach()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-_LIVE: set[Libvirtd | LoopDevice] = set()
-
-
-@atexit.register
-def _close_leftovers() -> None:
-    """Last resort when a finalizer did not run: libvirtds first, they may hold loop mounts."""
-    for item in sorted(_LIVE, key=lambda i: not isinstance(i, Libvirtd)):
-        with contextlib.suppress(Exception):
-            item.close()
