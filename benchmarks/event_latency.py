@@ -39,6 +39,7 @@ from tests.harness.libvirtd import Libvirtd, LibvirtdError, prerequisites_proble
 from tests.helpers import PoolwatchProcess, percentile
 
 from poolwatch import __version__
+from poolwatch.config import PollConfig
 
 POOL = "bench-pool"
 RUNNING, INACTIVE = 2, 0
@@ -52,6 +53,7 @@ volumes_interval = "1m"
 refresh_interval = "5m"
 call_timeout = "10s"
 """
+DEFAULT_INTERVALS = PollConfig()  # the same values, for the figures computed from them
 
 
 @dataclass

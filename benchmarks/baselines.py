@@ -1,0 +1,143 @@
+"""What poolwatch is measured against in the same run: the baselines.
+
+- full poll: `bare_poll`, the calls of one poolwatch resync made in a plain libvirt-python loop
+  in one thread, on each connection of `POLL_BASELINES` (a plain one, and one with poolwatch's
+  keepalive armed). `full_poll.poll_cost` times every entry of `POLL_BASELINES`, interleaved
+  with poolwatch's resync, and reports each under its `name`: a new poll baseline is one more
+  entry there.
+- /metrics: `static_server`, an aiohttp process serving the bytes poolwatch served, from memory.
+  Anything that yields a base URL serving `/metrics` can be scraped by `measure.scrape_matrix`
+  the same way.
+- events: a bare libvirt client's callback (`event_latency.BareListener`), which lives beside the
+  stop/start cycles it times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+
+def bare_poll(conn: Any, xml_cache: dict[str, str]) -> int:
+    """The calls of one poolwatch resync, made in a plain loop in one thread; returns volumes."""
+    pools = conn.listAllStoragePools(0)
+    active = {
+        p.name() for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+    }
+    persistent = {
+        p.name()
+        for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_PERSISTENT)
+    }
+    autostart = {
+        p.name() for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_AUTOSTART)
+    }
+    del persistent, autostart  # poolwatch asks for them; so does the baseline
+    for pool in pools:
+        uuid = pool.UUIDString()
+        if uuid not in xml_cache:  # poolwatch parses a pool's XML once per definition too
+            xml_cache[uuid] = pool.XMLDesc(0)
+        pool.info()
+        if pool.name() in active:
+            pool.numOfVolumes()
+    volumes = 0
+    for name in sorted(active):
+        for vol in conn.storagePoolLookupByName(name).listAllVolumes(0):
+            vol.XMLDesc(0)
+            volumes += 1
+    return volumes
+
+
+def plain_connection(uri: str, _keepalive: tuple[int, int]) -> Any:
+    return libvirt.open(uri)
+
+
+def keepalive_connection(uri: str, keepalive: tuple[int, int]) -> Any:
+    """A connection with poolwatch's keepalive: libvirt then resets its keepalive timer on every
+    reply, which wakes its event thread (measured: ~20 us of CPU per call). poolwatch needs
+    keepalive to notice a frozen libvirtd (spec §10)."""
+    conn = libvirt.open(uri)
+    conn.setKeepAlive(*keepalive)
+    return conn
+
+
+@dataclass(frozen=True)
+class PollBaseline:
+    """A full poll made without poolwatch, timed beside its resync."""
+
+    name: str  # the key of its figures in results.json ("seconds", "cpu_seconds", ...)
+    # (uri, poolwatch's keepalive (interval, count)) -> an open libvirt connection; called in a
+    # worker thread, closed by the caller.
+    connect: Callable[[str, tuple[int, int]], Any]
+    # (connection, pool XML cache) -> volumes seen; called in a worker thread.
+    poll: Callable[[Any, dict[str, str]], int] = bare_poll
+
+
+# The first is the reference: its calls are counted and its time is the ratio's denominator.
+POLL_BASELINES: tuple[PollBaseline, ...] = (
+    PollBaseline("baseline", plain_connection),
+    PollBaseline("keepalive", keepalive_connection),
+)
+
+
+STATIC_SERVER = """
+import sys
+from aiohttp import web
+plain = open(sys.argv[1], 'rb').read()
+gz = open(sys.argv[2], 'rb').read()
+async def metrics(request):
+    if 'gzip' in request.headers.get('Accept-Encoding', ''):
+        return web.Response(body=gz, headers={'Content-Type': 'text/plain; version=0.0.4',
+                                              'Content-Encoding': 'gzip'})
+    return web.Response(body=plain, content_type='text/plain')
+app = web.Application()
+app.router.add_get('/metrics', metrics)
+web.run_app(app, host='127.0.0.1', port=int(sys.argv[3]),
+            print=lambda *a: print('ready', flush=True))
+"""
+
+
+@contextlib.contextmanager
+def static_server(workdir: Path, plain: bytes, gz: bytes) -> Iterator[str]:
+    """The baseline for scrapes: an aiohttp server that serves the same bytes from memory."""
+    (workdir / "page").write_bytes(plain)
+    (workdir / "page.gz").write_bytes(gz)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            STATIC_SERVER,
+            str(workdir / "page"),
+            str(workdir / "page.gz"),
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 20
+        line = ""
+        while "ready" not in line and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError("the static baseline server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

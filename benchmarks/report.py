@@ -1,0 +1,172 @@
+"""What a run tells its reader: progress lines on stderr, the markdown table of BENCHMARKS.md
+on stdout, and every figure in results.json.
+
+The table has a column per shape measured and a row per figure; a figure a shape lacks shows
+as "-". The event -> metric table follows for each shape that measured it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from benchmarks.event_latency import cpu_model, version_string
+from benchmarks.measure import LEVELS
+from poolwatch import __version__
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine(conn: Any) -> dict[str, Any]:
+    """What the figures were measured on: CPUs, libvirt on both ends, Python, poolwatch."""
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "libvirtd": version_string(conn.getLibVersion()),
+        "libvirt_library": version_string(libvirt.getVersion()),
+        "python": platform.python_version(),
+        "poolwatch": __version__,
+        "kernel": platform.release(),
+    }
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def table(results: dict[str, Any]) -> str:
+    scales = results["scales"]
+    lines = [
+        "| figure | " + " | ".join(f"{s['volumes']:,} vols" for s in scales) + " | target |",
+        "|---|" + "---:|" * len(scales) + "---|",
+    ]
+
+    def row(name: str, cell: Callable[[dict[str, Any]], str], target: str = "") -> None:
+        cells = []
+        for s in scales:
+            try:
+                cells.append(cell(s))
+            except (KeyError, TypeError):
+                cells.append("-")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {target} |")
+
+    row("full poll: poolwatch s", lambda s: f"{s['poll']['seconds']['poolwatch']:.3f}")
+    row("full poll: bare loop s", lambda s: f"{s['poll']['seconds']['baseline']:.3f}")
+    row(
+        "full poll: bare loop with keepalive s",
+        lambda s: f"{s['poll']['seconds']['keepalive']:.3f}",
+    )
+    row(
+        "full poll: ratio (to the bare loop with keepalive)",
+        lambda s: f"{s['poll']['ratio']:.2f}x ({s['poll']['ratio_keepalive']:.2f}x)",
+        "≤ 1.2x at 10k",
+    )
+    row(
+        "full poll: CPU s poolwatch / bare / bare with keepalive",
+        lambda s: (
+            f"{s['poll']['cpu_seconds']['poolwatch']:.2f} / "
+            f"{s['poll']['cpu_seconds']['baseline']:.2f} / "
+            f"{s['poll']['cpu_seconds']['keepalive']:.2f}"
+        ),
+    )
+    row(
+        "full poll: RPCs poolwatch / bare",
+        lambda s: (
+            f"{s['poll']['rpc_totals']['poolwatch']:,} / {s['poll']['rpc_totals']['baseline']:,}"
+        ),
+    )
+    row(
+        "page render ms: first, after one pool event, + gzip (whole page encoded at once)",
+        lambda s: (
+            f"{s['poll']['render']['first_ms']:.0f}, {s['poll']['render']['after_event_ms']:.0f}"
+            f", +{s['poll']['render']['gzip_ms']:.0f}"
+            f" ({s['poll']['render']['whole_page_encode_ms']:.0f})"
+        ),
+    )
+    for level in LEVELS:
+        for gz in (False, True):
+            key = f"{level}{'-gzip' if gz else ''}"
+            target = "≤ 20 ms at 10k" if level == 10 else ""
+
+            def latencies(s: dict[str, Any], k: str = key) -> str:
+                return (
+                    f"{s['scrape'][k]['p50_ms']:.1f} / {s['scrape'][k]['p99_ms']:.1f}"
+                    f" ({s['scrape_baseline'][k]['p50_ms']:.1f} / "
+                    f"{s['scrape_baseline'][k]['p99_ms']:.1f})"
+                )
+
+            row(
+                f"/metrics p50 / p99 ms, {level} scraper{'s' if level > 1 else ''}"
+                f"{', gzip' if gz else ''} (static server)",
+                latencies,
+                target,
+            )
+    row("/metrics bytes plain", lambda s: f"{s['scrape']['1']['bytes']:,}")
+    row("/metrics bytes gzip", lambda s: f"{s['scrape']['1-gzip']['bytes']:,}")
+    row(
+        "idle CPU, % of one core",
+        lambda s: f"{s['idle']['cpu_percent_of_core']:.2f}",
+        "≤ 1%",
+    )
+    row(
+        "RSS MB (peak) idle",
+        lambda s: f"{s['idle']['rss_mb']:.0f} ({s['idle']['peak_rss_mb']:.0f})",
+        "≤ 100 MB",
+    )
+    row(
+        "RSS MB (peak) after the scrapes",
+        lambda s: f"{s['loaded']['rss_mb']:.0f} ({s['loaded']['peak_rss_mb']:.0f})",
+    )
+    row(
+        "libvirt calls/min at defaults (info+volumes+refresh)",
+        lambda s: (
+            f"{s['calls_per_minute']['total']:,.0f} ("
+            f"{s['calls_per_minute']['info']:,.0f}+{s['calls_per_minute']['volumes']:,.0f}+"
+            f"{s['calls_per_minute']['refresh']:,.0f})"
+        ),
+    )
+    for s in scales:
+        ev = s.get("events")
+        if not ev:
+            continue
+        lines += [
+            "",
+            f"Event → metric at {s['volumes']:,} volumes, {ev['cycles']} stop/start cycles "
+            f"(failures: {ev['failures']}):",
+            "",
+            "| transition | p50 ms | p99 ms | max ms | bare client p50 / p99 ms | target |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for kind in ("stop", "start"):
+            if kind in ev:
+                bare = ev.get(f"bare_{kind}", {})
+                lines.append(
+                    f"| {kind} | {ev[kind]['p50_ms']:.1f} | {ev[kind]['p99_ms']:.1f} | "
+                    f"{ev[kind]['max_ms']:.1f} | {bare.get('p50_ms', float('nan')):.2f} / "
+                    f"{bare.get('p99_ms', float('nan')):.2f} | "
+                    f"{'p99 ≤ 100 ms' if kind == 'stop' else ''} |"
+                )
+        polls = ev["metrics_poll_ms"]
+        lines.append("")
+        lines.append(
+            f"Resolution: one /metrics poll of the latency client took {polls['p50']:.1f} ms "
+            f"median, {polls['p99']:.1f} ms p99."
+        )
+    m = results["machine"]
+    lines += [
+        "",
+        f"Machine: {m['nproc']} CPUs (nproc), {m['cpu']}; libvirtd {m['libvirtd']}, library "
+        f"{m['libvirt_library']}; Python {m['python']}; poolwatch {m['poolwatch']}; "
+        f"run took {results['seconds']:.0f} s.",
+    ]
+    return "\n".join(lines)
