@@ -9,7 +9,7 @@ import contextlib
 import platform
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +113,10 @@ class Daemon:
             web_config_file=None if web_config_file is None else Path(web_config_file),
         )
         scheme = self._server.scheme
-        urls = [f"{scheme}://{_url_host(host)}:{port}/" for host, port in self.addresses]
-        log.info("http_listening", urls=urls)
+        urls = listening_urls(scheme, self.addresses)
+        # The URLs of a wildcard bind are loopback ones: the bound addresses say it is more.
+        bound = [_bound_address(host, port) for host, port in self.addresses]
+        log.info("http_listening", urls=urls, addresses=bound)
         await self._hooks.start()
         self._actuator_task = asyncio.create_task(self._actuator.run(), name="actuator")
         if self._demo:
@@ -281,10 +283,26 @@ class Daemon:
         return asyncio.create_task(fill(), name="demo filler")
 
 
+def listening_urls(scheme: str, addresses: Iterable[tuple[str, int]]) -> list[str]:
+    """URLs an operator can open on this host for the bound addresses, each once, in bind order.
+
+    A wildcard has no URL of its own: it is named by the loopback address of its family, so
+    ":9479" (bound on 0.0.0.0 and ::) gives http://127.0.0.1:9479/ and http://[::1]:9479/.
+    """
+    return list(dict.fromkeys(f"{scheme}://{_url_host(host)}:{port}/" for host, port in addresses))
+
+
+def _bound_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+    if host in ("", "0.0.0.0"):  # noqa: S104 - naming the wildcard, not binding it
         return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+    if host == "::":
+        return "[::1]"
+    # A link-local address's zone (fe80::1%eth0) is written %25eth0 in a URL (RFC 6874).
+    return f"[{host.replace('%', '%25')}]" if ":" in host else host
 
 
 def run_daemon(

@@ -187,9 +187,10 @@ class PoolRow:
     type: str = ""
     state: str = ""
     active: bool = False
-    fill_ratio: float | None = None  # None unless active
-    allocation: int = 0
-    capacity: int = 0
+    # None unless active: the daemon sends a stopped pool's figures as null (libvirt's are stale)
+    fill_ratio: float | None = None
+    allocation: int | None = None
+    capacity: int | None = None
     level: str | None = None  # None without a threshold rule
     time_to_full: float | None = None
     autostart: str | None = None  # mode; None without an autostart rule
@@ -234,8 +235,8 @@ def _pool_row(host: str, up: bool, pool: Mapping[str, object]) -> PoolRow:
         state=_str(pool, "state", where),
         active=active,
         fill_ratio=_number(pool, "fill_ratio", where, optional=True) if active else None,
-        allocation=_int(pool, "allocation", where),
-        capacity=_int(pool, "capacity", where),
+        allocation=_int(pool, "allocation", where) if active else None,
+        capacity=_int(pool, "capacity", where) if active else None,
     )
     # A daemon from before the policies sends no "policy": read that as "no rule applies".
     if pool.get("policy") is None:
@@ -339,12 +340,11 @@ def _cells(row: PoolRow, now: float) -> list[str]:
     host = f"{printable(row.host)} ({'up' if row.host_up else 'down'})"
     if row.pool is None:
         return [host, _NO_POOLS, *["-"] * (len(COLUMNS) - 2)]
-    if row.active and row.fill_ratio is not None:
+    if row.fill_ratio is None or row.allocation is None or row.capacity is None:
+        usage = size = "-"  # a stopped pool, or one of capacity 0
+    else:
         usage = usage_bar(row.fill_ratio)
         size = f"{compact_bytes(row.allocation)}/{compact_bytes(row.capacity)}"
-    else:
-        # A stopped pool's figures are libvirt's stale last ones: not shown.
-        usage = size = "-"
     level = "-" if row.level is None else row.level if row.level == "ok" else row.level.upper()
     forecast = "-" if row.time_to_full is None else compact_duration(row.time_to_full)
     return [
