@@ -87,8 +87,12 @@ class PoolDoc(TypedDict):
     capacity: int  # capacity/allocation/available are stale unless active
     allocation: int
     available: int
-    free_bytes: int | None  # smaller of available and filesystem avail; null unless active
-    fill_ratio: float | None  # allocation / capacity; null unless active
+    # What a guest can still write, what free-space limits ("< 20GiB") and the forecast use: the
+    # smaller of available and the filesystem's f_bavail; null unless active.
+    free_bytes: int | None
+    # allocation / capacity, what ratio limits ("85%") compare and fill bars show; null unless
+    # active.
+    fill_ratio: float | None
     filesystem: FilesystemDoc | None
     volumes: VolumeSummaryDoc | None
     last_refresh: float | None

@@ -40,12 +40,13 @@ COLUMNS = (
     "STATE",
     "USAGE",
     "USED/SIZE",
+    "FREE",
     "LEVEL",
     "FORECAST",
     "AUTOSTART",
     "LAST ACTION",
 )
-_RIGHT_ALIGNED = frozenset({"USED/SIZE"})
+_RIGHT_ALIGNED = frozenset({"USED/SIZE", "FREE"})
 _GAP = "  "
 _NO_POOLS = "(no pools)"
 
@@ -187,9 +188,12 @@ class PoolRow:
     type: str = ""
     state: str = ""
     active: bool = False
+    # The two figures behind a level: allocation / capacity (USAGE, what ratio limits compare)
+    # and free bytes, min(available, f_bavail) (FREE, what free-space limits compare).
     fill_ratio: float | None = None  # None unless active
     allocation: int = 0
     capacity: int = 0
+    free_bytes: int | None = None  # None unless active
     level: str | None = None  # None without a threshold rule
     time_to_full: float | None = None
     autostart: str | None = None  # mode; None without an autostart rule
@@ -236,6 +240,7 @@ def _pool_row(host: str, up: bool, pool: Mapping[str, object]) -> PoolRow:
         fill_ratio=_number(pool, "fill_ratio", where, optional=True) if active else None,
         allocation=_int(pool, "allocation", where),
         capacity=_int(pool, "capacity", where),
+        free_bytes=_optional_int(pool, "free_bytes", where) if active else None,
     )
     # A daemon from before the policies sends no "policy": read that as "no rule applies".
     if pool.get("policy") is None:
@@ -304,6 +309,10 @@ def _int(obj: Mapping[str, object], key: str, where: str) -> int:
     return value
 
 
+def _optional_int(obj: Mapping[str, object], key: str, where: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key, where)
+
+
 def _number(
     obj: Mapping[str, object], key: str, where: str, *, optional: bool = False
 ) -> float | None:
@@ -342,9 +351,10 @@ def _cells(row: PoolRow, now: float) -> list[str]:
     if row.active and row.fill_ratio is not None:
         usage = usage_bar(row.fill_ratio)
         size = f"{compact_bytes(row.allocation)}/{compact_bytes(row.capacity)}"
+        free = "-" if row.free_bytes is None else compact_bytes(row.free_bytes)
     else:
         # A stopped pool's figures are libvirt's stale last ones: not shown.
-        usage = size = "-"
+        usage = size = free = "-"
     level = "-" if row.level is None else row.level if row.level == "ok" else row.level.upper()
     forecast = "-" if row.time_to_full is None else compact_duration(row.time_to_full)
     return [
@@ -354,6 +364,7 @@ def _cells(row: PoolRow, now: float) -> list[str]:
         printable(row.state),
         usage,
         size,
+        free,
         printable(level),
         forecast,
         _autostart(row),
