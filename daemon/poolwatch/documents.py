@@ -89,8 +89,11 @@ class PoolDoc(TypedDict):
     capacity: int | None
     allocation: int | None
     available: int | None
-    free_bytes: int | None  # smaller of available and filesystem avail; null unless active
-    fill_ratio: float | None  # allocation / capacity; null unless active
+    # What a guest can still write, what free-space limits ("< 20GiB") and the forecast use: the
+    # smaller of available and the filesystem's f_bavail.
+    free_bytes: int | None
+    # allocation / capacity, what ratio limits ("85%") compare and fill bars show.
+    fill_ratio: float | None
     filesystem: FilesystemDoc | None  # null also where the target cannot be measured
     volumes: VolumeSummaryDoc | None  # null also before the first scan
     last_refresh: float | None

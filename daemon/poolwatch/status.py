@@ -40,12 +40,13 @@ COLUMNS = (
     "STATE",
     "USAGE",
     "USED/SIZE",
+    "FREE",
     "LEVEL",
     "FORECAST",
     "AUTOSTART",
     "LAST ACTION",
 )
-_RIGHT_ALIGNED = frozenset({"USED/SIZE"})
+_RIGHT_ALIGNED = frozenset({"USED/SIZE", "FREE"})
 _GAP = "  "
 _NO_POOLS = "(no pools)"
 
@@ -187,10 +188,13 @@ class PoolRow:
     type: str = ""
     state: str = ""
     active: bool = False
-    # None unless active: the daemon sends a stopped pool's figures as null (libvirt's are stale)
+    # None unless active: the daemon sends a stopped pool's figures as null (libvirt's are stale).
+    # The two figures behind a level: allocation / capacity (USAGE, what ratio limits compare)
+    # and free bytes, min(available, f_bavail) (FREE, what free-space limits compare).
     fill_ratio: float | None = None
     allocation: int | None = None
     capacity: int | None = None
+    free_bytes: int | None = None
     level: str | None = None  # None without a threshold rule
     time_to_full: float | None = None
     autostart: str | None = None  # mode; None without an autostart rule
@@ -237,6 +241,7 @@ def _pool_row(host: str, up: bool, pool: Mapping[str, object]) -> PoolRow:
         fill_ratio=_number(pool, "fill_ratio", where, optional=True) if active else None,
         allocation=_int(pool, "allocation", where) if active else None,
         capacity=_int(pool, "capacity", where) if active else None,
+        free_bytes=_optional_int(pool, "free_bytes", where) if active else None,
     )
     # A daemon from before the policies sends no "policy": read that as "no rule applies".
     if pool.get("policy") is None:
@@ -305,6 +310,10 @@ def _int(obj: Mapping[str, object], key: str, where: str) -> int:
     return value
 
 
+def _optional_int(obj: Mapping[str, object], key: str, where: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key, where)
+
+
 def _number(
     obj: Mapping[str, object], key: str, where: str, *, optional: bool = False
 ) -> float | None:
@@ -345,6 +354,7 @@ def _cells(row: PoolRow, now: float) -> list[str]:
     else:
         usage = usage_bar(row.fill_ratio)
         size = f"{compact_bytes(row.allocation)}/{compact_bytes(row.capacity)}"
+    free = "-" if row.free_bytes is None else compact_bytes(row.free_bytes)
     level = "-" if row.level is None else row.level if row.level == "ok" else row.level.upper()
     forecast = "-" if row.time_to_full is None else compact_duration(row.time_to_full)
     return [
@@ -354,6 +364,7 @@ def _cells(row: PoolRow, now: float) -> list[str]:
         printable(row.state),
         usage,
         size,
+        free,
         printable(level),
         forecast,
         _autostart(row),

@@ -64,6 +64,18 @@ def test_landing_shows_fill_and_state() -> None:
     assert "badge down" in page
 
 
+def test_landing_says_what_used_and_free_measure() -> None:
+    page = render_landing(sample_inventory(), now=NOW)
+    titles = dict(
+        (heading, html.unescape(title))
+        for title, heading in re.findall(r"<th[^>]*title='([^']*)'>(\w+)</th>", page)
+    )
+    assert titles["Used"].startswith("allocation / capacity")
+    assert "ratio limits" in titles["Used"]
+    assert "smaller of libvirt's available and the filesystem's" in titles["Free"]
+    assert "free-space limits (< 20GiB)" in titles["Free"]
+
+
 def test_landing_shows_alarms_forecasts_and_autostart() -> None:
     page = render_landing(policy_inventory(), now=NOW + 12)
 

@@ -61,6 +61,8 @@ def hook_environment(
         POOLWATCH_POOL_UUID=event.pool_uuid,
         POOLWATCH_LEVEL=event.level,
         POOLWATCH_PREVIOUS_LEVEL=event.previous_level,
+        # The two figures behind a level (see HookEvent): allocation / capacity, and the
+        # smaller of available and f_bavail. They differ by the filesystem's reserved blocks.
         POOLWATCH_USED_RATIO=_fixed(event.used_ratio, 3),
         POOLWATCH_AVAILABLE_BYTES=_fixed(event.available_bytes, 0),
         # Whole seconds: what a shell's `[ "$X" -lt 3600 ]` can compare.

@@ -25,6 +25,14 @@ from poolwatch.model import HostSnapshot, PoolPolicy, PoolSnapshot
 WARN_PERCENT = 80
 CRIT_PERCENT = 90
 
+# What the two space columns measure, as their headings' tooltips say: the figures a ratio limit
+# ("85%") and a free-space limit ("< 20GiB") compare. They differ by the filesystem's reserve.
+_USED_TITLE = "allocation / capacity as libvirt reports them; ratio limits (85%) compare this"
+_FREE_TITLE = (
+    "what guests can still write: the smaller of libvirt's available and the filesystem's "
+    "space for non-root users (f_bavail); free-space limits (< 20GiB) compare this"
+)
+
 # Bar colour classes by threshold level (0 ok, 1 warning, 2 critical).
 _BAR_CLASSES = ("ok", "warn", "crit")
 
@@ -286,8 +294,8 @@ def _host_section(view: _HostView, now: float) -> str:
         return "".join(parts)
     parts.append(
         "<div class='scroll'><table>\n<thead><tr><th>Pool</th>"
-        "<th class='hide-narrow'>Type</th><th>State</th><th>Used</th>"
-        "<th class='num hide-narrow'>Size</th><th class='num'>Free</th>"
+        f"<th class='hide-narrow'>Type</th><th>State</th><th title='{_e(_USED_TITLE)}'>Used</th>"
+        f"<th class='num hide-narrow'>Size</th><th class='num' title='{_e(_FREE_TITLE)}'>Free</th>"
         "<th>Alarm</th><th>Forecast</th><th class='hide-narrow'>Autostart</th>"
         "<th class='num hide-narrow'>Volumes</th><th class='hide-narrow'>Last action</th>"
         "</tr></thead>\n<tbody>\n"

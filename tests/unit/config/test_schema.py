@@ -128,9 +128,11 @@ def test_shipped_example_documents_working_policies() -> None:
         ThresholdRule(
             selector=Selector("*"),
             warning=UsedRatio(0.85),
-            critical=UsedRatio(0.95),
+            # Free space as the last line of defence: a ratio critical at 95 % would not fire
+            # before guests pause on an ext4 that reserves 5 % for root.
+            critical=FreeBelow(20 * GiB),
             clear_ratio=0.02,
-            clear_bytes=0,
+            clear_bytes=GiB,
             hold=300.0,
             time_to_full_warning=None,
             time_to_full_critical=None,
