@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -11,10 +13,18 @@ from pathlib import Path
 import pytest
 import structlog
 
-from poolwatch.hooks.execute import OUTPUT_TAIL_BYTES, hook_environment
+from poolwatch.hooks.execute import OUTPUT_TAIL_BYTES, hook_environment, run_exec
 from poolwatch.policies.rules import ExecHook
 from tests.helpers import unavailable
-from tests.unit.hook_runs import HOSTILE_POOL, KILL_GRACE, alarm, process_gone, running, sh
+from tests.unit.hook_runs import (
+    HOSTILE_POOL,
+    KILL_GRACE,
+    alarm,
+    has_line,
+    process_gone,
+    running,
+    sh,
+)
 
 
 async def test_exec_hook_gets_the_event_in_its_environment_and_nothing_else(
@@ -175,3 +185,22 @@ async def test_escaped_descendant_holding_the_pipes_does_not_hang_the_runner(
     finally:
         if pids.exists():
             os.kill(int(pids.read_text()), signal.SIGKILL)
+
+
+async def test_cancelled_while_starting_stops_the_group_and_returns(tmp_path: Path) -> None:
+    # A daemon stopping (or a reload retiring a worker) can cancel a hook while asyncio is still
+    # connecting its pipes. The hook must not outlive that, nor hang the cancellation.
+    pids = tmp_path / "pids"
+    hook = sh('sleep 300 & echo "$$ $!" > "$1"; sleep 300', pids, timeout=60)
+    task = asyncio.create_task(run_exec(hook, {"PATH": os.environ["PATH"]}, kill_grace=0.3))
+    for _ in range(2):  # forked by now; asyncio connects the pipes on the loop's next turns
+        await asyncio.sleep(0)
+    # Hold the loop (as a busy daemon would) while the hook starts its child on those pipes.
+    deadline = time.monotonic() + 5
+    while not has_line(pids) and time.monotonic() < deadline:
+        time.sleep(0.01)  # noqa: ASYNC251 - blocking the loop on purpose
+    task.cancel()
+    async with asyncio.timeout(10):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert all(process_gone(int(pid)) for pid in pids.read_text().split())

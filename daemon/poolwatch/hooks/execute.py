@@ -9,6 +9,7 @@ for the log, so a chatty hook cannot grow the daemon's memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -137,8 +138,8 @@ async def run_exec(
     loop = asyncio.get_running_loop()
     # loop.subprocess_exec is what asyncio.create_subprocess_exec wraps; its protocol keeps only
     # output tails (no unbounded stream buffers) and its transport can stop reading at once.
-    try:
-        transport, process = await loop.subprocess_exec(
+    start = asyncio.ensure_future(
+        loop.subprocess_exec(
             lambda: _HookProcess(loop),
             *hook.argv,
             stdin=subprocess.DEVNULL,
@@ -147,6 +148,19 @@ async def run_exec(
             env=dict(env),
             start_new_session=True,
         )
+    )
+    try:
+        # Shielded: a cancellation while the pipes are being connected would make asyncio kill
+        # the leader alone and then wait for pipes that its children still hold (for ever on
+        # Python 3.11.2, whose transport waits for pipes that never connected). Let the start
+        # finish, then stop the whole group as for any other cancellation.
+        transport, process = await asyncio.shield(start)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError, ValueError):
+            transport, process = await start
+            await _stop_group(transport.get_pid(), process, kill_grace)
+            transport.close()
+        raise
     except (OSError, ValueError) as exc:  # not found, not executable, NUL in an argument...
         return ExecOutcome("failed", None, "", "", error=f"{type(exc).__name__}: {exc}")
     # start_new_session makes the hook a session and process group leader: pgid == pid.
