@@ -52,6 +52,8 @@ def _look_at_page(page: str, seen: set[str]) -> None:
         seen.add("started")
     if "hook:log " in page:
         seen.add("hook")
+    if "<svg class='spark'" in page:
+        seen.add("chart")
 
 
 def _look_at_events(events: list[dict[str, Any]], pools: dict[str, Any], seen: set[str]) -> None:
@@ -126,6 +128,7 @@ async def test_the_demo_shows_its_policies_at_work() -> None:
             await eventually(everything_shown, within=WITHIN, interval=0.5)
         finally:
             await daemon.stop()
+    assert "chart" in seen.page  # the fill history of the pools, drawn
     # The hook only logs: its output is in the daemon's log, with its result.
     said = [e["stdout"] for e in logs if e["event"] == "hook_finished" and e["result"] == "ok"]
     assert any(line.endswith(" -> critical\n") for line in said), said
