@@ -21,6 +21,7 @@ from poolwatch.actuator import Actuator, PolicyRules
 from poolwatch.adapter.connection import LibvirtSource, library_version
 from poolwatch.addresses import without_credentials
 from poolwatch.config import Config, ConnectionConfig
+from poolwatch.demo import DEMO_HOST
 from poolwatch.errors import ConfigError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
@@ -35,8 +36,17 @@ from poolwatch.web.app import HttpServer, create_app, start_http_server
 
 log = structlog.get_logger()
 
-DEMO_HOST = Path(__file__).parent / "demo" / "host.xml"
-DEMO_STEP_SECONDS = 2.0
+
+@dataclass(frozen=True, slots=True)
+class DemoPace:
+    """How fast ``poolwatch demo`` moves: the filler's steps, and the polls that follow them."""
+
+    step: float = 2.0  # seconds between two steps of the demo filler
+    # The demo fills and drains pools quickly, so it polls quickly too.
+    poll_interval: float = 2.0
+    volumes_interval: float = 5.0
+    refresh_interval: float = 20.0
+    seed: int | None = None  # the filler's random seed; None: a different demo each run
 
 
 @dataclass
@@ -63,8 +73,10 @@ class Daemon:
         demo: bool,
         dry_run: bool = False,
         notifier: Notifier | None = None,
+        demo_pace: DemoPace | None = None,
     ) -> None:
         self._config = config
+        self._demo_pace = DemoPace() if demo_pace is None else demo_pace
         self._notifier = Notifier.disabled() if notifier is None else notifier
         self._reload_config = reload_config
         self._demo = demo
@@ -261,21 +273,25 @@ class Daemon:
     def _start_demo(self) -> asyncio.Task[None]:
         from poolwatch.adapter.demo_filler import DemoFiller
 
+        pace = self._demo_pace
         connection = ConnectionConfig(name="demo", uri=f"test://{DEMO_HOST.resolve()}")
-        # The demo fills and drains pools quickly, so poll quickly too.
         config = self._config.model_copy(
             update={
                 "poll": self._config.poll.model_copy(
-                    update={"interval": 2.0, "volumes_interval": 5.0, "refresh_interval": 20.0}
+                    update={
+                        "interval": pace.poll_interval,
+                        "volumes_interval": pace.volumes_interval,
+                        "refresh_interval": pace.refresh_interval,
+                    }
                 )
             }
         )
         source = self._start(connection, config)
-        filler = DemoFiller(random.Random())  # noqa: S311 - a demo, not cryptography
+        filler = DemoFiller(random.Random(pace.seed))  # noqa: S311 - a demo, not cryptography
 
         async def fill() -> None:
             while True:
-                await asyncio.sleep(DEMO_STEP_SECONDS)
+                await asyncio.sleep(pace.step)
                 with contextlib.suppress(Exception):
                     for line in await source.execute(filler.step):
                         log.info("demo_step", action=line)

@@ -138,3 +138,6 @@ class PoolPolicy:
     not_mounted: bool | None = None  # None: no require_mount rule
     last_action: str | None = None  # e.g. "start_pool ok"
     last_action_at: float | None = None
+    # The fill level over the last hour for the landing page's chart: (unix time, used /
+    # capacity) points, oldest first, at most 60 (actuator/fill_history.py).
+    fill_history: tuple[tuple[float, float], ...] = ()

@@ -184,6 +184,19 @@ async def test_level_and_forecast_are_published() -> None:
     assert policy.autostart_mode is None
 
 
+async def test_the_fill_history_is_published_for_the_chart() -> None:
+    world = World(PolicyRules())  # every pool has a history, with a rule or without
+    for step in range(3):
+        # Two minutes apart: the forecast's history keeps every reading (it thins only
+        # readings closer than a minute in its default six-hour window).
+        world.show(pool(used=0.5 + step * 0.01), after=120)
+        await world.evaluate()
+        await world.evaluate()  # no new reading: no new point
+    points = world.inventory.policies(KEY)["images"].fill_history
+    now = world.clock.now
+    assert points == ((now - 240, 0.5), (now - 120, 0.51), (now, 0.52))
+
+
 async def test_enforce_starts_a_stopped_pool_once() -> None:
     world = World(PolicyRules(autostart=(autostart_rule(),)))
     world.show(pool(active=False))

@@ -141,4 +141,5 @@ def verdict(state: PolicyState, measurement: Measurement | None, now: float) -> 
         not_mounted=auto.not_mounted if rule is not None and rule.require_mount else None,
         last_action=state.last_action,
         last_action_at=state.last_action_at,
+        fill_history=state.fill_history.points(history, state.last_sample, now),
     )

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from poolwatch.documents import level_name
 from poolwatch.inventory import Inventory
 from poolwatch.model import HostSnapshot, PoolPolicy, PoolSnapshot
+from poolwatch.web.sparkline import sparkline
 
 # Display only, in percent, for pools without a threshold rule; with a rule, the bar follows the
 # rule's alarm level instead.
@@ -27,7 +28,10 @@ CRIT_PERCENT = 90
 
 # What the two space columns measure, as their headings' tooltips say: the figures a ratio limit
 # ("85%") and a free-space limit ("< 20GiB") compare. They differ by the filesystem's reserve.
-_USED_TITLE = "allocation / capacity as libvirt reports them; ratio limits (85%) compare this"
+_USED_TITLE = (
+    "allocation / capacity as libvirt reports them; ratio limits (85%) compare this. "
+    "Below the bar: the last hour"
+)
 _FREE_TITLE = (
     "what guests can still write: the smaller of libvirt's available and the filesystem's "
     "space for non-root users (f_bavail); free-space limits (< 20GiB) compare this"
@@ -125,6 +129,14 @@ td.name { font-weight: 600; overflow-wrap: break-word; min-width: 8ch; white-spa
 .bar.warn span { background: var(--warn); }
 .bar.crit span { background: var(--crit); }
 .pct { width: 3.2rem; text-align: right; font-variant-numeric: tabular-nums; }
+/* The sparkline under the bar: as wide as bar and percentage, stretched; the line keeps its
+   width. */
+.spark { display: block; width: 100%; height: 1.25rem; margin-top: .3rem; }
+.spark rect { fill: var(--track); }
+.spark polyline {
+  fill: none; stroke: var(--muted); stroke-width: 1.5; stroke-linejoin: round;
+  vector-effect: non-scaling-stroke;
+}
 .none { color: var(--muted); }
 footer { color: var(--muted); font-size: .8rem; }
 @media (max-width: 40rem) {
@@ -325,7 +337,7 @@ def _pool_row(row_id: str, pool: PoolSnapshot, policy: PoolPolicy | None, now: f
         f"<td class='name' title='{_e(details)}'>{_e(pool.name)}</td>"
         f"<td class='hide-narrow'>{_e(pool.type)}</td>"
         f"<td class='state-{state}'>{state}</td>"
-        f"<td>{fill}</td>"
+        f"<td>{fill}{_fill_chart(pool, policy, now)}</td>"
         f"<td class='num hide-narrow'>{size}</td>"
         f"<td class='num'>{free}</td>"
         f"<td>{_alarm(policy)}</td>"
@@ -414,6 +426,21 @@ def _last_action(policy: PoolPolicy | None, now: float) -> str:
     if policy.last_action_at is not None:
         when = f" <span class='when'>{human_age(now - policy.last_action_at)}</span>"
     return f"{_e(policy.last_action)}{when}"
+
+
+def _fill_chart(pool: PoolSnapshot, policy: PoolPolicy | None, now: float) -> str:
+    """The pool's recent fill level as a sparkline; none while it is stopped (like its bar)
+    or has fewer than two samples."""
+    points = () if policy is None or not pool.active else policy.fill_history
+    if len(points) < 2:
+        return ""
+    percents = [round(ratio * 100) for _, ratio in points]
+    label = (
+        f"fill level of {pool.name} over the last {human_duration(now - points[0][0])}: "
+        f"{percents[0]} % to {percents[-1]} % (lowest {min(percents)} %, "
+        f"highest {max(percents)} %)"
+    )
+    return sparkline(points, label=label)
 
 
 def _fill_bar(ratio: float, level: int | None) -> str:
