@@ -1,43 +1,41 @@
-"""The fill history a pool publishes for its chart: bounded, downsampled, stable, and made again
-only when it can have changed."""
+"""The fill history a pool publishes for its chart: its own record of allocation / capacity,
+bounded, downsampled, stable, and made again only when it can have changed."""
 
 from __future__ import annotations
 
 import itertools
 
-from poolwatch.actuator.fill_history import CHART_SPAN, MAX_POINTS, FillHistory, downsample
-from poolwatch.policies.forecast import UsageHistory
+from poolwatch.actuator.fill_history import (
+    BUCKET_SECONDS,
+    CHART_SPAN,
+    MAX_POINTS,
+    FillHistory,
+    downsample,
+)
 
-GIB = 1024**3
-CAPACITY = 100 * GIB
-T0 = 1_700_000_000.0
+T0 = 1_700_000_000.0  # a multiple of BUCKET_SECONDS
 
 
-def test_few_samples_are_kept_as_they_are_as_fill_ratios() -> None:
-    samples = [(T0, 40 * GIB), (T0 + 15, 41 * GIB), (T0 + 30, 45 * GIB)]
-    assert downsample(samples, CAPACITY, now=T0 + 30) == (
-        (T0, 0.4),
-        (T0 + 15, 0.41),
-        (T0 + 30, 0.45),
-    )
+def test_few_samples_are_kept_as_they_are() -> None:
+    samples = [(T0, 0.4), (T0 + 15, 0.41), (T0 + 30, 0.45)]
+    assert downsample(samples, now=T0 + 30) == ((T0, 0.4), (T0 + 15, 0.41), (T0 + 30, 0.45))
 
 
 def test_only_the_last_hour_is_kept() -> None:
-    samples = [(T0 + 60 * i, i * GIB) for i in range(100)]  # 99 minutes
+    samples = [(T0 + 60 * i, i / 100) for i in range(100)]  # 99 minutes
     now = T0 + 60 * 99
-    points = downsample(samples, CAPACITY, now=now)
+    points = downsample(samples, now=now)
     assert points[0][0] >= now - CHART_SPAN
     assert points[-1] == (now, 0.99)
     assert len(points) == MAX_POINTS  # minute samples over the hour: 61, one too many
 
 
 def test_many_samples_are_bounded_and_keep_the_newest() -> None:
-    samples = [(T0 + 2 * i, (40 * GIB) + i * 2**20) for i in range(1800)]  # an hour at 2 s
+    samples = [(T0 + 2 * i, 0.4 + i / 10_000) for i in range(1800)]  # an hour at 2 s
     now = samples[-1][0]
-    points = downsample(samples, CAPACITY, now=now)
-    assert len(points) <= MAX_POINTS
-    assert len(points) >= MAX_POINTS - 1
-    assert points[-1] == (now, round(samples[-1][1] / CAPACITY, 4))
+    points = downsample(samples, now=now)
+    assert MAX_POINTS - 1 <= len(points) <= MAX_POINTS
+    assert points[-1] == (now, round(samples[-1][1], 4))
     times = [at for at, _ in points]
     assert times == sorted(times)
     # Evenly spread: no gap is much wider than the average one.
@@ -46,30 +44,49 @@ def test_many_samples_are_bounded_and_keep_the_newest() -> None:
 
 
 def test_points_stay_put_as_new_samples_arrive() -> None:
-    samples = [(T0 + 2 * i, 40 * GIB + i * 2**20) for i in range(1000)]
-    before = downsample(samples, CAPACITY, now=samples[-1][0])
-    samples.append((samples[-1][0] + 2, 41 * GIB))
-    after = downsample(samples, CAPACITY, now=samples[-1][0])
+    samples = [(T0 + 2 * i, 0.4 + i / 10_000) for i in range(1000)]
+    before = downsample(samples, now=samples[-1][0])
+    samples.append((samples[-1][0] + 2, 0.41))
+    after = downsample(samples, now=samples[-1][0])
     # Buckets are aligned to the clock: only the newest point moved on.
     assert set(before[1:-1]) <= set(after)
 
 
-def test_nothing_without_a_capacity_or_samples() -> None:
-    assert downsample([(T0, GIB)], 0, now=T0) == ()
-    assert downsample([], CAPACITY, now=T0) == ()
+def test_the_record_keeps_one_reading_per_bucket_the_newest() -> None:
+    history = FillHistory()
+    assert history.points(T0) == ()
+    history.add(T0, 0.40)
+    history.add(T0 + 1, 0.41)  # same bucket: replaces
+    history.add(T0 + 1, 0.99)  # the same reading again: ignored
+    history.add(T0 + BUCKET_SECONDS, 0.42)
+    assert history.points(T0 + BUCKET_SECONDS) == ((T0 + 1, 0.41), (T0 + BUCKET_SECONDS, 0.42))
 
 
-def test_the_published_copy_follows_the_history() -> None:
-    history = UsageHistory(window=6 * 3600.0)
-    published = FillHistory()
-    assert published.points(None, None, T0) == ()
-    assert published.points(history, None, T0) == ()
-    history.add(T0, 40 * GIB, CAPACITY)
-    first = published.points(history, T0, T0)
-    assert first == ((T0, 0.4),)
-    # Asked again without a new sample: the same copy, not a new one.
-    assert published.points(history, T0, T0 + 1) is first
-    history.add(T0 + 15, 42 * GIB, CAPACITY)
-    assert published.points(history, T0 + 15, T0 + 15) == ((T0, 0.4), (T0 + 15, 0.42))
+def test_a_drop_does_not_restart_the_record() -> None:
+    # Unlike the forecast's history, which starts again after a cleanup.
+    history = FillHistory()
+    for i, ratio in enumerate((0.5, 0.7, 0.9, 0.2, 0.3)):
+        history.add(T0 + i * BUCKET_SECONDS, ratio)
+    assert [ratio for _, ratio in history.points(T0 + 4 * BUCKET_SECONDS)] == [
+        0.5,
+        0.7,
+        0.9,
+        0.2,
+        0.3,
+    ]
+
+
+def test_the_record_is_bounded_and_the_copy_reused() -> None:
+    history = FillHistory()
+    for i in range(10 * MAX_POINTS):
+        history.add(T0 + i * BUCKET_SECONDS, (i % 100) / 100)
+    now = T0 + (10 * MAX_POINTS - 1) * BUCKET_SECONDS
+    first = history.points(now)
+    assert len(first) <= MAX_POINTS
+    assert first[0][0] >= now - CHART_SPAN
+    assert history.points(now + 1) is first  # asked again without a new sample: the same copy
     # Without new samples (a stopped pool) the points still leave the chart after an hour.
-    assert published.points(history, T0 + 15, T0 + CHART_SPAN + 10) == ((T0 + 15, 0.42),)
+    assert history.points(now + CHART_SPAN + RECHECK) == ()
+
+
+RECHECK = 60.0

@@ -241,17 +241,6 @@ def test_reset_forgets_everything() -> None:
     history.reset()
 
     assert len(history) == 0
-    assert history.capacity is None
-    assert history.samples() == ()
-
-
-def test_the_samples_kept_can_be_read_oldest_first() -> None:
-    history = UsageHistory(window=HOUR, min_span=0)
-    for i in range(3):
-        history.add(T0 + i * 60, GIB + i * GIB, CAPACITY)
-
-    assert history.capacity == CAPACITY
-    assert history.samples() == ((T0, GIB), (T0 + 60, 2 * GIB), (T0 + 120, 3 * GIB))
 
 
 @pytest.mark.parametrize(

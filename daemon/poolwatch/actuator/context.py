@@ -39,7 +39,7 @@ class PolicyState:
     autostart: AutostartState = field(default_factory=AutostartState)
     last_action: str | None = None
     last_action_at: float | None = None
-    fill_history: FillHistory = field(default_factory=FillHistory)  # the chart's copy of `history`
+    fill_history: FillHistory = field(default_factory=FillHistory)  # the last hour, for the chart
 
     def note(self, action: str, now: float) -> None:
         """Remember ``action`` as the pool's last one (the API's ``last_action``)."""

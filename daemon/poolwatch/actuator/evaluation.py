@@ -49,6 +49,7 @@ def measure(ctx: PoolContext) -> Measurement | None:
     free = pool.free_bytes
     if state.last_sample != pool.read_at:
         state.history.add(pool.read_at, pool.capacity - free, pool.capacity)
+        state.fill_history.add(pool.read_at, pool.allocation / pool.capacity)
         state.last_sample = pool.read_at
     return Measurement(
         capacity=pool.capacity,
@@ -141,5 +142,5 @@ def verdict(state: PolicyState, measurement: Measurement | None, now: float) -> 
         not_mounted=auto.not_mounted if rule is not None and rule.require_mount else None,
         last_action=state.last_action,
         last_action_at=state.last_action_at,
-        fill_history=state.fill_history.points(history, state.last_sample, now),
+        fill_history=state.fill_history.points(now),
     )

@@ -126,15 +126,6 @@ class UsageHistory:
     def __len__(self) -> int:
         return len(self._samples)
 
-    @property
-    def capacity(self) -> int | None:
-        """The pool capacity the samples were taken at; None before the first one."""
-        return self._capacity
-
-    def samples(self) -> tuple[tuple[float, int], ...]:
-        """The samples kept, as (unix time, used bytes), oldest first (for the fill chart)."""
-        return tuple(self._samples)
-
     def reset(self) -> None:
         self._samples.clear()
         self._capacity = None
