@@ -244,6 +244,14 @@ class Daemon:
             log.error("config_reload_failed", errors=exc.errors)
             self.telemetry.record_reload(ok=False)
             return
+        except Exception as exc:
+            # A loading bug must not escape into the signal handler (a raw traceback, and the
+            # gauge left at 1): it fails the reload like an invalid file.
+            log.error(
+                "config_reload_failed", errors=[f"{type(exc).__name__}: {exc}"], exc_info=True
+            )
+            self.telemetry.record_reload(ok=False)
+            return
         if config.web != self._config.web:
             log.warning("config_reload_needs_restart", section="web")
         configure_logging(level=config.log.level, fmt=config.log.format)
