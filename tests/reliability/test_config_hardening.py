@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import POOLWATCH, percentile, until_metric
+from poolwatch.config import Config
+from poolwatch.daemon import Daemon
+from tests.helpers import POOLWATCH, captured_logs, config_for, percentile, until_metric
 from tests.reliability.faults_common import Scraper, poolwatch
 
 Figure = Callable[[str, str, str], None]
@@ -166,4 +168,28 @@ def test_absurd_durations_and_a_byte_order_mark(tmp_path: Path, figure: Figure) 
         "below the minimums (interval 500ms, volumes_interval 1s, refresh_interval 0 or 1s, "
         "call_timeout 100ms) and above 365d: exit 3 naming the bound; the BOM file: exit 0",
         f"{len(cases) - 1} refused, 1 valid; BOM file exit {code}",
+    )
+
+
+async def test_any_loading_failure_fails_the_reload(figure: Figure) -> None:
+    """Whatever goes wrong while loading (here a bug: RuntimeError), SIGHUP's reload fails as a
+    counted, logged config_reload_failed; it used to escape into the signal handler."""
+
+    def broken() -> Config:
+        raise RuntimeError("a bug in loading")
+
+    daemon = Daemon(config_for("test:///default"), reload_config=broken, demo=False)
+    await daemon.start()
+    try:
+        with captured_logs() as logs:
+            daemon.reload()
+    finally:
+        await daemon.stop()
+    failed = [entry for entry in logs if entry["event"] == "config_reload_failed"]
+    assert failed[0]["errors"] == ["RuntimeError: a bug in loading"]
+    assert daemon.telemetry.last_reload_successful is False
+    figure(
+        "SIGHUP while loading the file raises an unexpected exception (RuntimeError)",
+        "the reload failed as config_reload_failed with the error, gauge 0, the daemon running",
+        f"{len(failed)} config_reload_failed line",
     )
