@@ -205,6 +205,7 @@ class Daemon:
             if wanted.get(key) != running.config or running.watcher.poll.call_timeout != (
                 config.poll.call_timeout
             ):
+                running.watcher.detach()  # a poll finishing after this is dropped quietly
                 running.task.cancel()
                 del self._running[key]
                 self.inventory.remove_host(key)
