@@ -104,6 +104,10 @@ class Telemetry:
         # config at start counts as a successful reload, as in Prometheus.
         self.last_reload_successful = True
         self.last_reload_success_at = clock()
+        # The same for the web config file (TLS, users), None while there is none; its reloads
+        # follow SIGHUP and changes of the file or the certificates it names.
+        self.web_config_last_reload_successful: bool | None = None
+        self.web_config_last_reload_success_at = 0.0
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -208,6 +212,13 @@ class Telemetry:
         self.last_reload_successful = ok
         if ok:
             self.last_reload_success_at = self._clock()
+        self._changed()
+
+    def record_web_config_reload(self, ok: bool) -> None:
+        """The outcome of loading or reloading the web config file."""
+        self.web_config_last_reload_successful = ok
+        if ok:
+            self.web_config_last_reload_success_at = self._clock()
         self._changed()
 
     def _expire(self, stats: ConnectionStats) -> None:

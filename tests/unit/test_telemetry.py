@@ -214,6 +214,17 @@ def test_reload_outcome(telemetry: Telemetry, clock: FakeClock) -> None:
     )
 
 
+def test_web_config_reload_outcome(telemetry: Telemetry, clock: FakeClock) -> None:
+    assert telemetry.web_config_last_reload_successful is None  # no web config file
+    telemetry.record_web_config_reload(True)
+    clock.now += 60
+    telemetry.record_web_config_reload(False)
+    assert (
+        telemetry.web_config_last_reload_successful,
+        telemetry.web_config_last_reload_success_at,
+    ) == (False, NOW)
+
+
 def test_changes_move_with_everything_but_a_pool_event(telemetry: Telemetry) -> None:
     """A pool event is followed by the re-read of its pool, which moves the inventory's
     generation: counting the event as well would cost a second /metrics render."""
