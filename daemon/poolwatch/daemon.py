@@ -28,7 +28,7 @@ from poolwatch.exporter.exposition import Exposition
 from poolwatch.filesystem import is_local_uri
 from poolwatch.hooks import HookRunner
 from poolwatch.inventory import Inventory
-from poolwatch.logsetup import configure_logging
+from poolwatch.logsetup import LogOutput, configure_logging
 from poolwatch.sdnotify import Notifier, keep_alive
 from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
@@ -74,9 +74,11 @@ class Daemon:
         dry_run: bool = False,
         notifier: Notifier | None = None,
         demo_pace: DemoPace | None = None,
+        log_output: LogOutput | None = None,
     ) -> None:
         self._config = config
         self._demo_pace = DemoPace() if demo_pace is None else demo_pace
+        self._log_output = log_output  # counts the log lines lost; None: not counted
         self._notifier = Notifier.disabled() if notifier is None else notifier
         self._reload_config = reload_config
         self._demo = demo
@@ -112,6 +114,7 @@ class Daemon:
             version=__version__,
             libvirt_version=library_version(),
             python_version=platform.python_version(),
+            log_lines_dropped=lambda: 0 if self._log_output is None else self._log_output.dropped,
         )
         registry.register(collector)
         self._exposition = Exposition(registry, collector.generation)
@@ -219,6 +222,7 @@ class Daemon:
             if wanted.get(key) != running.config or running.watcher.poll.call_timeout != (
                 config.poll.call_timeout
             ):
+                running.watcher.detach()  # a poll finishing after this is dropped quietly
                 running.task.cancel()
                 del self._running[key]
                 self.inventory.remove_host(key)
@@ -258,9 +262,21 @@ class Daemon:
             log.error("config_reload_failed", errors=exc.errors)
             self.telemetry.record_reload(ok=False)
             return
+        except Exception as exc:
+            # A loading bug must not escape into the signal handler (a raw traceback, and the
+            # gauge left at 1): it fails the reload like an invalid file.
+            log.error(
+                "config_reload_failed", errors=[f"{type(exc).__name__}: {exc}"], exc_info=True
+            )
+            self.telemetry.record_reload(ok=False)
+            return
         if config.web != self._config.web:
             log.warning("config_reload_needs_restart", section="web")
-        configure_logging(level=config.log.level, fmt=config.log.format)
+        output = configure_logging(
+            level=config.log.level, fmt=config.log.format, stream=self._log_output
+        )
+        if self._log_output is not None:
+            self._log_output = output
         if not self._demo:
             self._apply_connections(config)
         self._actuator.update_rules(_policy_rules(config))
@@ -329,8 +345,15 @@ def run_daemon(
     dry_run: bool = False,
 ) -> int:
     notifier = Notifier.from_environment()
+    # Configured again (the command line did so already) to hold the output and its count.
+    log_output = configure_logging(level=config.log.level, fmt=config.log.format)
     daemon = Daemon(
-        config, reload_config=reload_config, demo=demo, dry_run=dry_run, notifier=notifier
+        config,
+        reload_config=reload_config,
+        demo=demo,
+        dry_run=dry_run,
+        notifier=notifier,
+        log_output=log_output,
     )
     try:
         return asyncio.run(daemon.run())

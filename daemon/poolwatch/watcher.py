@@ -94,6 +94,9 @@ class Watcher:
         self._stat_pending: set[str] = set()
         self._urgent: frozenset[str] = frozenset()  # pools the policies want refreshed sooner
         self._statfs = concurrent.futures.ThreadPoolExecutor(2, "statvfs")
+        # Set when a reload removes the connection: whatever is still in flight finds its host
+        # gone from the inventory (or another watcher's, under the same key) and is dropped.
+        self._detached = False
 
     @property
     def source(self) -> StorageSource:
@@ -103,6 +106,13 @@ class Watcher:
         """Read one pool again now: for changes libvirt sends no event about."""
         if self._connected:
             self._request_reread(pool, volumes=False)
+
+    def detach(self) -> None:
+        """The connection is being removed: from now on nothing of this watcher's reaches the
+        inventory or the telemetry; its run() task is cancelled next."""
+        self._detached = True
+        for task in self._tasks:
+            task.cancel()
 
     def set_urgent(self, pools: frozenset[str]) -> None:
         """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
@@ -152,6 +162,8 @@ class Watcher:
                 self._log.exception("event_handling_failed", source_event=repr(event))
 
     def _handle(self, event: SourceEvent) -> None:
+        if self._detached:
+            return
         if isinstance(event, Connected):
             self._connected = True
             self._host = self._configured_name or self._unique_name(event.hostname)
@@ -223,11 +235,14 @@ class Watcher:
         try:
             reading = await self._source.read_pool(name)
         except PoolNotFound:
+            if self._detached:
+                return
             # Gone without an UNDEFINED event: a transient pool that stopped.
             self._inventory.drop_pool(self.key, name)
+            self._telemetry.record_pool_gone(self.key, name)
             return
         target = await self._inspect(reading)
-        if self._undefined_since(name, seq):
+        if self._detached or self._undefined_since(name, seq):
             return
         scan = _carried_scan(self._inventory.pool(self.key, name), reading)
         # The new state goes out before the volume scan: a stop or start must not wait for it.
@@ -284,7 +299,8 @@ class Watcher:
         except Exception:
             self._log.exception("poll_crashed", kind=kind)
         finally:
-            self._telemetry.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
+            if not self._detached:
+                self._telemetry.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
 
     async def _resync(self) -> None:
         # The info poll scans the pools it has no current scan for; the volume poll does the
@@ -298,6 +314,8 @@ class Watcher:
         seq = self._event_seq
         readings = await self._source.list_pools()
         targets = await asyncio.gather(*(self._inspect(r) for r in readings))
+        if self._detached:
+            return
         current = self._inventory.hosts[self.key].pools
         pools: dict[str, PoolSnapshot] = {}
         stale_scans = []
@@ -314,6 +332,8 @@ class Watcher:
                 pools[name] = pool
         for name in set(self._last_refresh) - set(pools):
             del self._last_refresh[name]
+        for name in current.keys() - pools.keys():
+            self._telemetry.record_pool_gone(self.key, name)
         self._inventory.replace_pools(self.key, pools)
         if stale_scans:
             await self._scan_into_inventory(stale_scans)
@@ -321,6 +341,8 @@ class Watcher:
                 scanned.extend(stale_scans)
 
     async def _poll_volumes(self, skip: frozenset[str] = frozenset()) -> None:
+        if self._detached:
+            return
         pools = self._inventory.hosts[self.key].pools.values()
         await self._scan_into_inventory([p.name for p in pools if p.active and p.name not in skip])
 
@@ -334,6 +356,8 @@ class Watcher:
                 if exc.code == _OPERATION_INVALID:
                     return  # stopped meanwhile
                 raise
+            if self._detached:
+                return
             current = self._inventory.pool(self.key, name)
             if current is None or not current.active:
                 return
@@ -354,10 +378,12 @@ class Watcher:
             await self._poll_refresh(only=self._urgent)
 
     async def _poll_refresh(self, only: frozenset[str] | None = None) -> None:
-        if self._source.read_only:
+        if self._source.read_only or self._detached:
             return
         failed = []
         for pool in list(self._inventory.hosts[self.key].pools.values()):
+            if self._detached:
+                return
             if not pool.active or (only is not None and pool.name not in only):
                 continue
             try:

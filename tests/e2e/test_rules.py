@@ -15,7 +15,13 @@ PROMTOOL_TIMEOUT = 60.0  # seconds; each run takes well under one
 # their annotations name the host or the poolwatch instance. Every other alert is about a pool
 # and names host and pool.
 DAEMON_ALERTS = frozenset(
-    {"PoolwatchLibvirtDown", "PoolwatchStaleData", "PoolwatchDown", "PoolwatchConfigReloadFailed"}
+    {
+        "PoolwatchLibvirtDown",
+        "PoolwatchStaleData",
+        "PoolwatchDown",
+        "PoolwatchConfigReloadFailed",
+        "PoolwatchWebConfigReloadFailed",
+    }
 )
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import itertools
 
 from poolwatch.actuator.fill_history import (
-    BUCKET_SECONDS,
     CHART_SPAN,
     MAX_POINTS,
+    MAX_SAMPLES,
     FillHistory,
     downsample,
 )
 
-T0 = 1_700_000_000.0  # a multiple of BUCKET_SECONDS
+T0 = 1_700_000_000.0
 
 
 def test_few_samples_are_kept_as_they_are() -> None:
@@ -52,41 +52,41 @@ def test_points_stay_put_as_new_samples_arrive() -> None:
     assert set(before[1:-1]) <= set(after)
 
 
-def test_the_record_keeps_one_reading_per_bucket_the_newest() -> None:
+def test_the_record_ignores_a_reading_it_has() -> None:
     history = FillHistory()
     assert history.points(T0) == ()
     history.add(T0, 0.40)
-    history.add(T0 + 1, 0.41)  # same bucket: replaces
-    history.add(T0 + 1, 0.99)  # the same reading again: ignored
-    history.add(T0 + BUCKET_SECONDS, 0.42)
-    assert history.points(T0 + BUCKET_SECONDS) == ((T0 + 1, 0.41), (T0 + BUCKET_SECONDS, 0.42))
+    history.add(T0, 0.99)  # the same reading again (a re-evaluation): ignored
+    history.add(T0 + 15, 0.42)
+    assert history.points(T0 + 15) == ((T0, 0.4), (T0 + 15, 0.42))
 
 
 def test_a_drop_does_not_restart_the_record() -> None:
     # Unlike the forecast's history, which starts again after a cleanup.
     history = FillHistory()
     for i, ratio in enumerate((0.5, 0.7, 0.9, 0.2, 0.3)):
-        history.add(T0 + i * BUCKET_SECONDS, ratio)
-    assert [ratio for _, ratio in history.points(T0 + 4 * BUCKET_SECONDS)] == [
-        0.5,
-        0.7,
-        0.9,
-        0.2,
-        0.3,
-    ]
+        history.add(T0 + i * 15, ratio)
+    assert [ratio for _, ratio in history.points(T0 + 60)] == [0.5, 0.7, 0.9, 0.2, 0.3]
 
 
-def test_the_record_is_bounded_and_the_copy_reused() -> None:
+def test_fast_readings_are_thinned_to_cover_the_hour() -> None:
     history = FillHistory()
-    for i in range(10 * MAX_POINTS):
-        history.add(T0 + i * BUCKET_SECONDS, (i % 100) / 100)
-    now = T0 + (10 * MAX_POINTS - 1) * BUCKET_SECONDS
+    for i in range(3600):  # an hour of readings every second
+        history.add(T0 + i, i / 3600)
+        assert len(history._samples) <= MAX_SAMPLES
+    now = T0 + 3599
+    points = history.points(now)
+    assert MAX_POINTS // 2 <= len(points) <= MAX_POINTS
+    assert points[0][0] < now - CHART_SPAN / 2  # the start of the hour is still there
+    assert points[-1] == (now, round(3599 / 3600, 4))
+
+
+def test_the_copy_is_reused_and_old_points_leave() -> None:
+    history = FillHistory()
+    for i in range(10):
+        history.add(T0 + i * 15, i / 10)
+    now = T0 + 9 * 15
     first = history.points(now)
-    assert len(first) <= MAX_POINTS
-    assert first[0][0] >= now - CHART_SPAN
     assert history.points(now + 1) is first  # asked again without a new sample: the same copy
     # Without new samples (a stopped pool) the points still leave the chart after an hour.
-    assert history.points(now + CHART_SPAN + RECHECK) == ()
-
-
-RECHECK = 60.0
+    assert history.points(now + CHART_SPAN + 60) == ()

@@ -2,10 +2,12 @@
 page's chart.
 
 Each pool keeps its own short record of allocation / capacity (the figure its fill bar shows and
-ratio limits compare), at most one sample per `BUCKET_SECONDS`: the forecast's history cannot
-serve, since it starts again after every large drop (a deleted volume) and spans the forecast
-window rather than an hour. The record is bounded (`2 * MAX_POINTS + 1` samples a pool), and the
-published copy holds at most `MAX_POINTS` points.
+ratio limits compare): the forecast's history cannot serve, since it starts again after every
+large drop (a deleted volume) and spans the forecast window rather than an hour. The record holds
+at most `MAX_SAMPLES` readings a pool: it keeps every reading at first, and when it is full it
+keeps one reading per ever wider step of time (the newest of each), so it covers the first
+minutes at the poll's own pace and the hour evenly at a coarser one. The published copy holds at
+most `MAX_POINTS` points.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterable
 
 CHART_SPAN = 3600.0  # seconds of history the chart shows
 MAX_POINTS = 60
-BUCKET_SECONDS = CHART_SPAN / (2 * MAX_POINTS)
+MAX_SAMPLES = 2 * MAX_POINTS
 # Old points leave the chart even while no sample arrives (a stopped pool): look again this
 # often at the latest.
 RECHECK_SECONDS = 60.0
@@ -56,23 +58,30 @@ def downsample(
 class FillHistory:
     """One pool's record, and the published copy, made again only when it can have changed."""
 
-    __slots__ = ("_key", "_points", "_samples")
+    __slots__ = ("_key", "_points", "_samples", "_step")
 
     def __init__(self) -> None:
-        self._samples: deque[tuple[float, float]] = deque(maxlen=2 * MAX_POINTS + 1)
+        self._samples: deque[tuple[float, float]] = deque()
+        self._step = 0.0  # seconds of time per reading kept; 0: every reading
         self._key: tuple[float, float] | None = None
         self._points: FillPoints = ()
 
     def add(self, at: float, ratio: float) -> None:
-        """Record a reading taken at ``at``; within one bucket the newest reading stands."""
-        if self._samples:
-            last_at = self._samples[-1][0]
-            if at <= last_at:
-                return
-            if math.floor(last_at / BUCKET_SECONDS) == math.floor(at / BUCKET_SECONDS):
-                self._samples[-1] = (at, ratio)
-                return
-        self._samples.append((at, ratio))
+        """Record a reading taken at ``at`` (a reading already recorded is ignored)."""
+        samples = self._samples
+        if samples and at <= samples[-1][0]:
+            return
+        if samples and self._step and _slot(samples[-1][0], self._step) == _slot(at, self._step):
+            samples[-1] = (at, ratio)  # the newest reading of its step stands for it
+        else:
+            samples.append((at, ratio))
+        while samples[0][0] < at - CHART_SPAN:
+            samples.popleft()
+        while len(samples) > MAX_SAMPLES:
+            covered = samples[-1][0] - samples[0][0]
+            self._step = max(1.0, 2 * self._step, math.ceil(covered / (MAX_SAMPLES // 2)))
+            newest = {_slot(when, self._step): (when, value) for when, value in samples}
+            samples = self._samples = deque(newest.values())
 
     def points(self, now: float) -> FillPoints:
         """The chart's points. The actuator asks on every evaluation, several times a second;
@@ -84,3 +93,7 @@ class FillHistory:
             self._key = key
             self._points = downsample(self._samples, now=now)
         return self._points
+
+
+def _slot(at: float, step: float) -> int:
+    return math.floor(at / step)

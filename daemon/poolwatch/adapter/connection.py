@@ -20,6 +20,7 @@ import itertools
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -202,6 +203,10 @@ class LibvirtSource:
             try:
                 async with asyncio.timeout(self._call_timeout):  # see _call
                     conn, ids, hostname = await asyncio.shield(pending_open)
+            except asyncio.CancelledError:
+                # Closed while opening: the open goes on in its thread, so release what it opens.
+                pending_open.add_done_callback(self._release_opened)
+                raise
             except TimeoutError:
                 # open() on a frozen daemon blocks; wait for that attempt rather than
                 # piling up new ones behind it.
@@ -241,7 +246,10 @@ class LibvirtSource:
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(*self.keepalive)
         with contextlib.suppress(libvirt.libvirtError):
-            conn.registerCloseCallback(self._on_close, generation)
+            # Through a weak reference: drivers without close callbacks (the test driver)
+            # accept one and never release it, which kept this whole source alive (~30 KB per
+            # connection removed by SIGHUP); now only the small trampoline stays.
+            conn.registerCloseCallback(_WeakCloseCallback(self), generation)
         ids = [
             conn.storagePoolEventRegisterAny(
                 None,
@@ -254,6 +262,13 @@ class LibvirtSource:
             ),
         ]
         return conn, ids, str(conn.getHostname())
+
+    def _release_opened(self, opened: asyncio.Future[tuple[Any, list[int], str]]) -> None:
+        if not opened.cancelled() and opened.exception() is None:
+            conn, ids, _ = opened.result()
+            threading.Thread(
+                target=self._teardown, args=(conn, ids), name="libvirt-teardown", daemon=True
+            ).start()
 
     def _release(self, conn: Any, callback_ids: list[int], lock: threading.Lock) -> None:
         """Blocking: tear a connection down once no call runs on it (see ``_serialized``)."""
@@ -388,3 +403,17 @@ class LibvirtSource:
             *(self._call(reader.read_volumes, chunk) for chunk in chunks)
         )
         return reader.summarize([v for r in results for v in r], limit, scanned_at)
+
+
+class _WeakCloseCallback:
+    """A libvirt close callback that does not keep its `LibvirtSource` alive."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: LibvirtSource) -> None:
+        self._source = weakref.ref(source)
+
+    def __call__(self, conn: Any, reason: int, generation: int) -> None:
+        source = self._source()
+        if source is not None:
+            source._on_close(conn, reason, generation)

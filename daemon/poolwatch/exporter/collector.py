@@ -45,9 +45,11 @@ class InventoryCollector:
         version: str,
         libvirt_version: str,
         python_version: str,
+        log_lines_dropped: Callable[[], int] = lambda: 0,
     ) -> None:
         self._inventory = inventory
         self._telemetry = telemetry
+        self._log_lines_dropped = log_lines_dropped
         self._build_labels = [version, libvirt_version, python_version]
         self._volume_cache: dict[tuple[str, str], _VolumeSamples] = {}
 
@@ -61,7 +63,7 @@ class InventoryCollector:
 
         Both counts only grow, so their sum changes exactly when either does.
         """
-        return self._inventory.generation + self._telemetry.changes
+        return self._inventory.generation + self._telemetry.changes + self._log_lines_dropped()
 
     def collect(self) -> list[Metric]:
         inventory = self._inventory
@@ -99,13 +101,38 @@ class InventoryCollector:
             "Unix time of the last successful configuration load or reload.",
             value=telemetry.last_reload_success_at,
         )
+        families: list[Metric] = [reload_ok, reload_at]
+        if telemetry.web_config_last_reload_successful is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "poolwatch_web_config_last_reload_successful",
+                    "Whether the last load of the web config file (TLS, basic auth), at a SIGHUP "
+                    "or a change of it or its certificates, succeeded: 1 yes, 0 no (the "
+                    "previous settings stay in force).",
+                    value=1 if telemetry.web_config_last_reload_successful else 0,
+                )
+            )
+            families.append(
+                GaugeMetricFamily(
+                    "poolwatch_web_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful load of the web config file.",
+                    value=telemetry.web_config_last_reload_success_at,
+                )
+            )
+        families.append(
+            CounterMetricFamily(
+                "poolwatch_log_lines_dropped",
+                "Log lines that could not be written (e.g. a full disk under stderr).",
+                value=self._log_lines_dropped(),
+            )
+        )
         build = GaugeMetricFamily(
             "poolwatch_build_info",
             "Always 1; labels carry the poolwatch, libvirt and Python versions in use.",
             labels=("version", "libvirt_version", "python_version"),
         )
         build.add_metric(self._build_labels, 1)
-        return [reload_ok, reload_at, build]
+        return [*families, build]
 
 
 def _pool_families(hosts: Iterable[HostSnapshot]) -> list[Metric]:

@@ -293,7 +293,11 @@ async def start_http_server(
     security = None
     if web_config_file is not None:
         try:
-            security = WebSecurity(web_config_file)
+            telemetry = app.get(TELEMETRY)
+            security = WebSecurity(
+                web_config_file,
+                on_reload=None if telemetry is None else telemetry.record_web_config_reload,
+            )
         except WebConfigError as exc:
             raise StartupError(exc.one_line()) from None
         _install_security(app, security, interval=check_interval)
