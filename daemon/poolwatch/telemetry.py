@@ -57,6 +57,8 @@ class ConnectionStats:
     pool_events: OrderedDict[str, dict[PoolEventKind, int]] = field(default_factory=OrderedDict)
     actions: dict[tuple[str, str, str], int] = field(default_factory=dict)  # pool, action, result
     autostart_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, result
+    # (pool, field) -> times the sweep found libvirt's value differing from the fast path's
+    fastpath_corrections: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,14 @@ class Telemetry:
         stats.poll_durations.setdefault(kind, Histogram()).observe(seconds)
         if not ok:
             stats.poll_errors[kind] = stats.poll_errors.get(kind, 0) + 1
+        self._changed()
+
+    def record_fastpath_correction(self, key: str, pool: str, field_name: str) -> None:
+        stats = self._stats.get(key)
+        if stats is None:
+            return
+        counts = stats.fastpath_corrections
+        counts[(pool, field_name)] = counts.get((pool, field_name), 0) + 1
         self._changed()
 
     def record_action(

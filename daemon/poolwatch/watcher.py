@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from poolwatch.addresses import without_credentials
+from poolwatch.fastpath.pools import LocalPools
 from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, inspect_target
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
@@ -94,6 +95,13 @@ class Watcher:
         self._stat_pending: set[str] = set()
         self._urgent: frozenset[str] = frozenset()  # pools the policies want refreshed sooner
         self._statfs = concurrent.futures.ThreadPoolExecutor(2, "statvfs")
+        self._local = LocalPools(
+            source,
+            self._statfs,
+            enabled=stat_filesystems,
+            timeout=lambda: self.poll.call_timeout,
+            rescan=self._request_scan,
+        )
 
     @property
     def source(self) -> StorageSource:
@@ -133,7 +141,11 @@ class Watcher:
                 group.create_task(
                     self._every(self.urgent_refresh_interval, "refresh", self._refresh_urgent)
                 )
+                group.create_task(
+                    self._every(lambda: self.poll.sweep_interval, "sweep", self._sweep)
+                )
         finally:
+            await self._local.close()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -186,6 +198,7 @@ class Watcher:
             self._log.info("pool_event", pool=event.pool, kind=event.kind.value)
         if event.kind is PoolEventKind.UNDEFINED:
             self._last_refresh.pop(event.pool, None)
+            self._local.forget(event.pool)
             self._inventory.drop_pool(self.key, event.pool)
             return
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
@@ -314,6 +327,8 @@ class Watcher:
                 pools[name] = pool
         for name in set(self._last_refresh) - set(pools):
             del self._last_refresh[name]
+        for name in set(current) - set(pools):
+            self._local.forget(name)
         self._inventory.replace_pools(self.key, pools)
         if stale_scans:
             await self._scan_into_inventory(stale_scans)
@@ -382,7 +397,40 @@ class Watcher:
         return log.bind(host=self._host)
 
     async def _scan(self, name: str) -> VolumeScan:
-        return await self._source.scan_volumes(name, limit=self.poll.max_volumes_per_pool)
+        limit = self.poll.max_volumes_per_pool
+        pool = self._inventory.pool(self.key, name)
+        if pool is not None and pool.fast_path:
+            scan = await self._local.scan(pool, limit=limit)
+            if scan is not None:
+                return scan
+        return await self._source.scan_volumes(name, limit=limit)
+
+    async def _sweep(self) -> None:
+        """libvirt alone reads every fast-path pool; disagreements are counted and logged."""
+        for pool in list(self._inventory.hosts[self.key].pools.values()):
+            if not pool.fast_path:
+                continue
+            try:
+                sweep = await self._local.sweep(pool, limit=self.poll.max_volumes_per_pool)
+            except PoolNotFound:
+                continue
+            except SourceError as exc:
+                if exc.code == _OPERATION_INVALID:
+                    continue  # stopped meanwhile
+                raise
+            for fix in sweep.corrections:
+                self._telemetry.record_fastpath_correction(self.key, fix.pool, fix.field)
+                self._log.warning(
+                    "fastpath_correction",
+                    pool=fix.pool,
+                    field=fix.field,
+                    volume=fix.volume,
+                    fast_path=fix.fast_path,
+                    libvirt=fix.libvirt,
+                )
+            current = self._inventory.pool(self.key, pool.name)
+            if sweep.scan is not None and current is not None and current.active:
+                self._inventory.put_pool(self.key, replace(current, volumes=sweep.scan))
 
     async def _inspect(self, reading: PoolReading) -> tuple[FilesystemStat | None, bool | None]:
         """The target's filesystem and mount status; (None, None) where not measurable."""
@@ -413,6 +461,7 @@ class Watcher:
         scan: VolumeScan | None,
     ) -> PoolSnapshot:
         filesystem, mounted = target
+        space = self._local.space(reading, filesystem)
         return PoolSnapshot(
             host=self._host,
             name=reading.name,
@@ -424,14 +473,15 @@ class Watcher:
             active=reading.active,
             persistent=reading.persistent,
             autostart=reading.autostart,
-            capacity=reading.capacity,
-            allocation=reading.allocation,
-            available=reading.available,
+            capacity=reading.capacity if space is None else space.capacity,
+            allocation=reading.allocation if space is None else space.allocation,
+            available=reading.available if space is None else space.available,
             filesystem=filesystem,
             volumes=scan if reading.active else None,
             last_refresh=self._last_refresh.get(reading.name),
             target_mounted=mounted,
             read_at=self._clock(),
+            fast_path=space is not None,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

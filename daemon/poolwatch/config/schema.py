@@ -79,6 +79,8 @@ class PollConfig(Model):
     refresh_interval: NonNegativeDuration = 300.0
     call_timeout: PositiveDuration = 10.0
     max_volumes_per_pool: int = Field(default=1000, ge=0)
+    # Full reads through libvirt of the pools on the local fast path; 0 disables them.
+    sweep_interval: NonNegativeDuration = 900.0
 
 
 class WebConfig(Model):
