@@ -314,13 +314,16 @@ class Watcher:
         current = self._inventory.hosts[self.key].pools
         pools: dict[str, PoolSnapshot] = {}
         stale_scans = []
+        restat = []  # fast-path pools: every volume's figures from stat(), each info poll
         for reading, target in zip(readings, targets, strict=True):
             if self._changed_since(reading.name, seq):
                 continue  # an event's re-read knows better than this listing
             scan = _carried_scan(current.get(reading.name), reading)
-            if reading.active and (scan is None or scan.count != reading.volume_count):
+            pool = pools[reading.name] = self._snapshot(reading, target, scan)
+            if self._local.can_restat(pool, reading.volume_count):
+                restat.append(reading.name)
+            elif reading.active and (scan is None or scan.count != reading.volume_count):
                 stale_scans.append(reading.name)
-            pools[reading.name] = self._snapshot(reading, target, scan)
         for name, pool in current.items():
             changed = self._changed_since(name, seq) and not self._undefined_since(name, seq)
             if changed and name not in pools:
@@ -330,6 +333,8 @@ class Watcher:
         for name in set(current) - set(pools):
             self._local.forget(name)
         self._inventory.replace_pools(self.key, pools)
+        if restat:
+            await self._scan_into_inventory(restat, listed=False)
         if stale_scans:
             await self._scan_into_inventory(stale_scans)
             if scanned is not None:
@@ -339,10 +344,10 @@ class Watcher:
         pools = self._inventory.hosts[self.key].pools.values()
         await self._scan_into_inventory([p.name for p in pools if p.active and p.name not in skip])
 
-    async def _scan_into_inventory(self, names: list[str]) -> None:
+    async def _scan_into_inventory(self, names: list[str], *, listed: bool = True) -> None:
         async def one(name: str) -> None:
             try:
-                scan = await self._scan(name)
+                scan = await self._scan(name, listed=listed)
             except PoolNotFound:
                 return  # undefined meanwhile; its event does the rest
             except SourceError as exc:
@@ -396,11 +401,11 @@ class Watcher:
         # then, and a SIGHUP may change it.
         return log.bind(host=self._host)
 
-    async def _scan(self, name: str) -> VolumeScan:
+    async def _scan(self, name: str, *, listed: bool = True) -> VolumeScan:
         limit = self.poll.max_volumes_per_pool
         pool = self._inventory.pool(self.key, name)
         if pool is not None and pool.fast_path:
-            scan = await self._local.scan(pool, limit=limit)
+            scan = await self._local.scan(pool, limit=limit, listed=listed)
             if scan is not None:
                 return scan
         return await self._source.scan_volumes(name, limit=limit)
@@ -411,7 +416,8 @@ class Watcher:
             if not pool.fast_path:
                 continue
             try:
-                sweep = await self._local.sweep(pool, limit=self.poll.max_volumes_per_pool)
+                limit = self.poll.max_volumes_per_pool
+                sweep = await self._local.sweep(pool, limit=limit, log=self._log)
             except PoolNotFound:
                 continue
             except SourceError as exc:
@@ -420,14 +426,6 @@ class Watcher:
                 raise
             for fix in sweep.corrections:
                 self._telemetry.record_fastpath_correction(self.key, fix.pool, fix.field)
-                self._log.warning(
-                    "fastpath_correction",
-                    pool=fix.pool,
-                    field=fix.field,
-                    volume=fix.volume,
-                    fast_path=fix.fast_path,
-                    libvirt=fix.libvirt,
-                )
             current = self._inventory.pool(self.key, pool.name)
             if sweep.scan is not None and current is not None and current.active:
                 self._inventory.put_pool(self.key, replace(current, volumes=sweep.scan))

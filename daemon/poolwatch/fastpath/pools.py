@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -84,10 +85,20 @@ class LocalPools:
         self._changes.unwatch(pool)
         self._on.discard(pool)
 
-    async def scan(self, pool: PoolSnapshot, *, limit: int) -> VolumeScan | None:
-        """The pool's volumes from their files; None where libvirt must be asked instead."""
+    def can_restat(self, pool: PoolSnapshot, volume_count: int | None) -> bool:
+        """Whether the pool's known volumes are all it has: stat() alone brings them up to date."""
+        known = self._volumes.known(pool.name, pool.uuid)
+        return pool.fast_path and known is not None and known == volume_count
+
+    async def scan(
+        self, pool: PoolSnapshot, *, limit: int, listed: bool = True
+    ) -> VolumeScan | None:
+        """The pool's volumes from their files; None where libvirt must be asked instead.
+        ``listed``: ask libvirt for their names first, else only stat() the volumes known."""
         try:
-            found = await self._volumes.scan(pool.name, pool.uuid, pool.target_path, limit=limit)
+            found = await self._volumes.scan(
+                pool.name, pool.uuid, pool.target_path, limit=limit, listed=listed
+            )
         except FastPathUnavailable as exc:
             log.warning("fastpath_volumes_unavailable", pool=pool.name, error=str(exc))
             self._volumes.forget(pool.name)
@@ -96,7 +107,7 @@ class LocalPools:
             self._refresher.changed(pool.name)  # files gone behind libvirt's back
         return found.scan
 
-    async def sweep(self, pool: PoolSnapshot, *, limit: int) -> Sweep:
+    async def sweep(self, pool: PoolSnapshot, *, limit: int, log: Any) -> Sweep:
         """Read the pool through libvirt alone; count where the fast path disagreed."""
         corrections: list[Correction] = []
         reading = None
@@ -116,6 +127,15 @@ class LocalPools:
             corrections += found
         except FastPathUnavailable as exc:
             log.warning("fastpath_volumes_unavailable", pool=pool.name, error=str(exc))
+        for fix in corrections:
+            log.warning(
+                "fastpath_correction",
+                pool=fix.pool,
+                field=fix.field,
+                volume=fix.volume,
+                fast_path=fix.fast_path,
+                libvirt=fix.libvirt,
+            )
         return Sweep(reading, scan, corrections)
 
     async def close(self) -> None:

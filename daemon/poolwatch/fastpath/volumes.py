@@ -60,10 +60,18 @@ class VolumeFollower:
         """The pool stopped, left the fast path or went away."""
         self._pools.pop(pool, None)
 
-    async def scan(self, pool: str, uuid: str, target: str, *, limit: int) -> FastScan:
+    def known(self, pool: str, uuid: str) -> int | None:
+        """How many volumes of the pool's current run are followed; None: not scanned yet."""
+        files = self._pools.get(pool)
+        return None if files is None or files.uuid != uuid else len(files.tracked)
+
+    async def scan(
+        self, pool: str, uuid: str, target: str, *, limit: int, listed: bool = True
+    ) -> FastScan:
+        """``listed``: ask libvirt for the volume names (else follow the volumes known)."""
         scanned_at = time.time()
-        names = await self._source.list_volume_names(pool)
         tracked = self._files(pool, uuid).tracked
+        names = await self._source.list_volume_names(pool) if listed else sorted(tracked)
         for gone in tracked.keys() - set(names):
             del tracked[gone]
         # A new volume's file is most likely <target>/<name>, as libvirt names them in these
