@@ -13,7 +13,7 @@ APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 # util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
 # Chromium; the systemd unit is checked with systemd-analyze (systemd), the polkit rule evaluated
 # with node (nodejs), and the TLS tests make their certificates with openssl.
-TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd
+TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd qemu-utils
   chromium nodejs openssl)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=("${TEST_PACKAGES[@]}")

@@ -40,6 +40,7 @@ def stat_target(pool_type: str, path: str) -> FilesystemStat | None:
     return FilesystemStat(
         avail_bytes=st.f_bavail * st.f_frsize,
         size_bytes=st.f_blocks * st.f_frsize,
+        free_bytes=st.f_bfree * st.f_frsize,
         device=f"{os.major(device)}:{os.minor(device)}",
     )
 

@@ -62,6 +62,8 @@ class ConnectionStats:
     pool_events: OrderedDict[str, dict[PoolEventKind, int]] = field(default_factory=OrderedDict)
     actions: dict[tuple[str, str, str], int] = field(default_factory=dict)  # pool, action, result
     autostart_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, result
+    # (pool, field) -> times the sweep found libvirt's value differing from the fast path's
+    fastpath_corrections: dict[tuple[str, str], int] = field(default_factory=dict)
     # pool name -> when it went, oldest first: its counters go GONE_POOL_RETENTION later
     gone: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
@@ -70,6 +72,9 @@ class ConnectionStats:
         self.gone.pop(pool, None)
         self.actions = {c: n for c, n in self.actions.items() if c[0] != pool}
         self.autostart_attempts = {c: n for c, n in self.autostart_attempts.items() if c[0] != pool}
+        self.fastpath_corrections = {
+            c: n for c, n in self.fastpath_corrections.items() if c[0] != pool
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +186,14 @@ class Telemetry:
         stats.poll_durations.setdefault(kind, Histogram()).observe(seconds)
         if not ok:
             stats.poll_errors[kind] = stats.poll_errors.get(kind, 0) + 1
+        self._changed()
+
+    def record_fastpath_correction(self, key: str, pool: str, field_name: str) -> None:
+        stats = self._stats.get(key)
+        if stats is None:
+            return
+        counts = stats.fastpath_corrections
+        counts[(pool, field_name)] = counts.get((pool, field_name), 0) + 1
         self._changed()
 
     def record_action(

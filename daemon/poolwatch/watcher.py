@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from poolwatch.addresses import without_credentials
+from poolwatch.fastpath.pools import LocalPools
 from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, inspect_target
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
@@ -97,6 +98,13 @@ class Watcher:
         # Set when a reload removes the connection: whatever is still in flight finds its host
         # gone from the inventory (or another watcher's, under the same key) and is dropped.
         self._detached = False
+        self._local = LocalPools(
+            source,
+            self._statfs,
+            enabled=stat_filesystems,
+            timeout=lambda: self.poll.call_timeout,
+            rescan=self._request_scan,
+        )
 
     @property
     def source(self) -> StorageSource:
@@ -143,7 +151,11 @@ class Watcher:
                 group.create_task(
                     self._every(self.urgent_refresh_interval, "refresh", self._refresh_urgent)
                 )
+                group.create_task(
+                    self._every(lambda: self.poll.sweep_interval, "sweep", self._sweep)
+                )
         finally:
+            await self._local.close()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -198,6 +210,7 @@ class Watcher:
             self._log.info("pool_event", pool=event.pool, kind=event.kind.value)
         if event.kind is PoolEventKind.UNDEFINED:
             self._last_refresh.pop(event.pool, None)
+            self._local.forget(event.pool)
             self._inventory.drop_pool(self.key, event.pool)
             return
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
@@ -319,13 +332,16 @@ class Watcher:
         current = self._inventory.hosts[self.key].pools
         pools: dict[str, PoolSnapshot] = {}
         stale_scans = []
+        restat = []  # fast-path pools: every volume's figures from stat(), each info poll
         for reading, target in zip(readings, targets, strict=True):
             if self._changed_since(reading.name, seq):
                 continue  # an event's re-read knows better than this listing
             scan = _carried_scan(current.get(reading.name), reading)
-            if reading.active and (scan is None or scan.count != reading.volume_count):
+            pool = pools[reading.name] = self._snapshot(reading, target, scan)
+            if self._local.can_restat(pool, reading.volume_count):
+                restat.append(reading.name)
+            elif reading.active and (scan is None or scan.count != reading.volume_count):
                 stale_scans.append(reading.name)
-            pools[reading.name] = self._snapshot(reading, target, scan)
         for name, pool in current.items():
             changed = self._changed_since(name, seq) and not self._undefined_since(name, seq)
             if changed and name not in pools:
@@ -334,7 +350,10 @@ class Watcher:
             del self._last_refresh[name]
         for name in current.keys() - pools.keys():
             self._telemetry.record_pool_gone(self.key, name)
+            self._local.forget(name)
         self._inventory.replace_pools(self.key, pools)
+        if restat:
+            await self._scan_into_inventory(restat, listed=False)
         if stale_scans:
             await self._scan_into_inventory(stale_scans)
             if scanned is not None:
@@ -346,10 +365,10 @@ class Watcher:
         pools = self._inventory.hosts[self.key].pools.values()
         await self._scan_into_inventory([p.name for p in pools if p.active and p.name not in skip])
 
-    async def _scan_into_inventory(self, names: list[str]) -> None:
+    async def _scan_into_inventory(self, names: list[str], *, listed: bool = True) -> None:
         async def one(name: str) -> None:
             try:
-                scan = await self._scan(name)
+                scan = await self._scan(name, listed=listed)
             except PoolNotFound:
                 return  # undefined meanwhile; its event does the rest
             except SourceError as exc:
@@ -407,8 +426,34 @@ class Watcher:
         # then, and a SIGHUP may change it.
         return log.bind(host=self._host)
 
-    async def _scan(self, name: str) -> VolumeScan:
-        return await self._source.scan_volumes(name, limit=self.poll.max_volumes_per_pool)
+    async def _scan(self, name: str, *, listed: bool = True) -> VolumeScan:
+        limit = self.poll.max_volumes_per_pool
+        pool = self._inventory.pool(self.key, name)
+        if pool is not None and pool.fast_path:
+            scan = await self._local.scan(pool, limit=limit, listed=listed)
+            if scan is not None:
+                return scan
+        return await self._source.scan_volumes(name, limit=limit)
+
+    async def _sweep(self) -> None:
+        """libvirt alone reads every fast-path pool; disagreements are counted and logged."""
+        for pool in list(self._inventory.hosts[self.key].pools.values()):
+            if not pool.fast_path:
+                continue
+            try:
+                limit = self.poll.max_volumes_per_pool
+                sweep = await self._local.sweep(pool, limit=limit, log=self._log)
+            except PoolNotFound:
+                continue
+            except SourceError as exc:
+                if exc.code == _OPERATION_INVALID:
+                    continue  # stopped meanwhile
+                raise
+            for fix in sweep.corrections:
+                self._telemetry.record_fastpath_correction(self.key, fix.pool, fix.field)
+            current = self._inventory.pool(self.key, pool.name)
+            if sweep.scan is not None and current is not None and current.active:
+                self._inventory.put_pool(self.key, replace(current, volumes=sweep.scan))
 
     async def _inspect(self, reading: PoolReading) -> tuple[FilesystemStat | None, bool | None]:
         """The target's filesystem and mount status; (None, None) where not measurable."""
@@ -439,6 +484,7 @@ class Watcher:
         scan: VolumeScan | None,
     ) -> PoolSnapshot:
         filesystem, mounted = target
+        space = self._local.space(reading, filesystem)
         return PoolSnapshot(
             host=self._host,
             name=reading.name,
@@ -450,14 +496,15 @@ class Watcher:
             active=reading.active,
             persistent=reading.persistent,
             autostart=reading.autostart,
-            capacity=reading.capacity,
-            allocation=reading.allocation,
-            available=reading.available,
+            capacity=reading.capacity if space is None else space.capacity,
+            allocation=reading.allocation if space is None else space.allocation,
+            available=reading.available if space is None else space.available,
             filesystem=filesystem,
             volumes=scan if reading.active else None,
             last_refresh=self._last_refresh.get(reading.name),
             target_mounted=mounted,
             read_at=self._clock(),
+            fast_path=space is not None,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -21,7 +21,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import libvirt
@@ -30,7 +30,7 @@ import structlog
 from poolwatch.adapter import reader
 from poolwatch.adapter.eventloop import ensure_event_loop
 from poolwatch.addresses import without_credentials
-from poolwatch.model import PoolEventKind, VolumeScan
+from poolwatch.model import PoolEventKind, VolumeScan, volume_scan
 from poolwatch.poolxml import PoolDescription
 from poolwatch.source import (
     Connected,
@@ -41,6 +41,7 @@ from poolwatch.source import (
     SourceError,
     SourceEvent,
     SourceUnavailable,
+    VolumeDescription,
 )
 
 T = TypeVar("T")
@@ -62,7 +63,7 @@ BACKOFF_INITIAL = 0.25
 BACKOFF_MAX = 4.0
 
 # Volumes per executor job: a pool with thousands of volumes is read in several short jobs, so
-# no single job comes near call_timeout and events' re-reads slip in between them.
+# no single job comes near call_timeout (an urgent call ends a job early: see _Turn).
 VOLUME_CHUNK = 200
 
 
@@ -83,13 +84,16 @@ def _serialized(lock: threading.Lock, call: Callable[[], T]) -> T:
 class _Turn:
     """Whose turn it is on the connection's one worker: urgent calls (an event's re-read, a
     policy action) go before queued routine ones (volume scans, refreshes), so an event is not
-    held up behind a scan of thousands of volumes.
+    held up behind a scan of thousands of volumes. ``give_way`` is set while an urgent call
+    waits: a running volume-scan job sees it between two volumes and ends early.
     """
 
     def __init__(self) -> None:
         self._busy = False
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._urgent_waiting = 0
+        self.give_way = threading.Event()  # read by the worker thread
 
     async def acquire(self, *, urgent: bool) -> None:
         if not self._busy and not self._waiting:
@@ -97,12 +101,20 @@ class _Turn:
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), turn))
+        if urgent:
+            self._urgent_waiting += 1
+            self.give_way.set()
         try:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
                 self.release()  # it was our turn already: pass it on
             raise
+        finally:
+            if urgent:
+                self._urgent_waiting -= 1
+                if not self._urgent_waiting:
+                    self.give_way.clear()
 
     def release(self) -> None:
         while self._waiting:
@@ -386,8 +398,8 @@ class LibvirtSource:
     async def read_pool(self, name: str) -> PoolReading:
         return await self._call(reader.read_pool, name, urgent=True)
 
-    async def refresh_pool(self, name: str) -> None:
-        await self._call(reader.refresh_pool, name)
+    async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
+        await self._call(reader.refresh_pool, name, urgent=urgent)
 
     async def start_pool(self, name: str) -> None:
         await self._call(reader.start_pool, name, urgent=True)
@@ -397,12 +409,31 @@ class LibvirtSource:
 
     async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
         scanned_at = time.time()
-        volumes = await self._call(reader.list_volumes, name)
-        chunks = [volumes[i : i + VOLUME_CHUNK] for i in range(0, len(volumes), VOLUME_CHUNK)]
-        results = await asyncio.gather(
-            *(self._call(reader.read_volumes, chunk) for chunk in chunks)
-        )
-        return reader.summarize([v for r in results for v in r], limit, scanned_at)
+        described = await self.describe_volumes(name)
+        return volume_scan([d.volume for d in described], limit, scanned_at)
+
+    async def list_volume_names(self, name: str) -> list[str]:
+        return await self._call(reader.list_volume_names, name)
+
+    async def describe_volumes(
+        self, name: str, volumes: Sequence[str] | None = None
+    ) -> list[VolumeDescription]:
+        if volumes is None:
+            found = await self._call(reader.list_volumes, name)
+        else:
+            found = await self._call(reader.look_up_volumes, name, list(volumes))
+        out: list[VolumeDescription] = []
+        # Chunk after chunk, each job ending early when an urgent call waits: an event's
+        # re-read waits for one XMLDesc() at most, not for a chunk or a queue of them.
+        for start in range(0, len(found), VOLUME_CHUNK):
+            rest = found[start : start + VOLUME_CHUNK]
+            while rest:
+                described, done = await self._call(
+                    reader.describe_volumes, rest, self._turn.give_way
+                )
+                out.extend(described)
+                rest = rest[done:]
+        return out
 
 
 class _WeakCloseCallback:

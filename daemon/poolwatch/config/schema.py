@@ -88,6 +88,10 @@ class PollConfig(Model):
     )
     call_timeout: Annotated[float, duration_at_least(MIN_CALL_TIMEOUT)] = 10.0
     max_volumes_per_pool: int = Field(default=1000, ge=0)
+    # Full reads through libvirt of the pools on the local fast path; 0 disables them.
+    sweep_interval: Annotated[float, duration_at_least(MIN_REFRESH_INTERVAL, allow_zero=True)] = (
+        900.0
+    )
 
 
 class WebConfig(Model):

@@ -404,8 +404,14 @@ def _connection_families(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) 
     )
     durations = HistogramMetricFamily(
         "poolwatch_poll_duration_seconds",
-        "Time taken by one poll of libvirt, by kind (info, volumes, refresh).",
+        "Time taken by one poll of libvirt, by kind (info, volumes, refresh, sweep).",
         labels=("host", "kind"),
+    )
+    corrections = CounterMetricFamily(
+        "poolwatch_fastpath_corrections",
+        "Times the sweep through libvirt found a value of a fast-path pool (read from statvfs "
+        "and stat()) differing from libvirt's own, by field; libvirt's value replaced it.",
+        labels=("host", "storage_pool", "field"),
     )
     errors = CounterMetricFamily(
         "poolwatch_poll_errors",
@@ -431,7 +437,9 @@ def _connection_families(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) 
         # Every kind that has run reports its errors, 0 included, so rate() has a start point.
         for kind in sorted(counters.poll_durations.keys() | poll_errors.keys()):
             errors.add_metric((host_name, kind), poll_errors.get(kind, 0))
-    return [up, connects, disconnects, durations, errors, last_success]
+        for (pool_name, field_name), count in sorted(counters.fastpath_corrections.items()):
+            corrections.add_metric((host_name, pool_name, field_name), count)
+    return [up, connects, disconnects, durations, errors, last_success, corrections]
 
 
 def _cumulative(histogram: Histogram) -> list[tuple[str, float]]:
