@@ -96,6 +96,11 @@ def has_line(path: Path) -> bool:
     return path.exists() and path.read_text().endswith("\n")
 
 
+def hook_actions(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `policy_action` log events among captured logs: one per hook run."""
+    return [entry for entry in logs if entry["event"] == "policy_action"]
+
+
 def process_gone(pid: int) -> bool:
     """Dead: no such process, or a zombie (reaping orphans is init's job, not the hook's)."""
     try:

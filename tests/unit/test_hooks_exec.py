@@ -14,7 +14,15 @@ import structlog
 from poolwatch.hooks.execute import OUTPUT_TAIL_BYTES, hook_environment
 from poolwatch.policies.rules import ExecHook
 from tests.helpers import unavailable
-from tests.unit.hook_runs import HOSTILE_POOL, KILL_GRACE, alarm, process_gone, running, sh
+from tests.unit.hook_runs import (
+    HOSTILE_POOL,
+    KILL_GRACE,
+    alarm,
+    hook_actions,
+    process_gone,
+    running,
+    sh,
+)
 
 
 async def test_exec_hook_gets_the_event_in_its_environment_and_nothing_else(
@@ -83,14 +91,14 @@ async def test_nonzero_exit_is_failed_and_its_stderr_is_logged() -> None:
         async with running([sh("echo working; echo 'disk on fire' >&2; exit 3")]) as (r, results):
             r.submit("h", alarm(), on_result=results)
             assert await results.wait(1) == ["failed"]
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert finished["result"] == "failed"
     assert finished["exit_code"] == 3
     assert finished["stdout"] == "working\n"
     assert finished["stderr"] == "disk on fire\n"
-    assert finished["hook"] == "h"
+    assert finished["action"] == "hook:h"
     assert finished["pool"] == "tank"
-    assert finished["action"] == "warning"
+    assert finished["alarm"] == "warning"
     assert finished["attempts"] == 1
     assert finished["duration"] >= 0
 
@@ -101,7 +109,7 @@ async def test_missing_program_is_failed() -> None:
         async with running([hook]) as (runner, results):
             runner.submit("h", alarm(), on_result=results)
             assert await results.wait(1) == ["failed"]
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert "FileNotFoundError" in finished["error"]
 
 
@@ -111,7 +119,7 @@ async def test_chatty_hook_keeps_only_a_tail_of_its_output() -> None:
         async with running([hook]) as (runner, results):
             runner.submit("h", alarm(), on_result=results)
             assert await results.wait(1) == ["ok"]
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert len(finished["stdout"]) == OUTPUT_TAIL_BYTES
     assert finished["stdout"].endswith("aaa\nthe-end\n")
 
@@ -142,7 +150,7 @@ async def test_hook_that_exits_but_leaves_a_child_on_its_pipes_is_bounded(
             # The hook's own verdict stands; its leftover was killed when the time ran out.
             assert await results.wait(1) == ["ok"]
     assert process_gone(int(pids.read_text()))
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert finished["killed"] is True
 
 
