@@ -19,8 +19,10 @@ from tests.unit.hook_runs import (
     KILL_GRACE,
     alarm,
     hook_actions,
+    orphans_reaped_late,
     process_gone,
     running,
+    running_members,
     sh,
 )
 
@@ -137,6 +139,24 @@ async def test_timeout_kills_the_hook_and_its_children(tmp_path: Path) -> None:
     leader, child = map(int, pids.read_text().split())
     assert process_gone(leader)
     assert process_gone(child)
+
+
+async def test_a_killed_hook_reports_the_time_it_ran_not_the_kill_grace(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    timeout, grace = 0.5, 5.0
+    hook = sh('sleep 300 & echo "$$ $!" > "$1"; sleep 300', pids, timeout=timeout)
+    # The killed child is an orphan: a zombie in the hook's group until init reaps it, which
+    # some containers' init does only seconds later. It runs no more: the hook ended with it.
+    with orphans_reaped_late(), structlog.testing.capture_logs() as logs:
+        async with running([hook], exec_kill_grace=grace) as (runner, results):
+            runner.submit("h", alarm(), on_result=results)
+            assert await results.wait(1, within=2 * grace) == ["timeout"]
+        leader, child = map(int, pids.read_text().split())
+        assert process_gone(child)
+        assert running_members(leader) == []
+    [action] = hook_actions(logs)
+    assert action["killed"] is True
+    assert timeout <= action["duration"] < timeout + grace / 5
 
 
 async def test_hook_that_exits_but_leaves_a_child_on_its_pipes_is_bounded(

@@ -192,7 +192,7 @@ class HookRunner:
                     job.hook, hook_environment(job.event), kill_grace=self._exec_kill_grace
                 )
                 result = ran.result
-                fields = {"attempts": 1, "exit_code": ran.exit_code}
+                fields = {"attempts": 1, "exit_code": ran.exit_code, "duration": ran.duration}
                 fields |= {"killed": True} if ran.killed else {}
                 fields |= {"stdout": ran.stdout} if ran.stdout else {}
                 fields |= {"stderr": ran.stderr} if ran.stderr else {}
@@ -211,7 +211,9 @@ class HookRunner:
                 log.exception("hook_internal_error", hook=job.name)
             result = "failed"
             fields = {"attempts": 1, "error": f"internal error: {type(exc).__name__}"}
-        fields["duration"] = round(loop.time() - started, 3)
+        if "duration" not in fields:
+            fields["duration"] = loop.time() - started
+        fields["duration"] = round(fields["duration"], 3)
         emit = log.info if result == "ok" else log.warning
         _log_action(emit, job.name, job.event, result, fields)
         _report(job.on_result, job.name, job.event, result)
