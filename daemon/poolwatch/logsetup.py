@@ -16,6 +16,15 @@ from structlog.typing import Processor
 
 from poolwatch.config import LogFormat, LogLevel
 
+# Keys that structlog and the processors below write into events (`level` is the severity), or
+# that the renderers show specially: a log call passing one as context would be overwritten or
+# misrendered, so context uses other names (a pool's alarm level is `threshold_level`).
+RESERVED_KEYS = frozenset(
+    {"event", "level", "timestamp", "exception", "stack", "logger", "logger_name"}
+)
+# structlog's own flags: passed as `True` to ask for a traceback or a stack, never as context.
+FLAG_KEYS = frozenset({"exc_info", "stack_info"})
+
 
 class LogOutput:
     """The stream log lines go to, which never raises: a line that fails is counted instead."""

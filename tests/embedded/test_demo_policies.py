@@ -130,7 +130,11 @@ async def test_the_demo_shows_its_policies_at_work() -> None:
             await daemon.stop()
     assert "chart" in seen.page  # the fill history of the pools, drawn
     # The hook only logs: its output is in the daemon's log, with its result.
-    said = [e["stdout"] for e in logs if e["event"] == "hook_finished" and e["result"] == "ok"]
+    said = [
+        e["stdout"]
+        for e in logs
+        if e["event"] == "policy_action" and e["action"] == "hook:log" and e["result"] == "ok"
+    ]
     assert any(line.endswith(" -> critical\n") for line in said), said
     assert any(line.endswith(" -> ok\n") for line in said), said
 
@@ -142,7 +146,7 @@ async def test_poolwatch_demo_runs_the_demo_rules_without_a_file() -> None:
         async def hook_ran() -> bool:
             return any(
                 e.get("pool") == "vg_guests" and e.get("stdout") == "vg_guests: ok -> critical\n"
-                for e in process.events("hook_finished")
+                for e in process.events("policy_action")
             )
 
         await eventually(hook_ran, within=20)

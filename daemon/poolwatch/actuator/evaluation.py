@@ -77,8 +77,8 @@ def thresholds(
         "threshold_level_changed",
         host=host.name,
         pool=pool.name,
-        level=Level(transition.level).name.lower(),
-        previous_level=Level(transition.previous).name.lower(),
+        threshold_level=Level(transition.level).name.lower(),
+        previous_threshold_level=Level(transition.previous).name.lower(),
         episode=transition.episode,
         used_ratio=None if measurement is None else round(measurement.used_ratio, 4),
     )
