@@ -12,9 +12,13 @@ APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 # The integration tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs,
 # util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
 # Chromium; the systemd unit is checked with systemd-analyze (systemd), the polkit rule evaluated
-# with node (nodejs), and the TLS tests make their certificates with openssl.
-TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd qemu-utils
-  chromium nodejs openssl)
+# with node (nodejs), and the TLS tests make their certificates with openssl; the fast-path tests
+# make qcow2 images with qemu-img (qemu-utils). The package tier builds the .deb
+# (scripts/package.sh: debhelper, dh-virtualenv, lintian...) and boots a Debian 12 root made by
+# debootstrap with systemd-nspawn (systemd-container).
+TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd
+  qemu-utils chromium nodejs openssl build-essential dpkg-dev fakeroot debhelper dh-virtualenv
+  lintian debootstrap systemd-container)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 fi
