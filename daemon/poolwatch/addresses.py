@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 import urllib.parse
 
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
@@ -18,6 +19,11 @@ SECRET_PARAMETERS = frozenset(
 # What a secret's value shows as, as in Prometheus' own config dumps.
 REDACTED = "<secret>"
 _NAME_PARTS_RE = re.compile(r"[_.-]")
+
+
+def default_host_name(uri: str) -> str:
+    """The host label of a connection before libvirt has told its hostname."""
+    return urllib.parse.urlsplit(uri).hostname or socket.gethostname()
 
 
 def without_credentials(uri: str) -> str:

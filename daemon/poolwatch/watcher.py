@@ -13,18 +13,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import structlog
 
-from poolwatch.addresses import without_credentials
+from poolwatch.addresses import default_host_name, without_credentials
 from poolwatch.fastpath.pools import LocalPools
-from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, inspect_target
+from poolwatch.filesystem import TargetInspector
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
 from poolwatch.source import (
@@ -52,11 +50,6 @@ _OPERATION_INVALID = 55
 URGENT_REFRESH_MIN = 30.0
 
 
-def default_host_name(uri: str) -> str:
-    """The host label before libvirt has told us its hostname."""
-    return urlsplit(uri).hostname or socket.gethostname()
-
-
 class Watcher:
     def __init__(
         self,
@@ -79,7 +72,6 @@ class Watcher:
         self._source = source
         self._inventory = inventory
         self._telemetry = telemetry
-        self._stat_filesystems = stat_filesystems
         self._clock = clock
         self._connected = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -92,9 +84,14 @@ class Watcher:
         self._scanning: set[str] = set()  # pools with an event-driven volume scan in flight
         self._scan_again: set[str] = set()  # ... and those that want another one after it
         self._last_refresh: dict[str, float] = {}
-        self._stat_pending: set[str] = set()
         self._urgent: frozenset[str] = frozenset()  # pools the policies want refreshed sooner
         self._statfs = concurrent.futures.ThreadPoolExecutor(2, "statvfs")
+        self._targets = TargetInspector(
+            self._statfs,
+            enabled=stat_filesystems,
+            timeout=lambda: self.poll.call_timeout,
+            log=lambda: self._log,
+        )
         # Set when a reload removes the connection: whatever is still in flight finds its host
         # gone from the inventory (or another watcher's, under the same key) and is dropped.
         self._detached = False
@@ -254,7 +251,9 @@ class Watcher:
             self._inventory.drop_pool(self.key, name)
             self._telemetry.record_pool_gone(self.key, name)
             return
-        target = await self._inspect(reading)
+        target = await self._targets.inspect(
+            reading.type, reading.target_path, active=reading.active, pool=reading.name
+        )
         if self._detached or self._undefined_since(name, seq):
             return
         scan = _carried_scan(self._inventory.pool(self.key, name), reading)
@@ -326,7 +325,12 @@ class Watcher:
     async def _poll_info(self, *, scanned: list[str] | None = None) -> None:
         seq = self._event_seq
         readings = await self._source.list_pools()
-        targets = await asyncio.gather(*(self._inspect(r) for r in readings))
+        targets = await asyncio.gather(
+            *(
+                self._targets.inspect(r.type, r.target_path, active=r.active, pool=r.name)
+                for r in readings
+            )
+        )
         if self._detached:
             return
         current = self._inventory.hosts[self.key].pools
@@ -454,28 +458,6 @@ class Watcher:
             current = self._inventory.pool(self.key, pool.name)
             if sweep.scan is not None and current is not None and current.active:
                 self._inventory.put_pool(self.key, replace(current, volumes=sweep.scan))
-
-    async def _inspect(self, reading: PoolReading) -> tuple[FilesystemStat | None, bool | None]:
-        """The target's filesystem and mount status; (None, None) where not measurable."""
-        path = reading.target_path
-        if (
-            not self._stat_filesystems
-            or reading.type not in FILESYSTEM_POOL_TYPES
-            or path in self._stat_pending  # still stuck in a hung mount: don't pile up
-        ):
-            return None, None
-        self._stat_pending.add(path)
-        future = asyncio.get_running_loop().run_in_executor(
-            self._statfs,
-            functools.partial(inspect_target, reading.type, path, active=reading.active),
-        )
-        future.add_done_callback(lambda _f: self._stat_pending.discard(path))
-        try:
-            async with asyncio.timeout(self.poll.call_timeout):  # see LibvirtSource._call
-                return await asyncio.shield(future)
-        except TimeoutError:
-            self._log.warning("filesystem_stat_timeout", pool=reading.name, path=path)
-            return None, None
 
     def _snapshot(
         self,
