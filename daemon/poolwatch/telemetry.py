@@ -1,7 +1,8 @@
 """Telemetry: what poolwatch counts about its own work, and what it did lately.
 
 Per connection: connects and disconnects, poll durations and errors, pool events and policy
-actions; the activity log behind /api/v1/events; the outcome of the last configuration reload.
+actions; the activity log behind /api/v1/events; the outcome of the last configuration reload;
+the HTTP connections the server closed itself.
 Watchers, the actuator and the daemon write here (on the event loop thread only); the exporter
 and the HTTP API read. What poolwatch knows about the pools themselves is the inventory's.
 
@@ -24,6 +25,10 @@ POLL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 # Event counters of pools that were undefined are kept (so an "undefined" increment is visible)
 # but bounded, so a host that churns through transient pools cannot grow memory forever.
 MAX_COUNTED_POOLS = 1024
+
+# Why the HTTP server closed a connection itself (poolwatch.web.connections): to make room for a
+# newer one, refused at the bound, or no complete request head in time.
+HTTP_CLOSE_REASONS = ("limit", "refused", "timeout")
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Telemetry:
         # config at start counts as a successful reload, as in Prometheus.
         self.last_reload_successful = True
         self.last_reload_success_at = clock()
+        self.http_connections_closed = dict.fromkeys(HTTP_CLOSE_REASONS, 0)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -174,6 +180,10 @@ class Telemetry:
         self.last_reload_successful = ok
         if ok:
             self.last_reload_success_at = self._clock()
+        self._changed()
+
+    def record_http_connection_closed(self, reason: str) -> None:
+        self.http_connections_closed[reason] = self.http_connections_closed.get(reason, 0) + 1
         self._changed()
 
     def _changed(self) -> None:
