@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -35,6 +36,8 @@ REQUEST_HEAD_TIMEOUT = 10.0
 # Open connections at most, below half the descriptor limit (see `connection_limit`). A
 # Prometheus server keeps one connection per target; a few hundred is far above any real use.
 MAX_CONNECTIONS = 512
+# The bound never shrinks below this when descriptors run out anyway (see `Connections.shrink`).
+MIN_CONNECTIONS = 16
 
 # Why a connection was closed by this bound, as counted in poolwatch_http_connections_closed_total:
 # to make room for a newer one; refused as every connection was handling a request; no complete
@@ -49,7 +52,7 @@ def connection_limit(descriptors: int) -> int:
 
 
 class Phase(enum.Enum):
-    HANDSHAKE = "handshake"  # accepted; TLS not done yet (plain connections skip this at once)
+    HANDSHAKE = "handshake"  # accepted; no byte yet, or TLS not done yet
     HEAD = "head"  # waiting for a complete request head
     BUSY = "busy"  # a request is being handled
     IDLE = "idle"  # between requests (keep-alive)
@@ -58,8 +61,8 @@ class Phase(enum.Enum):
 class Connection(asyncio.Protocol):
     """One accepted socket, wrapped around the aiohttp protocol that serves it.
 
-    Passes every protocol call on unchanged, and only watches: bytes arriving, and requests
-    starting and finishing (told by `track_requests`).
+    Passes every protocol call on unchanged once the first byte has arrived, and only watches:
+    bytes arriving, and requests starting and finishing (told by `track_requests`).
     """
 
     def __init__(
@@ -70,10 +73,32 @@ class Connection(asyncio.Protocol):
         self._inner: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
         self.phase = Phase.HANDSHAKE
+        # Until its first byte, the accepted socket alone: no transport, no TLS state yet.
+        self._waiting: socket.socket | None = None
         # The TLS handshake, while it runs: cancelled to close a connection without a transport.
         self.handshake: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._arm(now)
+
+    def await_first_byte(
+        self, sock: socket.socket, start: Callable[[socket.socket, Connection], None]
+    ) -> None:
+        """Hold the accepted ``sock`` until it is readable, then ``start`` serving it: a client
+        that connects and sends nothing costs a selector entry, not a transport (nor, with TLS,
+        the state of a handshake)."""
+        self._waiting = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, start)
+
+    def _readable(self, start: Callable[[socket.socket, Connection], None]) -> None:
+        sock = self._stop_waiting()
+        if sock is not None:
+            start(sock, self)
+
+    def _stop_waiting(self) -> socket.socket | None:
+        sock, self._waiting = self._waiting, None
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+        return sock
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -81,33 +106,41 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.phase = Phase.HEAD
-        self._inner = self._serve()
-        self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.phase is Phase.IDLE:
+        if self._inner is None:
+            # aiohttp's protocol is made on the first byte: a connection that never sends one
+            # (most of a flood) costs no request handler, task or timer of aiohttp's.
+            assert self.transport is not None
+            self._inner = self._serve()
+            self._inner.connection_made(self.transport)
+        elif self.phase is Phase.IDLE:
             self.phase = Phase.HEAD
             self._arm(asyncio.get_running_loop().time())
-        assert self._inner is not None
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        assert self._inner is not None
-        return self._inner.eof_received()
+        # Before the first byte, there is nothing to answer: close.
+        return None if self._inner is None else self._inner.eof_received()
 
     def pause_writing(self) -> None:
-        assert self._inner is not None
-        self._inner.pause_writing()
+        if self._inner is not None:
+            self._inner.pause_writing()
 
     def resume_writing(self) -> None:
-        assert self._inner is not None
-        self._inner.resume_writing()
+        if self._inner is not None:
+            self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._connections.forget(self)
         if self._inner is not None:
             self._inner.connection_lost(exc)
+
+    @property
+    def served(self) -> bool:
+        """Whether aiohttp serves this connection (from its first byte on)."""
+        return self._inner is not None
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -132,6 +165,10 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
         elif self.handshake is not None:
             self.handshake.cancel()  # asyncio closes the socket of a cancelled handshake
+        else:
+            waiting = self._stop_waiting()
+            if waiting is not None:
+                waiting.close()
 
     def _arm(self, now: float) -> None:
         self._disarm()
@@ -185,6 +222,17 @@ class Connections:
                 return True
         return False
 
+    def shrink(self) -> int:
+        """The process ran out of descriptors with this many connections open (something else
+        holds the rest): lower the bound to three quarters of them and close the quietest, at
+        least one, so that new connections get in by pushing out old ones instead of failing.
+        Returns the new bound, which stays until a restart."""
+        self.limit = max(MIN_CONNECTIONS, min(self.limit, len(self._open) * 3 // 4))
+        self.make_room()
+        while len(self._open) > self.limit and self.make_room():
+            pass
+        return self.limit
+
     def touch(self, connection: Connection) -> None:
         if connection in self._open:
             self._open.move_to_end(connection)
@@ -196,9 +244,10 @@ class Connections:
         self._on_closed(reason)
 
     def close_all(self) -> None:
-        """On shutdown: end the handshakes still running (aiohttp closes the rest)."""
+        """On shutdown: close the connections aiohttp does not know yet (still in the TLS
+        handshake, or without a byte received); aiohttp closes the rest."""
         for connection in list(self._open):
-            if connection.transport is None:
+            if not connection.served:
                 connection.close(None)
 
 

@@ -7,9 +7,10 @@ connection counts from the moment it is accepted, while its TLS handshake still 
 hands a server's protocol nothing before the handshake is done, so a flood of clients that never
 send a ClientHello would be invisible until descriptors run out), and so that running out is
 handled here: an `accept()` that fails for lack of descriptors or memory pauses this listener
-for `ACCEPT_RETRY_DELAY`, closes the connection quiet longest to free one, and is logged once
-per `ACCEPT_ERROR_LOG_INTERVAL` as one JSON line with the number of failures (asyncio 3.11 logs a
-traceback per failed accept, up to the backlog per loop iteration). Accepted sockets become
+for `ACCEPT_RETRY_DELAY`, lowers the connection bound to what the process can hold (closing the
+connections quiet longest), and is logged once per `ACCEPT_ERROR_LOG_INTERVAL` as one JSON
+line with the number of failures (asyncio 3.11 logs a traceback per failed accept, up to the
+backlog per loop iteration). Accepted sockets become
 transports through ``loop.connect_accepted_socket``, asyncio's public hook for exactly this.
 """
 
@@ -125,14 +126,15 @@ class _Listener:
             if connection is None:
                 sock.close()
                 continue
-            if self._ssl is None:
-                # Plain: the transport is made, and connection_made called, before this returns.
-                self._loop.create_task(self._connect(sock, connection))
-            else:
-                task = self._loop.create_task(self._connect(sock, connection))
-                connection.handshake = task
-                self._handshakes.add(task)
-                task.add_done_callback(self._handshakes.discard)
+            connection.await_first_byte(sock, self._start)
+
+    def _start(self, sock: socket.socket, connection: Connection) -> None:
+        """The connection's first bytes arrived: make it a transport, with TLS if configured."""
+        task = self._loop.create_task(self._connect(sock, connection))
+        if self._ssl is not None:
+            connection.handshake = task
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
 
     async def _connect(self, sock: socket.socket, connection: Connection) -> None:
         try:
@@ -155,19 +157,20 @@ class _Listener:
                 self._connections.forget(connection)
 
     def _failed(self, exc: OSError) -> None:
-        """accept() failed: pause, make room if it was for lack of resources, log (throttled)."""
+        """accept() failed: pause; for lack of resources, lower the bound to what fits; log."""
         if self._serving:
             self._serving = False
             self._loop.remove_reader(self.sock.fileno())
             self._retry = self._loop.call_later(ACCEPT_RETRY_DELAY, self.start)
         if exc.errno in _OUT_OF_RESOURCES:
-            self._connections.make_room()
+            self._connections.shrink()
         if self._throttle.ready():
             log.error(
                 "http_accept_failed",
                 error=exc.strerror or str(exc),
                 errno=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
                 open_connections=len(self._connections),
+                connection_limit=self._connections.limit,
                 failures_not_logged=self._throttle.held_back,
                 retry_after_seconds=ACCEPT_RETRY_DELAY,
             )
