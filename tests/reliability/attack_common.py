@@ -27,6 +27,7 @@ from tests.helpers import REPO, percentile
 # http_listening with its URL, like poolwatch, and serves until SIGTERM.
 SERVE = """
 import asyncio, functools, json, signal, sys
+from pathlib import Path
 from prometheus_client import CollectorRegistry
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
@@ -49,7 +50,7 @@ async def main(settings):
     )
     server = await start_http_server(
         app=app, listen=["127.0.0.1:0"],
-        web_config_file=settings.get("web_config"),
+        web_config_file=Path(settings["web_config"]) if "web_config" in settings else None,
         auth=functools.partial(BasicAuth, **settings.get("auth", {})),
         max_connections=settings.get("max_connections"),
     )
