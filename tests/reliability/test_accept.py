@@ -18,7 +18,7 @@ from tests.reliability.attack_common import Scraper, log_problems, rss_mib
 from tests.reliability.conftest import sized
 
 Figure = Callable[[str, str, str], None]
-POOLS, VOLUMES = 40, 100
+POOLS, VOLUMES = 40, 50
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;q=0.5,"
     "application/openmetrics-text;version=0.0.1;q=0.4,"

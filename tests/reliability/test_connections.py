@@ -177,8 +177,8 @@ async def test_out_of_descriptors_is_logged_once_per_interval(figure: Figure) ->
     figure(
         f"{count} idle connections against the web server with {nofile} descriptors and no "
         f"connection bound, held {seconds:g} s, scraping every 50 ms",
-        "accept() failing with EMFILE logged once per 10 s as JSON, never a traceback; each "
-        "failure frees the connection quiet longest, so scrapes get through",
+        "accept() failing with EMFILE logged once per 10 s as JSON, never a traceback; the "
+        "bound lowered to what fits (the quietest connections closed), so scrapes get through",
         f"{len(failed)} http_accept_failed lines of {len(lines)} log lines (all JSON); "
         f"{metrics.summary()}; /healthz {len(health.latencies)} ok, {len(health.failures)} "
         "failed",

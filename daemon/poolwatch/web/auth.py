@@ -22,6 +22,7 @@ import concurrent.futures
 import enum
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -30,8 +31,10 @@ import bcrypt
 
 from poolwatch.web.webconfig import RateLimit
 
-# bcrypt checks that run at once; each takes one core for ~50-250 ms at the usual costs.
-BCRYPT_WORKERS = 2
+# bcrypt checks that run at once; each takes one core for ~50-250 ms at the usual costs. Two at
+# most, and one core fewer than the machine has, so that a flood of logins leaves the event
+# loop a core to answer scrapes with.
+BCRYPT_WORKERS = max(1, min(2, (os.cpu_count() or 1) - 1))
 # Checks queued or running at most; a request beyond this gets 429 without waiting. With two
 # workers at cost 10 the last one in the queue waits about half a second.
 MAX_PENDING_CHECKS = 16
