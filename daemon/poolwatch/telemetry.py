@@ -1,7 +1,8 @@
 """Telemetry: what poolwatch counts about its own work, and what it did lately.
 
 Per connection: connects and disconnects, poll durations and errors, pool events and policy
-actions; the activity log behind /api/v1/events; the outcome of the last configuration reload.
+actions; the activity log behind /api/v1/events; the outcome of the last configuration reload;
+the HTTP connections the server closed itself.
 Watchers, the actuator and the daemon write here (on the event loop thread only); the exporter
 and the HTTP API read. What poolwatch knows about the pools themselves is the inventory's.
 
@@ -29,6 +30,10 @@ GONE_POOL_RETENTION = 3600.0
 # Per connection, at most this many pools have counters, the least recently active dropped
 # first: a bound under any churn, however fast.
 MAX_COUNTED_POOLS = 1024
+
+# Why the HTTP server closed a connection itself (poolwatch.web.connections): to make room for a
+# newer one, refused at the bound, or no complete request head in time.
+HTTP_CLOSE_REASONS = ("limit", "refused", "timeout")
 
 
 @dataclass
@@ -113,6 +118,7 @@ class Telemetry:
         # follow SIGHUP and changes of the file or the certificates it names.
         self.web_config_last_reload_successful: bool | None = None
         self.web_config_last_reload_success_at = 0.0
+        self.http_connections_closed = dict.fromkeys(HTTP_CLOSE_REASONS, 0)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -225,6 +231,10 @@ class Telemetry:
         self.last_reload_successful = ok
         if ok:
             self.last_reload_success_at = self._clock()
+        self._changed()
+
+    def record_http_connection_closed(self, reason: str) -> None:
+        self.http_connections_closed[reason] = self.http_connections_closed.get(reason, 0) + 1
         self._changed()
 
     def record_web_config_reload(self, ok: bool) -> None:

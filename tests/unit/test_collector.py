@@ -321,6 +321,7 @@ def test_empty_inventory_exports_only_the_daemon_metrics() -> None:
         "poolwatch_config_last_reload_successful",
         "poolwatch_config_last_reload_success_timestamp_seconds",
         "poolwatch_log_lines_dropped",
+        "poolwatch_http_connections_closed",
     }
 
 

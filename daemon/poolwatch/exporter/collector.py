@@ -132,7 +132,16 @@ class InventoryCollector:
             labels=("version", "libvirt_version", "python_version"),
         )
         build.add_metric(self._build_labels, 1)
-        return [*families, build]
+        closed = CounterMetricFamily(
+            "poolwatch_http_connections_closed",
+            "HTTP connections the server closed itself, by reason: limit (the connection bound "
+            "was reached; the one quiet longest made room), refused (the bound was reached and "
+            "every connection was busy), timeout (no complete request head in time).",
+            labels=("reason",),
+        )
+        for reason, count in telemetry.http_connections_closed.items():
+            closed.add_metric([reason], count)
+        return [*families, build, closed]
 
 
 def _pool_families(hosts: Iterable[HostSnapshot]) -> list[Metric]:
