@@ -7,7 +7,9 @@ touches libvirt, so `check-config` and `--help` work on machines without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
+import os
 import sys
 import textwrap
 import time
@@ -92,7 +94,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         # so callers (tests, the console script) see one way out.
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     command: Callable[[argparse.Namespace], int] = args.command
-    return int(command(args))
+    try:
+        return int(command(args))
+    finally:
+        _flush_std_streams()
+
+
+def _flush_std_streams() -> None:
+    """Flush stdout and stderr now, dropping what cannot be written.
+
+    With stderr on a full disk or a closed pipe, the interpreter's own last flush would fail
+    and turn the exit status into 120, whatever poolwatch returned; the log lines are lost
+    either way (logsetup counts them), the exit status must not be.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+                stream.flush()  # what stayed buffered goes to /dev/null
 
 
 def _with_default_command(argv: list[str]) -> list[str]:

@@ -70,6 +70,9 @@ async def _serve_with_stderr(stderr: int, tmp_path: Path) -> tuple[int, float, i
         *("--log.format", "json", "--log.level", "debug"),
         stdout=subprocess.DEVNULL,
         stderr=stderr,
+        # As a user's machine runs it: stderr buffered (PYTHONUNBUFFERED, set on some developer
+        # machines, hid an exit status of 120 from the interpreter's final flush).
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
     )
     try:
         await _answering(url)
