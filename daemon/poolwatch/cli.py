@@ -7,9 +7,7 @@ touches libvirt, so `check-config` and `--help` work on machines without it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import enum
-import os
 import sys
 import textwrap
 import time
@@ -30,7 +28,7 @@ from poolwatch.config import (
 )
 from poolwatch.demo import DEMO_CONFIG
 from poolwatch.errors import ConfigError, StartupError
-from poolwatch.logsetup import configure_logging
+from poolwatch.logsetup import configure_logging, flush_std_streams
 
 DEFAULT_CONFIG_PATH = Path("/etc/poolwatch/poolwatch.toml")
 DEMO_LISTEN = "127.0.0.1:9479"
@@ -97,25 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(command(args))
     finally:
-        _flush_std_streams()
-
-
-def _flush_std_streams() -> None:
-    """Flush stdout and stderr now, dropping what cannot be written.
-
-    With stderr on a full disk or a closed pipe, the interpreter's own last flush would fail
-    and turn the exit status into 120, whatever poolwatch returned; the log lines are lost
-    either way (logsetup counts them), the exit status must not be.
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            with contextlib.suppress(OSError, ValueError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, stream.fileno())
-                os.close(devnull)
-                stream.flush()  # what stayed buffered goes to /dev/null
+        flush_std_streams()
 
 
 def _with_default_command(argv: list[str]) -> list[str]:

@@ -8,6 +8,8 @@ daemon must not die, or stop serving, because its log could not be written.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import TextIO
 
@@ -87,3 +89,21 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return out
+
+
+def flush_std_streams() -> None:
+    """Flush stdout and stderr now, dropping what cannot be written.
+
+    With stderr on a full disk or a closed pipe, the interpreter's own last flush would fail
+    and turn the exit status into 120, whatever poolwatch returned; the log lines are lost
+    either way (logsetup counts them), the exit status must not be.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+                stream.flush()  # what stayed buffered goes to /dev/null

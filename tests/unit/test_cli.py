@@ -6,8 +6,7 @@ import json
 import subprocess
 import sys
 import types
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,73 +14,13 @@ import structlog
 
 from poolwatch import __version__, cli
 from poolwatch.cli import ExitCode, main
-from poolwatch.config import Config, ConnectionConfig, load_config
-from poolwatch.demo import DEMO_CONFIG
+from poolwatch.config import Config, ConnectionConfig
 from poolwatch.errors import ConfigError, StartupError
+from tests.unit.cli_support import FakeDaemon, _reset_structlog, daemon, write
+
+__all__ = ["_reset_structlog", "daemon"]  # fixtures, used by name
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "poolwatch.toml"
-
-
-@dataclass
-class DaemonCall:
-    config: Config
-    reload_config: Callable[[], Config] | None
-    demo: bool
-    dry_run: bool
-    log_wrapper_class: object
-
-
-class FakeDaemon:
-    """Stands in for cli._run_daemon and records what the CLI handed over."""
-
-    def __init__(self) -> None:
-        self.calls: list[DaemonCall] = []
-        self.exit_code = 0
-        self.raises: BaseException | None = None
-
-    def __call__(
-        self,
-        config: Config,
-        *,
-        reload_config: Callable[[], Config] | None,
-        demo: bool,
-        dry_run: bool,
-    ) -> int:
-        self.calls.append(
-            DaemonCall(
-                config, reload_config, demo, dry_run, structlog.get_config()["wrapper_class"]
-            )
-        )
-        if self.raises is not None:
-            raise self.raises
-        return self.exit_code
-
-    @property
-    def call(self) -> DaemonCall:
-        assert len(self.calls) == 1
-        return self.calls[0]
-
-
-@pytest.fixture(autouse=True)
-def _reset_structlog() -> Iterator[None]:
-    # The CLI configures logging onto the captured stderr, which pytest closes after the test.
-    yield
-    structlog.reset_defaults()
-
-
-@pytest.fixture
-def daemon(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeDaemon:
-    fake = FakeDaemon()
-    monkeypatch.setattr(cli, "_run_daemon", fake)
-    # Tests must not depend on the machine's /etc/poolwatch.
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", tmp_path / "absent" / "poolwatch.toml")
-    return fake
-
-
-def write(tmp_path: Path, text: str, name: str = "poolwatch.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 def test_exit_codes_are_stable() -> None:
@@ -398,90 +337,6 @@ def test_run_daemon_hands_over_to_the_daemon_module(monkeypatch: pytest.MonkeyPa
 
 
 # --- demo -------------------------------------------------------------------------------------
-
-
-def test_demo_has_no_connections_and_listens_locally(daemon: FakeDaemon) -> None:
-    assert main(["demo"]) == 0
-
-    call = daemon.call
-    assert call.demo is True
-    assert call.dry_run is False
-    assert call.config.connections == ()
-    assert call.config.web.listen == ("127.0.0.1:9479",)
-
-
-def test_demo_without_a_file_runs_the_shipped_demo_rules(daemon: FakeDaemon) -> None:
-    assert main(["demo"]) == 0
-
-    config = daemon.call.config
-    assert config == load_config(DEMO_CONFIG).model_copy(
-        update={"connections": (), "web": config.web}
-    )
-    # A threshold with hysteresis and a forecast, an autostart rule that writes, a hook.
-    (threshold,) = config.threshold_rules()
-    assert threshold.clear_ratio > 0
-    assert threshold.time_to_full_warning is not None
-    assert threshold.time_to_full_critical is not None
-    assert threshold.hooks == ("log",)
-    (autostart,) = config.autostart_rules()
-    assert autostart.mode.value == "enforce"
-    assert set(config.hook_definitions()) == {"log"}
-    reload_config = daemon.call.reload_config
-    assert reload_config is not None
-    assert reload_config() == config
-
-
-def test_demo_with_a_file_runs_its_rules_instead(daemon: FakeDaemon, tmp_path: Path) -> None:
-    path = write(tmp_path, '[log]\nlevel = "debug"\n')
-
-    main(["demo", "--config.file", str(path)])
-
-    config = daemon.call.config
-    assert config.threshold_rules() == ()
-    assert config.autostart_rules() == ()
-
-
-def test_demo_listen_flag_wins(daemon: FakeDaemon) -> None:
-    main(["demo", "--web.listen-address", ":9999"])
-
-    assert daemon.call.config.web.listen == (":9999",)
-
-
-def test_demo_uses_the_files_listen_when_set(daemon: FakeDaemon, tmp_path: Path) -> None:
-    path = write(tmp_path, '[[connection]]\nname = "kvm01"\n[web]\nlisten = [":9100"]\n')
-
-    main(["demo", "--config.file", str(path)])
-
-    assert daemon.call.config.web.listen == (":9100",)
-    assert daemon.call.config.connections == ()
-
-
-def test_demo_keeps_local_listen_when_the_file_does_not_set_it(
-    daemon: FakeDaemon, tmp_path: Path
-) -> None:
-    path = write(tmp_path, '[log]\nlevel = "debug"\n')
-
-    main(["demo", "--config.file", str(path)])
-
-    config = daemon.call.config
-    assert config.web.listen == ("127.0.0.1:9479",)
-    assert config.log.level == "debug"
-    reload_config = daemon.call.reload_config
-    assert reload_config is not None
-    assert reload_config() == config
-
-
-def test_demo_ignores_the_default_config_file(
-    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(cli, "DEFAULT_CONFIG_PATH", write(tmp_path, "[web]\nlisten = [':1']\n"))
-
-    main(["demo"])
-
-    assert daemon.call.config.web.listen == ("127.0.0.1:9479",)
-
-
-# --- status -----------------------------------------------------------------------------------
 
 
 def test_status_help_documents_flags_columns_and_exit_codes(
