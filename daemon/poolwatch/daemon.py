@@ -100,6 +100,7 @@ class Daemon:
             version=__version__,
             libvirt_version=library_version(),
             python_version=platform.python_version(),
+            max_guests_per_pool=lambda: self._config.poll.max_volumes_per_pool,
         )
         registry.register(collector)
         self._exposition = Exposition(registry, collector.generation)

@@ -24,11 +24,14 @@ import structlog
 
 from poolwatch.addresses import without_credentials
 from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, inspect_target
+from poolwatch.guests import GuestTracker
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
 from poolwatch.source import (
     Connected,
     Disconnected,
+    GuestChanged,
+    GuestIOError,
     PoolChanged,
     PoolNotFound,
     PoolReading,
@@ -94,6 +97,15 @@ class Watcher:
         self._stat_pending: set[str] = set()
         self._urgent: frozenset[str] = frozenset()  # pools the policies want refreshed sooner
         self._statfs = concurrent.futures.ThreadPoolExecutor(2, "statvfs")
+        self._guests = GuestTracker(
+            key=key,
+            source=source,
+            inventory=inventory,
+            telemetry=telemetry,
+            host_name=lambda: self._host,
+            clock=clock,
+            spawn=self._spawn,
+        )
 
     @property
     def source(self) -> StorageSource:
@@ -162,6 +174,10 @@ class Watcher:
             self._connected = False
             if self._inventory.set_disconnected(self.key):
                 self._telemetry.record_disconnect(self.key, reason=event.reason)
+        elif isinstance(event, GuestChanged):
+            self._guests.on_changed(event)
+        elif isinstance(event, GuestIOError):
+            self._guests.on_io_error(event)
         else:
             self._on_pool_changed(event)
 
@@ -292,6 +308,8 @@ class Watcher:
         scanned: list[str] = []
         await self._timed("info", functools.partial(self._poll_info, scanned=scanned))
         skip = frozenset(scanned)
+        # Guests before volumes: which guests a full pool stopped must not wait for a scan.
+        await self._timed("guests", self._guests.resync)
         await self._timed("volumes", functools.partial(self._poll_volumes, skip=skip))
 
     async def _poll_info(self, *, scanned: list[str] | None = None) -> None:

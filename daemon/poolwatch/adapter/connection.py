@@ -26,14 +26,17 @@ from typing import Any, TypeVar
 import libvirt
 import structlog
 
-from poolwatch.adapter import reader
+from poolwatch.adapter import domains, reader
 from poolwatch.adapter.eventloop import ensure_event_loop
 from poolwatch.addresses import without_credentials
-from poolwatch.model import PoolEventKind, VolumeScan
+from poolwatch.model import GuestEventKind, GuestSnapshot, PoolEventKind, VolumeScan
 from poolwatch.poolxml import PoolDescription
 from poolwatch.source import (
     Connected,
     Disconnected,
+    GuestChanged,
+    GuestIOError,
+    GuestNotFound,
     PoolChanged,
     PoolNotFound,
     PoolReading,
@@ -53,6 +56,27 @@ _LIFECYCLE = {
     libvirt.VIR_STORAGE_POOL_EVENT_STOPPED: PoolEventKind.STOPPED,
     libvirt.VIR_STORAGE_POOL_EVENT_CREATED: PoolEventKind.CREATED,
     libvirt.VIR_STORAGE_POOL_EVENT_DELETED: PoolEventKind.DELETED,
+}
+
+_GUEST_LIFECYCLE = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: GuestEventKind.DEFINED,
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: GuestEventKind.UNDEFINED,
+    libvirt.VIR_DOMAIN_EVENT_STARTED: GuestEventKind.STARTED,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: GuestEventKind.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: GuestEventKind.RESUMED,
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: GuestEventKind.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: GuestEventKind.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: GuestEventKind.PAUSED,
+}
+# The suspend details an operator needs to tell apart: QEMU's pause on a disk error.
+_SUSPENDED_DETAIL = {
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR: "ioerror",
+}
+_IO_ERROR_ACTIONS = {
+    libvirt.VIR_DOMAIN_EVENT_IO_ERROR_NONE: "ignore",
+    libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE: "pause",
+    libvirt.VIR_DOMAIN_EVENT_IO_ERROR_REPORT: "report",
 }
 
 # Reconnect backoff: short enough that events flow again within a few seconds of libvirtd's
@@ -153,7 +177,7 @@ class LibvirtSource:
         self._conn_lock = threading.Lock()  # held by the thread inside libvirt on _conn
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
-        self._callback_ids: list[int] = []
+        self._callback_ids: list[tuple[bool, int]] = []  # (domain event?, id)
         self._descriptions: dict[str, PoolDescription] = {}  # by uuid, per connection
 
     @property
@@ -194,7 +218,7 @@ class LibvirtSource:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_INITIAL
         failures = 0
-        pending_open: asyncio.Future[tuple[Any, list[int], str]] | None = None
+        pending_open: asyncio.Future[tuple[Any, list[tuple[bool, int]], str]] | None = None
         while True:
             generation = self._generation + 1
             if pending_open is None:
@@ -234,7 +258,7 @@ class LibvirtSource:
             self._events.put_nowait(Disconnected(reason=reason))
             loop.run_in_executor(self._connects, self._release, conn, ids, self._conn_lock)
 
-    def _open(self, generation: int) -> tuple[Any, list[int], str]:
+    def _open(self, generation: int) -> tuple[Any, list[tuple[bool, int]], str]:
         """Blocking: open, arm keepalive and callbacks. Runs in the connect thread."""
         conn = libvirt.openReadOnly(self._uri) if self._read_only else libvirt.open(self._uri)
         # Drivers without keepalive or close callbacks (test:///) have no transport to lose.
@@ -243,19 +267,35 @@ class LibvirtSource:
         with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._on_close, generation)
         ids = [
-            conn.storagePoolEventRegisterAny(
-                None,
-                libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
-                self._on_lifecycle,
-                generation,
+            (
+                False,
+                conn.storagePoolEventRegisterAny(
+                    None,
+                    libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
+                    self._on_lifecycle,
+                    generation,
+                ),
             ),
-            conn.storagePoolEventRegisterAny(
-                None, libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH, self._on_refresh, generation
+            (
+                False,
+                conn.storagePoolEventRegisterAny(
+                    None, libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH, self._on_refresh, generation
+                ),
             ),
         ]
+        # Guests: which of them live in the pools, and which a full pool has paused.
+        for event_id, callback in (
+            (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_guest_lifecycle),
+            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, self._on_guest_device),
+            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self._on_guest_device),
+            (libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON, self._on_guest_io_error),
+        ):
+            ids.append((True, conn.domainEventRegisterAny(None, event_id, callback, generation)))
         return conn, ids, str(conn.getHostname())
 
-    def _release(self, conn: Any, callback_ids: list[int], lock: threading.Lock) -> None:
+    def _release(
+        self, conn: Any, callback_ids: list[tuple[bool, int]], lock: threading.Lock
+    ) -> None:
         """Blocking: tear a connection down once no call runs on it (see ``_serialized``)."""
         # Keepalive ends a call stuck in a hung libvirtd within about call_timeout. A call that
         # takes longer on a live daemon must not hold up the reconnect: release the connection
@@ -274,12 +314,15 @@ class LibvirtSource:
         ).start()
 
     @staticmethod
-    def _teardown(conn: Any, callback_ids: list[int]) -> None:
+    def _teardown(conn: Any, callback_ids: list[tuple[bool, int]]) -> None:
         """Blocking: release a connection that is lost or no longer wanted."""
         # Each step may fail on a dead connection, which forgets its callbacks anyway.
-        for callback_id in callback_ids:
+        for is_domain, callback_id in callback_ids:
             with contextlib.suppress(libvirt.libvirtError):
-                conn.storagePoolEventDeregisterAny(callback_id)
+                if is_domain:
+                    conn.domainEventDeregisterAny(callback_id)
+                else:
+                    conn.storagePoolEventDeregisterAny(callback_id)
         with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()  # breaks the reference cycle through the callback
         with contextlib.suppress(libvirt.libvirtError):
@@ -319,10 +362,45 @@ class LibvirtSource:
         changed = PoolChanged(pool.name(), pool.UUIDString(), PoolEventKind.REFRESHED)
         self._hand_over(self._deliver, generation, changed)
 
-    def _deliver(self, generation: int, event: PoolChanged) -> None:
+    def _on_guest_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, gen: int) -> None:
+        kind = _GUEST_LIFECYCLE.get(event)
+        if kind is None:
+            return  # SHUTDOWN (in progress) changes nothing poolwatch shows: STOPPED follows
+        words = _SUSPENDED_DETAIL.get(detail, "") if kind is GuestEventKind.PAUSED else ""
+        # name() and UUIDString() are local to the domain object: no RPC in this thread.
+        self._hand_over(self._deliver, gen, GuestChanged(dom.name(), dom.UUIDString(), kind, words))
+
+    def _on_guest_device(self, _conn: Any, dom: Any, alias: str, gen: int) -> None:
+        changed = GuestChanged(dom.name(), dom.UUIDString(), GuestEventKind.DEVICE_CHANGED, alias)
+        self._hand_over(self._deliver, gen, changed)
+
+    def _on_guest_io_error(
+        self,
+        _conn: Any,
+        dom: Any,
+        path: str,
+        alias: str,
+        action: int,
+        reason: str,
+        gen: int,
+    ) -> None:
+        error = GuestIOError(
+            dom.name(),
+            dom.UUIDString(),
+            path or "",
+            alias or "",
+            _IO_ERROR_ACTIONS.get(action, str(action)),
+            reason or "unspecified",
+        )
+        self._hand_over(self._deliver, gen, error)
+
+    def _deliver(self, generation: int, event: SourceEvent) -> None:
         if generation != self._generation:
             return  # from a connection already given up
-        if event.kind in (PoolEventKind.DEFINED, PoolEventKind.UNDEFINED):
+        if isinstance(event, PoolChanged) and event.kind in (
+            PoolEventKind.DEFINED,
+            PoolEventKind.UNDEFINED,
+        ):
             self._descriptions.pop(event.uuid, None)
         self._events.put_nowait(event)
 
@@ -357,6 +435,8 @@ class LibvirtSource:
                 raise SourceUnavailable(exc.get_error_message()) from None
             if code == libvirt.VIR_ERR_NO_STORAGE_POOL:
                 raise PoolNotFound(exc.get_error_message()) from None
+            if code == libvirt.VIR_ERR_NO_DOMAIN:
+                raise GuestNotFound(exc.get_error_message()) from None
             raise SourceError(exc.get_error_message(), code=code) from None
 
     async def execute(self, fn: Callable[[Any], T]) -> T:
@@ -388,3 +468,15 @@ class LibvirtSource:
             *(self._call(reader.read_volumes, chunk) for chunk in chunks)
         )
         return reader.summarize([v for r in results for v in r], limit, scanned_at)
+
+    async def list_guests(self) -> list[GuestSnapshot]:
+        return await self._call(domains.read_domains)
+
+    async def read_guest(self, uuid: str) -> GuestSnapshot:
+        return await self._call(domains.read_guest, uuid, urgent=True)
+
+    async def resume_guest(self, uuid: str) -> None:
+        await self._call(domains.resume_guest, uuid, urgent=True)
+
+    async def destroy_guest(self, uuid: str) -> None:
+        await self._call(domains.destroy_guest, uuid, urgent=True)

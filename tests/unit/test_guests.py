@@ -1,0 +1,68 @@
+"""The guest tracker behind a watcher, on the in-memory source: domain events re-read one guest,
+an I/O error is counted against the pool of the disk that failed, a reconnect lists them all."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from poolwatch.inventory import Inventory
+from poolwatch.model import GuestDisk, GuestEventKind, GuestSnapshot, GuestState
+from poolwatch.source import GuestChanged, GuestIOError
+from poolwatch.telemetry import Telemetry
+from tests.unit import test_watcher
+from tests.unit.test_watcher import FakeSource, until
+
+# The fixtures of the watcher's tests: a watched FakeSource with pools "images" and "isos".
+watched = test_watcher.watched
+telemetry = test_watcher.telemetry
+
+VM = GuestSnapshot(
+    name="vm",
+    uuid="uuid-vm",
+    state=GuestState.RUNNING,
+    disks=(GuestDisk("vda", alias="virtio-disk0", path="/pools/images/vm.img"),),
+)
+
+
+def _on_images(inventory: Inventory) -> dict[str, GuestState]:
+    return {g.name: g.state for g in inventory.hosts["kvm01"].pool_guests.get("images", ())}
+
+
+async def test_events_keep_the_guest_current(watched: tuple[FakeSource, Inventory]) -> None:
+    source, inventory = watched
+    source.guests[VM.uuid] = VM
+    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.DEFINED, ""))
+    await until(lambda: _on_images(inventory) == {"vm": GuestState.RUNNING}, inventory)
+
+    source.guests[VM.uuid] = dataclasses.replace(
+        VM, state=GuestState.PAUSED_IO_ERROR, io_errors={"vda": "enospc"}
+    )
+    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.PAUSED, "ioerror"))
+    await until(lambda: _on_images(inventory) == {"vm": GuestState.PAUSED_IO_ERROR}, inventory)
+    assert inventory.hosts["kvm01"].pool_guests["images"][0].io_error == "enospc"
+
+    del source.guests[VM.uuid]
+    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.UNDEFINED, ""))
+    await until(lambda: _on_images(inventory) == {}, inventory)
+
+
+async def test_an_io_error_counts_against_the_pool_of_its_disk(
+    watched: tuple[FakeSource, Inventory],
+    telemetry: Telemetry,
+) -> None:
+    source, inventory = watched
+    source.guests[VM.uuid] = VM
+    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.STARTED, ""))
+    await until(lambda: bool(_on_images(inventory)), inventory)
+    error = GuestIOError("vm", VM.uuid, "", "virtio-disk0", "pause", "enospc")
+    source.events.put_nowait(error)
+    await until(lambda: bool(telemetry.stats("kvm01").guest_io_errors), inventory)
+    assert telemetry.stats("kvm01").guest_io_errors == {("images", "enospc"): 1}
+
+
+async def test_a_reconnect_lists_every_guest(watched: tuple[FakeSource, Inventory]) -> None:
+    source, inventory = watched
+    source.guests[VM.uuid] = VM  # defined while poolwatch was away: no event
+    source.disconnect()
+    source.connect()
+    await until(lambda: _on_images(inventory) == {"vm": GuestState.RUNNING}, inventory)
