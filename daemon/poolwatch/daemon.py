@@ -50,6 +50,7 @@ def _policy_rules(config: Config) -> PolicyRules:
     return PolicyRules(
         thresholds=config.threshold_rules(),
         autostart=config.autostart_rules(),
+        resume=config.resume_rules(),
         hooks=config.hook_definitions(),
     )
 

@@ -44,7 +44,10 @@ class GuestTracker:
         host_name: Callable[[], str],
         clock: Callable[[], float],
         spawn: Callable[[Coroutine[Any, Any, None]], None],
+        pool_errored: Callable[[str], None],
     ) -> None:
+        """``pool_errored(pool)``: a guest's write in the pool failed; its figures are stale."""
+        self._pool_errored = pool_errored
         self._key = key
         self._source = source
         self._inventory = inventory
@@ -106,6 +109,8 @@ class GuestTracker:
             action=event.action,
         )
         self._telemetry.record_guest_io_error(self._key, pool=pool or "", reason=event.reason)
+        if pool is not None:
+            self._pool_errored(pool)
         if guest is not None and target and event.action == "pause":
             # The SUSPENDED event that follows re-reads the guest, and diskErrors() names the
             # disk too; keeping the reason now shows it even before that read is back.

@@ -105,6 +105,7 @@ class Watcher:
             host_name=lambda: self._host,
             clock=clock,
             spawn=self._spawn,
+            pool_errored=self._refresh_soon,
         )
 
     @property
@@ -366,6 +367,19 @@ class Watcher:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+    def _refresh_soon(self, pool: str) -> None:
+        """A guest's write in the pool failed: libvirt's figures of the pool are those of its
+        last refresh, from before the guest filled it. Refresh now (its REFRESHED event re-reads
+        the pool), so the policies never act on space that is already gone."""
+        if not self._connected:
+            return
+        if self._source.read_only:
+            self._request_reread(pool, volumes=False)
+            return
+        self._spawn(
+            self._timed("refresh", functools.partial(self._poll_refresh, frozenset({pool})))
+        )
 
     async def _refresh_urgent(self) -> None:
         if self._urgent:
