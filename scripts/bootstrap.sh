@@ -12,9 +12,11 @@ APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 # The integration tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs,
 # util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
 # Chromium; the systemd unit is checked with systemd-analyze (systemd), the polkit rule evaluated
-# with node (nodejs), and the TLS tests make their certificates with openssl.
+# with node (nodejs), and the TLS tests make their certificates with openssl. The real-guest
+# tests boot a QEMU guest (qemu-system-x86, TCG) from a busybox initramfs (busybox-static) and a
+# Debian kernel they download (not install) with apt-get; depmod (kmod) indexes its modules.
 TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd
-  chromium nodejs openssl)
+  chromium nodejs openssl qemu-system-x86 busybox-static kmod)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 fi
