@@ -10,13 +10,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # more, since libvirt's test driver lives in the library.
 APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 # The integration tier runs a real libvirtd (libvirt-daemon, virsh) on loop devices (e2fsprogs,
-# util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus) and headless
-# Chromium; the systemd unit is checked with systemd-analyze (systemd), the polkit rule evaluated
-# with node (nodejs), and the TLS tests make their certificates with openssl. The real-guest
-# tests boot a QEMU guest (qemu-system-x86, TCG) from a busybox initramfs (busybox-static) and a
-# Debian kernel they download (not install) with apt-get; depmod (kmod) indexes its modules.
-TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus systemd
-  chromium nodejs openssl qemu-system-x86 busybox-static kmod)
+# util-linux, mount); the e2e tier a real Prometheus and promtool (prometheus), a real
+# Alertmanager and amtool (prometheus-alertmanager) and headless Chromium; the systemd unit is
+# checked with systemd-analyze (systemd), the polkit rule evaluated with node (nodejs), and the
+# TLS tests make their certificates with openssl; the fast-path tests make qcow2 images with
+# qemu-img (qemu-utils). The real-guest tests boot a QEMU guest (qemu-system-x86, TCG) from a
+# busybox initramfs (busybox-static) and a Debian kernel they download (not install) with
+# apt-get; depmod (kmod) indexes its modules. The package tier builds the .deb
+# (scripts/package.sh: debhelper, dh-virtualenv, lintian...) and boots a Debian 12 root made by
+# debootstrap with systemd-nspawn (systemd-container).
+TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus
+  prometheus-alertmanager systemd qemu-utils qemu-system-x86 busybox-static kmod chromium nodejs
+  openssl build-essential dpkg-dev fakeroot debhelper dh-virtualenv lintian debootstrap
+  systemd-container)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 fi
@@ -44,10 +50,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing apt packages: ${missing[*]}"
   apt-get update
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
-  # Debian starts a system-wide Prometheus on :9090 when it installs the package; the tests run
-  # their own, so switch off the one we just caused (never one that was there before).
-  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus.service || true
+  # Debian starts a system-wide Prometheus on :9090 and Alertmanager on :9093 when it installs
+  # the packages; the tests run their own, so switch off the ones we just caused (never one that
+  # was there before).
+  if [ -d /run/systemd/system ]; then
+    if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+      systemctl disable --now prometheus.service || true
+    fi
+    if [[ " ${missing[*]} " == *" prometheus-alertmanager "* ]]; then
+      systemctl disable --now prometheus-alertmanager.service || true
+    fi
   fi
 fi
 

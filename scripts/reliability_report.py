@@ -50,8 +50,6 @@ ELSEWHERE = [
 NOT_COVERED = [
     "A loop device detached while its filesystem stays mounted: the kernel keeps such a device "
     "until the last unmount, so test_backend_disappears unmounts lazily first, then detaches.",
-    "TLS handshakes of slow clients are bounded by asyncio's 60 s ssl_handshake_timeout, not by "
-    "the 10 s keep-alive bound (not measured here).",
 ]
 
 

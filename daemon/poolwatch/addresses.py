@@ -5,17 +5,62 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import socket
 import urllib.parse
 
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
+# Query parameters whose value is a secret: a parameter is one if any part of its name (split at
+# "_", "-" and ".") is one of these, so api_key and access_token are, keyfile and sshauth (a path
+# and a list of methods, which operators want to see) are not.
+SECRET_PARAMETERS = frozenset(
+    {"password", "passwd", "pass", "pwd", "key", "token", "secret", "auth"}
+)
+# What a secret's value shows as, as in Prometheus' own config dumps.
+REDACTED = "<secret>"
+_NAME_PARTS_RE = re.compile(r"[_.-]")
+
+
+def default_host_name(uri: str) -> str:
+    """The host label of a connection before libvirt has told its hostname."""
+    return urllib.parse.urlsplit(uri).hostname or socket.gethostname()
+
 
 def without_credentials(uri: str) -> str:
-    """The URI without user or password, for labels, logs and the API."""
-    parts = urllib.parse.urlsplit(uri)
-    if "@" not in parts.netloc:
+    """The URI without user or password, and with the values of secret query parameters
+    (`?password=...`) redacted: for labels, logs, the API and the landing page."""
+    # By hand, not urlunsplit(), which writes "test:///default" back as "test:/default".
+    scheme, slashes, rest = uri.partition("://")
+    if slashes:
+        authority_end = _first_of(rest, "/?#")
+        authority = rest[:authority_end]
+        if "@" in authority:
+            rest = authority.rpartition("@")[2] + rest[authority_end:]
+        uri = scheme + slashes + rest
+    before, question, query = uri.partition("?")
+    if not question:
         return uri
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    query, hash_mark, fragment = query.partition("#")
+    return before + question + _redact_query(query) + hash_mark + fragment
+
+
+def _first_of(text: str, characters: str) -> int:
+    return min((i for i in (text.find(c) for c in characters) if i >= 0), default=len(text))
+
+
+def _redact_query(query: str) -> str:
+    # Parameter by parameter, as written: only secret values change, nothing is re-encoded.
+    shown = []
+    for parameter in query.split("&"):
+        name, equals, _ = parameter.partition("=")
+        if equals and _is_secret(urllib.parse.unquote_plus(name)):
+            parameter = f"{name}={REDACTED}"
+        shown.append(parameter)
+    return "&".join(shown)
+
+
+def _is_secret(name: str) -> bool:
+    return any(part in SECRET_PARAMETERS for part in _NAME_PARTS_RE.split(name.lower()))
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:

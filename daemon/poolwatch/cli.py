@@ -7,7 +7,9 @@ touches libvirt, so `check-config` and `--help` work on machines without it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
+import os
 import sys
 import textwrap
 import time
@@ -26,6 +28,7 @@ from poolwatch.config import (
     load_config,
     parse_duration,
 )
+from poolwatch.demo import DEMO_CONFIG
 from poolwatch.errors import ConfigError, StartupError
 from poolwatch.logsetup import configure_logging
 
@@ -91,7 +94,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         # so callers (tests, the console script) see one way out.
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     command: Callable[[argparse.Namespace], int] = args.command
-    return int(command(args))
+    try:
+        return int(command(args))
+    finally:
+        _flush_std_streams()
+
+
+def _flush_std_streams() -> None:
+    """Flush stdout and stderr now, dropping what cannot be written.
+
+    With stderr on a full disk or a closed pipe, the interpreter's own last flush would fail
+    and turn the exit status into 120, whatever poolwatch returned; the log lines are lost
+    either way (logsetup counts them), the exit status must not be.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+                stream.flush()  # what stayed buffered goes to /dev/null
 
 
 def _with_default_command(argv: list[str]) -> list[str]:
@@ -133,10 +157,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    config_path: Path | None = args.config_file
+    # Without a file of its own the demo runs its shipped rules, so that it shows the policies
+    # at work and not only the pools.
+    config_path: Path = args.config_file or DEMO_CONFIG
 
     def load() -> Config:
-        config = Config() if config_path is None else load_config(config_path)
+        config = load_config(config_path)
         listen = args.listen
         if listen is None and "listen" not in config.web.model_fields_set:
             # The demo serves made-up pools; keep it off the network unless asked otherwise.
@@ -154,7 +180,7 @@ def _demo(args: argparse.Namespace) -> int:
     configure_logging(level=config.log.level, fmt=config.log.format)
     return _serve(
         config,
-        reload_config=None if config_path is None else load,
+        reload_config=load,
         demo=True,
         dry_run=args.dry_run,
     )
@@ -349,10 +375,16 @@ def _build_parser() -> argparse.ArgumentParser:
         _demo,
         summary="run the daemon on libvirt's embedded test driver with demo pools",
         description="Run the daemon against libvirt's embedded test driver with demo pools "
-        "that fill over time, so every feature is visible without a hypervisor. Any "
-        "[[connection]] in the configuration file is ignored.",
+        "that fill over time, so every feature is visible without a hypervisor. Without "
+        "--config.file it runs the demo's own rules (a threshold with a forecast, an "
+        "autostart rule and a hook that logs: poolwatch/demo/demo.toml, an annotated "
+        "example), which raise and clear an alarm, forecast a time to full and start a "
+        "stopped pool again within two minutes. Any [[connection]] in the configuration file "
+        "is ignored.",
     )
-    _add_config_file_flag(demo, "TOML configuration file (default: none, built-in defaults)")
+    _add_config_file_flag(
+        demo, "TOML configuration file (default: the demo's own rules, poolwatch/demo/demo.toml)"
+    )
     _add_daemon_flags(demo, listen_default=f"{DEMO_LISTEN} unless the file sets web.listen")
 
     status_command = _add_command(

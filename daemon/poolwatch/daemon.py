@@ -9,7 +9,7 @@ import contextlib
 import platform
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +21,14 @@ from poolwatch.actuator import Actuator, PolicyRules
 from poolwatch.adapter.connection import LibvirtSource, library_version
 from poolwatch.addresses import without_credentials
 from poolwatch.config import Config, ConnectionConfig
+from poolwatch.demo import DEMO_HOST
 from poolwatch.errors import ConfigError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.filesystem import is_local_uri
 from poolwatch.hooks import HookRunner
 from poolwatch.inventory import Inventory
-from poolwatch.logsetup import configure_logging
+from poolwatch.logsetup import LogOutput, configure_logging
 from poolwatch.sdnotify import Notifier, keep_alive
 from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
@@ -35,8 +36,17 @@ from poolwatch.web.app import HttpServer, create_app, start_http_server
 
 log = structlog.get_logger()
 
-DEMO_HOST = Path(__file__).parent / "demo" / "host.xml"
-DEMO_STEP_SECONDS = 2.0
+
+@dataclass(frozen=True, slots=True)
+class DemoPace:
+    """How fast ``poolwatch demo`` moves: the filler's steps, and the polls that follow them."""
+
+    step: float = 2.0  # seconds between two steps of the demo filler
+    # The demo fills and drains pools quickly, so it polls quickly too.
+    poll_interval: float = 2.0
+    volumes_interval: float = 5.0
+    refresh_interval: float = 20.0
+    seed: int | None = None  # the filler's random seed; None: a different demo each run
 
 
 @dataclass
@@ -64,8 +74,12 @@ class Daemon:
         demo: bool,
         dry_run: bool = False,
         notifier: Notifier | None = None,
+        demo_pace: DemoPace | None = None,
+        log_output: LogOutput | None = None,
     ) -> None:
         self._config = config
+        self._demo_pace = DemoPace() if demo_pace is None else demo_pace
+        self._log_output = log_output  # counts the log lines lost; None: not counted
         self._notifier = Notifier.disabled() if notifier is None else notifier
         self._reload_config = reload_config
         self._demo = demo
@@ -102,6 +116,7 @@ class Daemon:
             libvirt_version=library_version(),
             python_version=platform.python_version(),
             max_guests_per_pool=lambda: self._config.poll.max_volumes_per_pool,
+            log_lines_dropped=lambda: 0 if self._log_output is None else self._log_output.dropped,
         )
         registry.register(collector)
         self._exposition = Exposition(registry, collector.generation)
@@ -115,8 +130,10 @@ class Daemon:
             web_config_file=None if web_config_file is None else Path(web_config_file),
         )
         scheme = self._server.scheme
-        urls = [f"{scheme}://{_url_host(host)}:{port}/" for host, port in self.addresses]
-        log.info("http_listening", urls=urls)
+        urls = listening_urls(scheme, self.addresses)
+        # The URLs of a wildcard bind are loopback ones: the bound addresses say it is more.
+        bound = [_bound_address(host, port) for host, port in self.addresses]
+        log.info("http_listening", urls=urls, addresses=bound)
         await self._hooks.start()
         self._actuator_task = asyncio.create_task(self._actuator.run(), name="actuator")
         if self._demo:
@@ -207,6 +224,7 @@ class Daemon:
             if wanted.get(key) != running.config or running.watcher.poll.call_timeout != (
                 config.poll.call_timeout
             ):
+                running.watcher.detach()  # a poll finishing after this is dropped quietly
                 running.task.cancel()
                 del self._running[key]
                 self.inventory.remove_host(key)
@@ -246,9 +264,21 @@ class Daemon:
             log.error("config_reload_failed", errors=exc.errors)
             self.telemetry.record_reload(ok=False)
             return
+        except Exception as exc:
+            # A loading bug must not escape into the signal handler (a raw traceback, and the
+            # gauge left at 1): it fails the reload like an invalid file.
+            log.error(
+                "config_reload_failed", errors=[f"{type(exc).__name__}: {exc}"], exc_info=True
+            )
+            self.telemetry.record_reload(ok=False)
+            return
         if config.web != self._config.web:
             log.warning("config_reload_needs_restart", section="web")
-        configure_logging(level=config.log.level, fmt=config.log.format)
+        output = configure_logging(
+            level=config.log.level, fmt=config.log.format, stream=self._log_output
+        )
+        if self._log_output is not None:
+            self._log_output = output
         if not self._demo:
             self._apply_connections(config)
         self._actuator.update_rules(_policy_rules(config))
@@ -261,21 +291,25 @@ class Daemon:
     def _start_demo(self) -> asyncio.Task[None]:
         from poolwatch.adapter.demo_filler import DemoFiller
 
+        pace = self._demo_pace
         connection = ConnectionConfig(name="demo", uri=f"test://{DEMO_HOST.resolve()}")
-        # The demo fills and drains pools quickly, so poll quickly too.
         config = self._config.model_copy(
             update={
                 "poll": self._config.poll.model_copy(
-                    update={"interval": 2.0, "volumes_interval": 5.0, "refresh_interval": 20.0}
+                    update={
+                        "interval": pace.poll_interval,
+                        "volumes_interval": pace.volumes_interval,
+                        "refresh_interval": pace.refresh_interval,
+                    }
                 )
             }
         )
         source = self._start(connection, config)
-        filler = DemoFiller(random.Random())  # noqa: S311 - a demo, not cryptography
+        filler = DemoFiller(random.Random(pace.seed))  # noqa: S311 - a demo, not cryptography
 
         async def fill() -> None:
             while True:
-                await asyncio.sleep(DEMO_STEP_SECONDS)
+                await asyncio.sleep(pace.step)
                 with contextlib.suppress(Exception):
                     for line in await source.execute(filler.step):
                         log.info("demo_step", action=line)
@@ -283,10 +317,26 @@ class Daemon:
         return asyncio.create_task(fill(), name="demo filler")
 
 
+def listening_urls(scheme: str, addresses: Iterable[tuple[str, int]]) -> list[str]:
+    """URLs an operator can open on this host for the bound addresses, each once, in bind order.
+
+    A wildcard has no URL of its own: it is named by the loopback address of its family, so
+    ":9479" (bound on 0.0.0.0 and ::) gives http://127.0.0.1:9479/ and http://[::1]:9479/.
+    """
+    return list(dict.fromkeys(f"{scheme}://{_url_host(host)}:{port}/" for host, port in addresses))
+
+
+def _bound_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+    if host in ("", "0.0.0.0"):  # noqa: S104 - naming the wildcard, not binding it
         return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
+    if host == "::":
+        return "[::1]"
+    # A link-local address's zone (fe80::1%eth0) is written %25eth0 in a URL (RFC 6874).
+    return f"[{host.replace('%', '%25')}]" if ":" in host else host
 
 
 def run_daemon(
@@ -297,8 +347,15 @@ def run_daemon(
     dry_run: bool = False,
 ) -> int:
     notifier = Notifier.from_environment()
+    # Configured again (the command line did so already) to hold the output and its count.
+    log_output = configure_logging(level=config.log.level, fmt=config.log.format)
     daemon = Daemon(
-        config, reload_config=reload_config, demo=demo, dry_run=dry_run, notifier=notifier
+        config,
+        reload_config=reload_config,
+        demo=demo,
+        dry_run=dry_run,
+        notifier=notifier,
+        log_output=log_output,
     )
     try:
         return asyncio.run(daemon.run())

@@ -100,13 +100,18 @@ class PoolDoc(TypedDict):
     active: bool
     persistent: bool
     autostart: bool
-    capacity: int  # capacity/allocation/available are stale unless active
-    allocation: int
-    available: int
-    free_bytes: int | None  # smaller of available and filesystem avail; null unless active
-    fill_ratio: float | None  # allocation / capacity; null unless active
-    filesystem: FilesystemDoc | None
-    volumes: VolumeSummaryDoc | None
+    # Null unless active, as /metrics leaves them out: libvirt keeps stale figures for a
+    # stopped pool, and the watcher's last filesystem stat and volume scan are as old.
+    capacity: int | None
+    allocation: int | None
+    available: int | None
+    # What a guest can still write, what free-space limits ("< 20GiB") and the forecast use: the
+    # smaller of available and the filesystem's f_bavail.
+    free_bytes: int | None
+    # allocation / capacity, what ratio limits ("85%") compare and fill bars show.
+    fill_ratio: float | None
+    filesystem: FilesystemDoc | None  # null also where the target cannot be measured
+    volumes: VolumeSummaryDoc | None  # null also before the first scan
     last_refresh: float | None
     read_at: float
     policy: PolicyDoc | None  # what the policies say; null when they say nothing on the pool
@@ -204,6 +209,9 @@ def pool_document(
     guests: tuple[PoolGuest, ...] = (),
 ) -> PoolDoc:
     active = pool.active
+    # What /metrics leaves out for a stopped pool, this leaves out too (see PoolDoc).
+    fs = pool.filesystem if active else None
+    scan = pool.volumes if active else None
     return {
         "host": pool.host,
         "name": pool.name,
@@ -216,13 +224,13 @@ def pool_document(
         "active": active,
         "persistent": pool.persistent,
         "autostart": pool.autostart,
-        "capacity": pool.capacity,
-        "allocation": pool.allocation,
-        "available": pool.available,
+        "capacity": pool.capacity if active else None,
+        "allocation": pool.allocation if active else None,
+        "available": pool.available if active else None,
         "free_bytes": pool.free_bytes if active else None,
         "fill_ratio": pool.allocation / pool.capacity if active and pool.capacity > 0 else None,
-        "filesystem": None if pool.filesystem is None else _filesystem_doc(pool.filesystem),
-        "volumes": None if pool.volumes is None else _volumes_doc(pool.volumes, with_volumes),
+        "filesystem": None if fs is None else _filesystem_doc(fs),
+        "volumes": None if scan is None else _volumes_doc(scan, with_volumes),
         "last_refresh": pool.last_refresh,
         "read_at": pool.read_at,
         "policy": None if policy is None else policy_document(policy),

@@ -6,7 +6,12 @@ already gets ENOSPC. Where the target is a local filesystem we read it ourselves
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import os
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from poolwatch.model import FilesystemStat
@@ -40,6 +45,7 @@ def stat_target(pool_type: str, path: str) -> FilesystemStat | None:
     return FilesystemStat(
         avail_bytes=st.f_bavail * st.f_frsize,
         size_bytes=st.f_blocks * st.f_frsize,
+        free_bytes=st.f_bfree * st.f_frsize,
         device=f"{os.major(device)}:{os.minor(device)}",
     )
 
@@ -52,3 +58,42 @@ def inspect_target(
     """
     mounted = os.path.ismount(path) if pool_type == "dir" and path else None
     return (stat_target(pool_type, path) if active else None), mounted
+
+
+class TargetInspector:
+    """`inspect_target` off the event loop, bounded: a hung mount (a dead NFS server) blocks a
+    worker thread, so a target still stuck from an earlier call is not asked again, and a call
+    that outlives ``timeout()`` seconds is given up as not measurable."""
+
+    def __init__(
+        self,
+        executor: concurrent.futures.Executor,
+        *,
+        enabled: bool,
+        timeout: Callable[[], float],
+        log: Callable[[], Any],
+    ) -> None:
+        """``log()``: the logger to warn on, bound to the connection's context."""
+        self._executor = executor
+        self._log = log
+        self._enabled = enabled
+        self._timeout = timeout
+        self._pending: set[str] = set()
+
+    async def inspect(
+        self, pool_type: str, path: str, *, active: bool, pool: str
+    ) -> tuple[FilesystemStat | None, bool | None]:
+        """The target's filesystem and mount status; (None, None) where not measurable."""
+        if not self._enabled or pool_type not in FILESYSTEM_POOL_TYPES or path in self._pending:
+            return None, None
+        self._pending.add(path)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(inspect_target, pool_type, path, active=active)
+        )
+        future.add_done_callback(lambda _f: self._pending.discard(path))
+        try:
+            async with asyncio.timeout(self._timeout()):  # never wait_for: see LibvirtSource._call
+                return await asyncio.shield(future)
+        except TimeoutError:
+            self._log().warning("filesystem_stat_timeout", pool=pool, path=path)
+            return None, None

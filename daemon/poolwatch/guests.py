@@ -59,6 +59,13 @@ class GuestTracker:
         self._last_event: dict[str, int] = {}  # uuid -> seq of its last event
         self._reading: set[str] = set()
         self._dirty: set[str] = set()
+        # Set when a reload removes the connection: a read still in flight finds its host gone
+        # from the inventory (or another watcher's, under the same key) and is dropped.
+        self._detached = False
+
+    def detach(self) -> None:
+        """From now on nothing of this tracker's reaches the inventory or the telemetry."""
+        self._detached = True
 
     # -- events ----------------------------------------------------------------------------
 
@@ -123,6 +130,8 @@ class GuestTracker:
         """Every guest again, after a (re)connect: whatever is not listed is gone."""
         seq = self._seq
         listed = await self._source.list_guests()
+        if self._detached:
+            return
         current = self._inventory.hosts[self._key].guests
         guests: dict[str, GuestSnapshot] = {}
         for guest in listed:
@@ -158,8 +167,12 @@ class GuestTracker:
         try:
             guest = await self._source.read_guest(uuid)
         except GuestNotFound:
+            if self._detached:
+                return
             # Gone without an UNDEFINED event: a transient guest that stopped.
             self._inventory.drop_guest(self._key, uuid)
+            return
+        if self._detached:
             return
         previous = self._inventory.hosts[self._key].guests.get(uuid)
         self._inventory.put_guest(self._key, self._stamped(guest, previous))

@@ -49,6 +49,7 @@ class FilesystemStat:
     avail_bytes: int  # f_bavail * f_frsize
     size_bytes: int  # f_blocks * f_frsize
     device: str  # "major:minor" of the filesystem, so alerts can tell shared filesystems apart
+    free_bytes: int = 0  # f_bfree * f_frsize, root-reserved blocks included (libvirt's "available")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,18 @@ class VolumeScan:
     allocation_bytes: int
     volumes: tuple[VolumeSnapshot, ...]  # sorted by name, at most max_volumes_per_pool
     scanned_at: float  # unix time
+
+
+def volume_scan(volumes: list[VolumeSnapshot], limit: int, scanned_at: float) -> VolumeScan:
+    """A scan of every volume of a pool: sums over all, at most ``limit`` listed by name."""
+    volumes.sort(key=lambda v: v.name)
+    return VolumeScan(
+        count=len(volumes),
+        capacity_bytes=sum(v.capacity for v in volumes),
+        allocation_bytes=sum(v.allocation for v in volumes),
+        volumes=tuple(volumes[:limit]),
+        scanned_at=scanned_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +102,9 @@ class PoolSnapshot:
     # Whether the target path is a mount point, for dir pools on this host; None: not known.
     target_mounted: bool | None = None
     read_at: float = 0.0  # unix time this snapshot was read
+    # capacity/allocation/available (and the volume figures) come from statvfs and stat() of
+    # the target on this host rather than from libvirt's last refresh: see poolwatch.fastpath.
+    fast_path: bool = False
 
     @property
     def free_bytes(self) -> int:
@@ -241,3 +257,6 @@ class PoolPolicy:
     not_mounted: bool | None = None  # None: no require_mount rule
     last_action: str | None = None  # e.g. "start_pool ok"
     last_action_at: float | None = None
+    # The fill level over the last hour for the landing page's chart: (unix time, used /
+    # capacity) points, oldest first, at most 60 (actuator/fill_history.py).
+    fill_history: tuple[tuple[float, float], ...] = ()

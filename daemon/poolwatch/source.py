@@ -7,10 +7,18 @@ in memory. Nothing here imports libvirt.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from poolwatch.model import GuestEventKind, GuestSnapshot, PoolEventKind, PoolState, VolumeScan
+from poolwatch.model import (
+    GuestEventKind,
+    GuestSnapshot,
+    PoolEventKind,
+    PoolState,
+    VolumeScan,
+    VolumeSnapshot,
+)
 
 
 class SourceUnavailable(Exception):
@@ -50,6 +58,15 @@ class PoolReading:
     allocation: int
     available: int
     volume_count: int | None  # numOfVolumes() of an active pool
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeDescription:
+    """One volume as libvirt describes it, with what is needed to follow its file on disk."""
+
+    volume: VolumeSnapshot
+    path: str  # the volume's target path ("" where libvirt gives none)
+    format: str  # its target format type: raw, qcow2, dir, ...; "" where libvirt gives none
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +140,18 @@ class StorageSource(Protocol):
         """Every volume of an active pool; ``limit`` caps the volumes listed, not the sums."""
         ...
 
-    async def refresh_pool(self, name: str) -> None: ...
+    async def list_volume_names(self, name: str) -> list[str]:
+        """The names of an active pool's volumes: one call, whatever their number."""
+        ...
+
+    async def describe_volumes(
+        self, name: str, volumes: Sequence[str] | None = None
+    ) -> list[VolumeDescription]:
+        """The named volumes of a pool (every one for None); names gone meanwhile are left out."""
+        ...
+
+    async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
+        """``urgent``: ahead of queued routine calls (a change seen on disk, not a timer)."""
 
     async def start_pool(self, name: str) -> None:
         """Start an inactive pool; a pool that already runs counts as started."""

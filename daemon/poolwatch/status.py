@@ -40,13 +40,14 @@ COLUMNS = (
     "STATE",
     "USAGE",
     "USED/SIZE",
+    "FREE",
     "LEVEL",
     "FORECAST",
     "AUTOSTART",
     "GUESTS",
     "LAST ACTION",
 )
-_RIGHT_ALIGNED = frozenset({"USED/SIZE"})
+_RIGHT_ALIGNED = frozenset({"USED/SIZE", "FREE"})
 _GAP = "  "
 _NO_POOLS = "(no pools)"
 
@@ -188,9 +189,13 @@ class PoolRow:
     type: str = ""
     state: str = ""
     active: bool = False
-    fill_ratio: float | None = None  # None unless active
-    allocation: int = 0
-    capacity: int = 0
+    # None unless active: the daemon sends a stopped pool's figures as null (libvirt's are stale).
+    # The two figures behind a level: allocation / capacity (USAGE, what ratio limits compare)
+    # and free bytes, min(available, f_bavail) (FREE, what free-space limits compare).
+    fill_ratio: float | None = None
+    allocation: int | None = None
+    capacity: int | None = None
+    free_bytes: int | None = None
     level: str | None = None  # None without a threshold rule
     time_to_full: float | None = None
     autostart: str | None = None  # mode; None without an autostart rule
@@ -237,8 +242,9 @@ def _pool_row(host: str, up: bool, pool: Mapping[str, object]) -> PoolRow:
         state=_str(pool, "state", where),
         active=active,
         fill_ratio=_number(pool, "fill_ratio", where, optional=True) if active else None,
-        allocation=_int(pool, "allocation", where),
-        capacity=_int(pool, "capacity", where),
+        allocation=_int(pool, "allocation", where) if active else None,
+        capacity=_int(pool, "capacity", where) if active else None,
+        free_bytes=_optional_int(pool, "free_bytes", where) if active else None,
     )
     # A daemon from before the guests sends no "guests": read that as none.
     listed = _list(pool, "guests", where) if pool.get("guests") is not None else []
@@ -325,6 +331,10 @@ def _int(obj: Mapping[str, object], key: str, where: str) -> int:
     return value
 
 
+def _optional_int(obj: Mapping[str, object], key: str, where: str) -> int | None:
+    return None if obj.get(key) is None else _int(obj, key, where)
+
+
 def _number(
     obj: Mapping[str, object], key: str, where: str, *, optional: bool = False
 ) -> float | None:
@@ -360,12 +370,12 @@ def _cells(row: PoolRow, now: float) -> list[str]:
     host = f"{printable(row.host)} ({'up' if row.host_up else 'down'})"
     if row.pool is None:
         return [host, _NO_POOLS, *["-"] * (len(COLUMNS) - 2)]
-    if row.active and row.fill_ratio is not None:
+    if row.fill_ratio is None or row.allocation is None or row.capacity is None:
+        usage = size = "-"  # a stopped pool, or one of capacity 0
+    else:
         usage = usage_bar(row.fill_ratio)
         size = f"{compact_bytes(row.allocation)}/{compact_bytes(row.capacity)}"
-    else:
-        # A stopped pool's figures are libvirt's stale last ones: not shown.
-        usage = size = "-"
+    free = "-" if row.free_bytes is None else compact_bytes(row.free_bytes)
     level = "-" if row.level is None else row.level if row.level == "ok" else row.level.upper()
     forecast = "-" if row.time_to_full is None else compact_duration(row.time_to_full)
     return [
@@ -375,6 +385,7 @@ def _cells(row: PoolRow, now: float) -> list[str]:
         printable(row.state),
         usage,
         size,
+        free,
         printable(level),
         forecast,
         _autostart(row),

@@ -13,17 +13,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import structlog
 
-from poolwatch.addresses import without_credentials
-from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, inspect_target
+from poolwatch.addresses import default_host_name, without_credentials
+from poolwatch.fastpath.pools import LocalPools
+from poolwatch.filesystem import TargetInspector
 from poolwatch.guests import GuestTracker
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
@@ -54,11 +53,6 @@ _OPERATION_INVALID = 55
 URGENT_REFRESH_MIN = 30.0
 
 
-def default_host_name(uri: str) -> str:
-    """The host label before libvirt has told us its hostname."""
-    return urlsplit(uri).hostname or socket.gethostname()
-
-
 class Watcher:
     def __init__(
         self,
@@ -81,7 +75,6 @@ class Watcher:
         self._source = source
         self._inventory = inventory
         self._telemetry = telemetry
-        self._stat_filesystems = stat_filesystems
         self._clock = clock
         self._connected = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -94,9 +87,24 @@ class Watcher:
         self._scanning: set[str] = set()  # pools with an event-driven volume scan in flight
         self._scan_again: set[str] = set()  # ... and those that want another one after it
         self._last_refresh: dict[str, float] = {}
-        self._stat_pending: set[str] = set()
         self._urgent: frozenset[str] = frozenset()  # pools the policies want refreshed sooner
         self._statfs = concurrent.futures.ThreadPoolExecutor(2, "statvfs")
+        self._targets = TargetInspector(
+            self._statfs,
+            enabled=stat_filesystems,
+            timeout=lambda: self.poll.call_timeout,
+            log=lambda: self._log,
+        )
+        # Set when a reload removes the connection: whatever is still in flight finds its host
+        # gone from the inventory (or another watcher's, under the same key) and is dropped.
+        self._detached = False
+        self._local = LocalPools(
+            source,
+            self._statfs,
+            enabled=stat_filesystems,
+            timeout=lambda: self.poll.call_timeout,
+            rescan=self._request_scan,
+        )
         self._guests = GuestTracker(
             key=key,
             source=source,
@@ -116,6 +124,14 @@ class Watcher:
         """Read one pool again now: for changes libvirt sends no event about."""
         if self._connected:
             self._request_reread(pool, volumes=False)
+
+    def detach(self) -> None:
+        """The connection is being removed: from now on nothing of this watcher's reaches the
+        inventory or the telemetry; its run() task is cancelled next."""
+        self._detached = True
+        self._guests.detach()
+        for task in self._tasks:
+            task.cancel()
 
     def set_urgent(self, pools: frozenset[str]) -> None:
         """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
@@ -146,7 +162,11 @@ class Watcher:
                 group.create_task(
                     self._every(self.urgent_refresh_interval, "refresh", self._refresh_urgent)
                 )
+                group.create_task(
+                    self._every(lambda: self.poll.sweep_interval, "sweep", self._sweep)
+                )
         finally:
+            await self._local.close()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -165,6 +185,8 @@ class Watcher:
                 self._log.exception("event_handling_failed", source_event=repr(event))
 
     def _handle(self, event: SourceEvent) -> None:
+        if self._detached:
+            return
         if isinstance(event, Connected):
             self._connected = True
             self._host = self._configured_name or self._unique_name(event.hostname)
@@ -203,6 +225,7 @@ class Watcher:
             self._log.info("pool_event", pool=event.pool, kind=event.kind.value)
         if event.kind is PoolEventKind.UNDEFINED:
             self._last_refresh.pop(event.pool, None)
+            self._local.forget(event.pool)
             self._inventory.drop_pool(self.key, event.pool)
             return
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
@@ -240,11 +263,16 @@ class Watcher:
         try:
             reading = await self._source.read_pool(name)
         except PoolNotFound:
+            if self._detached:
+                return
             # Gone without an UNDEFINED event: a transient pool that stopped.
             self._inventory.drop_pool(self.key, name)
+            self._telemetry.record_pool_gone(self.key, name)
             return
-        target = await self._inspect(reading)
-        if self._undefined_since(name, seq):
+        target = await self._targets.inspect(
+            reading.type, reading.target_path, active=reading.active, pool=reading.name
+        )
+        if self._detached or self._undefined_since(name, seq):
             return
         scan = _carried_scan(self._inventory.pool(self.key, name), reading)
         # The new state goes out before the volume scan: a stop or start must not wait for it.
@@ -301,7 +329,8 @@ class Watcher:
         except Exception:
             self._log.exception("poll_crashed", kind=kind)
         finally:
-            self._telemetry.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
+            if not self._detached:
+                self._telemetry.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
 
     async def _resync(self) -> None:
         # The info poll scans the pools it has no current scan for; the volume poll does the
@@ -316,43 +345,62 @@ class Watcher:
     async def _poll_info(self, *, scanned: list[str] | None = None) -> None:
         seq = self._event_seq
         readings = await self._source.list_pools()
-        targets = await asyncio.gather(*(self._inspect(r) for r in readings))
+        targets = await asyncio.gather(
+            *(
+                self._targets.inspect(r.type, r.target_path, active=r.active, pool=r.name)
+                for r in readings
+            )
+        )
+        if self._detached:
+            return
         current = self._inventory.hosts[self.key].pools
         pools: dict[str, PoolSnapshot] = {}
         stale_scans = []
+        restat = []  # fast-path pools: every volume's figures from stat(), each info poll
         for reading, target in zip(readings, targets, strict=True):
             if self._changed_since(reading.name, seq):
                 continue  # an event's re-read knows better than this listing
             scan = _carried_scan(current.get(reading.name), reading)
-            if reading.active and (scan is None or scan.count != reading.volume_count):
+            pool = pools[reading.name] = self._snapshot(reading, target, scan)
+            if self._local.can_restat(pool, reading.volume_count):
+                restat.append(reading.name)
+            elif reading.active and (scan is None or scan.count != reading.volume_count):
                 stale_scans.append(reading.name)
-            pools[reading.name] = self._snapshot(reading, target, scan)
         for name, pool in current.items():
             changed = self._changed_since(name, seq) and not self._undefined_since(name, seq)
             if changed and name not in pools:
                 pools[name] = pool
         for name in set(self._last_refresh) - set(pools):
             del self._last_refresh[name]
+        for name in current.keys() - pools.keys():
+            self._telemetry.record_pool_gone(self.key, name)
+            self._local.forget(name)
         self._inventory.replace_pools(self.key, pools)
+        if restat:
+            await self._scan_into_inventory(restat, listed=False)
         if stale_scans:
             await self._scan_into_inventory(stale_scans)
             if scanned is not None:
                 scanned.extend(stale_scans)
 
     async def _poll_volumes(self, skip: frozenset[str] = frozenset()) -> None:
+        if self._detached:
+            return
         pools = self._inventory.hosts[self.key].pools.values()
         await self._scan_into_inventory([p.name for p in pools if p.active and p.name not in skip])
 
-    async def _scan_into_inventory(self, names: list[str]) -> None:
+    async def _scan_into_inventory(self, names: list[str], *, listed: bool = True) -> None:
         async def one(name: str) -> None:
             try:
-                scan = await self._scan(name)
+                scan = await self._scan(name, listed=listed)
             except PoolNotFound:
                 return  # undefined meanwhile; its event does the rest
             except SourceError as exc:
                 if exc.code == _OPERATION_INVALID:
                     return  # stopped meanwhile
                 raise
+            if self._detached:
+                return
             current = self._inventory.pool(self.key, name)
             if current is None or not current.active:
                 return
@@ -386,10 +434,12 @@ class Watcher:
             await self._poll_refresh(only=self._urgent)
 
     async def _poll_refresh(self, only: frozenset[str] | None = None) -> None:
-        if self._source.read_only:
+        if self._source.read_only or self._detached:
             return
         failed = []
         for pool in list(self._inventory.hosts[self.key].pools.values()):
+            if self._detached:
+                return
             if not pool.active or (only is not None and pool.name not in only):
                 continue
             try:
@@ -413,30 +463,34 @@ class Watcher:
         # then, and a SIGHUP may change it.
         return log.bind(host=self._host)
 
-    async def _scan(self, name: str) -> VolumeScan:
-        return await self._source.scan_volumes(name, limit=self.poll.max_volumes_per_pool)
+    async def _scan(self, name: str, *, listed: bool = True) -> VolumeScan:
+        limit = self.poll.max_volumes_per_pool
+        pool = self._inventory.pool(self.key, name)
+        if pool is not None and pool.fast_path:
+            scan = await self._local.scan(pool, limit=limit, listed=listed)
+            if scan is not None:
+                return scan
+        return await self._source.scan_volumes(name, limit=limit)
 
-    async def _inspect(self, reading: PoolReading) -> tuple[FilesystemStat | None, bool | None]:
-        """The target's filesystem and mount status; (None, None) where not measurable."""
-        path = reading.target_path
-        if (
-            not self._stat_filesystems
-            or reading.type not in FILESYSTEM_POOL_TYPES
-            or path in self._stat_pending  # still stuck in a hung mount: don't pile up
-        ):
-            return None, None
-        self._stat_pending.add(path)
-        future = asyncio.get_running_loop().run_in_executor(
-            self._statfs,
-            functools.partial(inspect_target, reading.type, path, active=reading.active),
-        )
-        future.add_done_callback(lambda _f: self._stat_pending.discard(path))
-        try:
-            async with asyncio.timeout(self.poll.call_timeout):  # see LibvirtSource._call
-                return await asyncio.shield(future)
-        except TimeoutError:
-            self._log.warning("filesystem_stat_timeout", pool=reading.name, path=path)
-            return None, None
+    async def _sweep(self) -> None:
+        """libvirt alone reads every fast-path pool; disagreements are counted and logged."""
+        for pool in list(self._inventory.hosts[self.key].pools.values()):
+            if not pool.fast_path:
+                continue
+            try:
+                limit = self.poll.max_volumes_per_pool
+                sweep = await self._local.sweep(pool, limit=limit, log=self._log)
+            except PoolNotFound:
+                continue
+            except SourceError as exc:
+                if exc.code == _OPERATION_INVALID:
+                    continue  # stopped meanwhile
+                raise
+            for fix in sweep.corrections:
+                self._telemetry.record_fastpath_correction(self.key, fix.pool, fix.field)
+            current = self._inventory.pool(self.key, pool.name)
+            if sweep.scan is not None and current is not None and current.active:
+                self._inventory.put_pool(self.key, replace(current, volumes=sweep.scan))
 
     def _snapshot(
         self,
@@ -444,27 +498,8 @@ class Watcher:
         target: tuple[FilesystemStat | None, bool | None],
         scan: VolumeScan | None,
     ) -> PoolSnapshot:
-        filesystem, mounted = target
-        return PoolSnapshot(
-            host=self._host,
-            name=reading.name,
-            uuid=reading.uuid,
-            type=reading.type,
-            target_path=reading.target_path,
-            source=reading.source,
-            state=reading.state,
-            active=reading.active,
-            persistent=reading.persistent,
-            autostart=reading.autostart,
-            capacity=reading.capacity,
-            allocation=reading.allocation,
-            available=reading.available,
-            filesystem=filesystem,
-            volumes=scan if reading.active else None,
-            last_refresh=self._last_refresh.get(reading.name),
-            target_mounted=mounted,
-            read_at=self._clock(),
-        )
+        last_refresh, now = self._last_refresh.get(reading.name), self._clock()
+        return self._local.snapshot(self._host, reading, target, scan, last_refresh, now)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -21,6 +21,8 @@ RULES = PROMETHEUS_DIR / "poolwatch.rules.yml"
 RULE_TESTS = PROMETHEUS_DIR / "poolwatch.rules.test.yml"
 EXAMPLE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 EXAMPLE_TARGETS = PROMETHEUS_DIR / "targets" / "poolwatch.json"
+FEDERATION_CONFIG = PROMETHEUS_DIR / "federation.yml"
+ALERTMANAGER_CONFIG = REPO / "config" / "alertmanager" / "alertmanager.yml"
 DASHBOARD = REPO / "grafana" / "poolwatch.json"
 
 # The persistent pools of poolwatch/demo/host.xml; the demo also creates short-lived transient

@@ -24,12 +24,12 @@ START_TIMEOUT = 20.0  # seconds until /-/ready answers 200
 STOP_TIMEOUT = 10.0  # seconds for SIGTERM before SIGKILL
 
 
-def find_tool(name: str) -> Path:
-    """``/usr/bin/NAME`` (Debian's prometheus package) or NAME on PATH; else skip or fail."""
+def find_tool(name: str, *, package: str = "prometheus") -> Path:
+    """``/usr/bin/NAME`` (from Debian's ``package``) or NAME on PATH; else skip or fail."""
     found = shutil.which(name) or shutil.which(name, path="/usr/bin")
     if found is None:
         unavailable(
-            f"{name} not found: install Debian's prometheus package (scripts/bootstrap.sh "
+            f"{name} not found: install Debian's {package} package (scripts/bootstrap.sh "
             "does, as root)"
         )
     return Path(found)

@@ -4,6 +4,8 @@
   pool, as in /api/v1/pools at the same moment; every running pool has a visible fill bar as
   wide as its fill ratio, its state, alarm level, forecast and autostart flag; stopped pools have
   no bar; the page loads nothing from anywhere but poolwatch itself.
+- The demo's pools with a fill history: each draws it as an inline SVG sparkline of a visible
+  size, with a polyline inside its box and an accessible name.
 - A test-driver host with hostile pool names and target paths: they show as text, and no
   element, attribute or script of theirs reaches the DOM.
 
@@ -23,7 +25,7 @@ import pytest
 import pytest_asyncio
 
 from tests.e2e.browser import Chromium, Page, find_chromium
-from tests.e2e.conftest import DEMO_POOLS
+from tests.e2e.conftest import DEMO_POOLS, DEMO_READY_WITHIN
 from tests.helpers import PoolwatchProcess, eventually, fetch
 
 SCREENSHOT_COPY = Path("/tmp/poolwatch-landing.png")
@@ -102,7 +104,9 @@ FOREIGN_JS = """
 # What a hostile name would leave behind if it reached the DOM as markup.
 INJECTED_JS = """
 (() => ({
-  elements: Array.from(document.querySelectorAll('img, svg, script, iframe, object, embed, b'))
+  // The page's own sparklines are the only SVG it draws.
+  elements: Array.from(document.querySelectorAll(
+    'img, svg:not(.spark), script, iframe, object, embed, b, .spark *:not(title, rect, polyline)'))
     .map((el) => el.outerHTML.slice(0, 120)),
   handlers: Array.from(document.querySelectorAll('*')).flatMap((el) =>
     Array.from(el.attributes).filter((a) => a.name.startsWith('on'))
@@ -234,6 +238,54 @@ async def test_landing_page_renders_every_demo_pool(
     shot = await page.screenshot(tmp_path / "landing.png")
     assert shot.stat().st_size > 10_000
     shutil.copyfile(shot, SCREENSHOT_COPY)
+
+
+# Each pool's sparkline as laid out: its box, its polyline's points, its accessible name.
+CHARTS_JS = """
+(() => Array.from(document.querySelectorAll('section.host tbody tr')).map((tr) => {
+  const svg = tr.querySelector('svg.spark');
+  const line = svg && svg.querySelector('polyline');
+  const box = svg && svg.getBoundingClientRect();
+  return {
+    name: tr.querySelector('td.name').textContent,
+    chart: svg && {
+      width: box.width, height: box.height, label: svg.getAttribute('aria-label'),
+      viewBox: [svg.viewBox.baseVal.width, svg.viewBox.baseVal.height],
+      points: line ? Array.from(line.points).map((p) => [p.x, p.y]) : [],
+      stroke: line ? getComputedStyle(line).stroke : null,
+    },
+  };
+}))()
+"""
+
+
+async def test_pools_with_a_history_draw_their_recent_fill(
+    browser: Chromium, demo: PoolwatchProcess
+) -> None:
+    page = await browser.new_page()
+    charts: list[dict[str, Any]] = []
+
+    async def drawn() -> bool:
+        nonlocal charts
+        await page.goto(f"{demo.url}/")
+        charts = await page.evaluate(CHARTS_JS)
+        # The filler stops a pool now and then: a stopped one has no chart.
+        return sum(1 for c in charts if c["chart"]) >= len(DEMO_POOLS) - 1
+
+    await eventually(drawn, within=DEMO_READY_WITHIN, interval=1.0)
+    for row in charts:
+        chart = row["chart"]
+        if chart is None:
+            continue
+        name = row["name"]
+        assert chart["width"] > 50, row
+        assert chart["height"] > 10, row
+        assert chart["label"].startswith(f"fill level of {name} over the last "), row
+        assert len(chart["points"]) >= 2, row
+        width, height = chart["viewBox"]
+        assert all(0 <= x <= width and 0 <= y <= height for x, y in chart["points"]), row
+        assert chart["stroke"] not in ("none", "rgba(0, 0, 0, 0)"), row
+    assert not page.exceptions
 
 
 # Pool names the test driver accepts (libvirt refuses only a '/' in a name), each a different

@@ -37,6 +37,8 @@ CONDITIONAL = {
     # Only while a pool under a threshold rule is growing; the demo's pools fill and drain at
     # random, so at a given moment none may be growing.
     "poolwatch_pool_time_to_full_seconds": "growing pools only",
+    # Only with a web config file (TLS, basic auth); the demo serves plain HTTP.
+    "poolwatch_web_config_last_reload_successful": "with a web config file only",
     # Per guest with a disk in a pool, and per I/O error QEMU reported: the demo host defines
     # no guests (tests/embedded/test_guests_on_test_driver.py and
     # tests/integration/test_guests.py show them).

@@ -7,7 +7,13 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import EXAMPLE_CONFIG, EXAMPLE_TARGETS, RULE_TESTS, RULES
+from tests.e2e.conftest import (
+    EXAMPLE_CONFIG,
+    EXAMPLE_TARGETS,
+    FEDERATION_CONFIG,
+    RULE_TESTS,
+    RULES,
+)
 from tests.e2e.promql import read_rules
 
 PROMTOOL_TIMEOUT = 60.0  # seconds; each run takes well under one
@@ -15,7 +21,13 @@ PROMTOOL_TIMEOUT = 60.0  # seconds; each run takes well under one
 # their annotations name the host or the poolwatch instance. Every other alert is about a pool
 # and names host and pool.
 DAEMON_ALERTS = frozenset(
-    {"PoolwatchLibvirtDown", "PoolwatchStaleData", "PoolwatchDown", "PoolwatchConfigReloadFailed"}
+    {
+        "PoolwatchLibvirtDown",
+        "PoolwatchStaleData",
+        "PoolwatchDown",
+        "PoolwatchConfigReloadFailed",
+        "PoolwatchWebConfigReloadFailed",
+    }
 )
 
 
@@ -77,6 +89,11 @@ def test_every_alert_has_for_severity_and_annotations() -> None:
 
 def test_example_prometheus_config_passes_promtool_check(promtool: Path) -> None:
     output = promtool_run(promtool, "check", "config", EXAMPLE_CONFIG.name)
+    assert "SUCCESS" in output, output
+
+
+def test_example_federation_config_passes_promtool_check(promtool: Path) -> None:
+    output = promtool_run(promtool, "check", "config", FEDERATION_CONFIG.name)
     assert "SUCCESS" in output, output
 
 

@@ -15,7 +15,7 @@ import libvirt
 import pytest
 
 from poolwatch.adapter.eventloop import ensure_event_loop
-from poolwatch.daemon import Daemon
+from poolwatch.daemon import Daemon, listening_urls
 from tests.helpers import (
     PoolwatchProcess,
     config_for,
@@ -30,6 +30,7 @@ from tests.helpers import (
 
 GiB = 1024**3
 STOP_WITHIN = 5.0
+ANY_V4 = "0.0.0.0"  # noqa: S104 - an address as a server reports it, never bound here
 
 POOL_XML = """<pool type='dir'>
   <name>{name}</name>
@@ -218,6 +219,12 @@ async def test_cli_on_the_test_driver_serves_metrics_and_stops_cleanly() -> None
         code = process.stop()
     assert code == 0
     assert process.events("shutting_down")
+    [listening] = process.events("http_listening")
+    port = process.url.rpartition(":")[2]
+    assert (listening["urls"], listening["addresses"]) == (
+        [f"http://127.0.0.1:{port}/"],
+        [f"127.0.0.1:{port}"],
+    )
 
 
 async def test_sighup_with_a_bad_file_keeps_running_and_says_so(tmp_path: Path) -> None:
@@ -240,6 +247,23 @@ async def test_sighup_with_a_bad_file_keeps_running_and_says_so(tmp_path: Path) 
         await until_metric(url, "poolwatch_config_last_reload_successful", 1)
     finally:
         assert process.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("bound", "urls"),
+    [
+        # ":9479", the default: both wildcards on one port, each opened through its loopback.
+        ([(ANY_V4, 9479), ("::", 9479)], ["http://127.0.0.1:9479/", "http://[::1]:9479/"]),
+        ([("::", 9479), (ANY_V4, 9479)], ["http://[::1]:9479/", "http://127.0.0.1:9479/"]),
+        ([(ANY_V4, 9479), (ANY_V4, 9479)], ["http://127.0.0.1:9479/"]),
+        ([("127.0.0.1", 80), ("::1", 80)], ["http://127.0.0.1:80/", "http://[::1]:80/"]),
+        ([("192.0.2.7", 9479)], ["http://192.0.2.7:9479/"]),
+        ([("fe80::1%eth0", 9479)], ["http://[fe80::1%25eth0]:9479/"]),
+    ],
+)
+def test_http_listening_names_each_url_once(bound: list[tuple[str, int]], urls: list[str]) -> None:
+    # Binding a wildcard is not for tests (loopback only): the bound addresses are given.
+    assert listening_urls("http", bound) == urls
 
 
 async def test_demo_serves_moving_pools_and_a_landing_page() -> None:

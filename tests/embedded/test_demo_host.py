@@ -396,3 +396,47 @@ def test_only_demo_volumes_are_deleted(conn: Any) -> None:
     assert all(line.startswith(f"deleted backups/{DEMO_PREFIX}") for line in deleted)
     names_after = {vol.name() for vol in backups.listAllVolumes(0)}
     assert names_before <= names_after
+
+
+@pytest.mark.parametrize("seed", [1, 7, 2024])
+def test_a_flagged_pool_is_stopped_early_and_left_to_autostart(seed: int, conn: Any) -> None:
+    filler = DemoFiller(_rng(seed))
+    lines: list[tuple[int, str]] = []
+    for step in range(1, 6):
+        lines += [(step, line) for line in filler.step(conn)]
+    # The first toggle sets a flag (none is set at load) and the first stop takes that pool.
+    (flagged,) = [line.split()[2] for _, line in lines if line.startswith("autostart of ")]
+    stops = [(step, line) for step, line in lines if line.startswith("stopped pool ")]
+    assert stops == [(5, stops[0][1])], lines
+    assert stops[0][1].startswith(f"stopped pool {flagged} (autostart on: left to poolwatch")
+    assert not conn.storagePoolLookupByName(flagged).isActive()
+
+    # The filler leaves it down for a while, for an autostart rule to start it ...
+    for _ in range(3):
+        assert not [line for line in filler.step(conn) if line.startswith("start")]
+    assert not conn.storagePoolLookupByName(flagged).isActive()
+    # ... which is what poolwatch does; the filler then finds it running.
+    conn.storagePoolLookupByName(flagged).create(0)
+    later = [line for _ in range(3) for line in filler.step(conn)]
+    assert f"pool {flagged} is already running again" in later, later
+
+
+def test_without_an_autostart_rule_the_filler_starts_a_flagged_pool_itself(conn: Any) -> None:
+    filler = DemoFiller(_rng(1))
+    lines = [line for _ in range(12) for line in filler.step(conn)]
+    (flagged,) = [line.split()[2] for line in lines if line.startswith("autostart of ")]
+    assert f"started pool {flagged}" in lines, lines
+    assert conn.storagePoolLookupByName(flagged).isActive()
+
+
+def test_backups_grow_slowly_and_steadily_for_a_forecast(conn: Any) -> None:
+    filler = DemoFiller(_rng(1))
+    series = [_allocations(conn)["backups"]]
+    for _ in range(30):
+        filler.step(conn)
+        if conn.storagePoolLookupByName("backups").isActive():
+            series.append(_allocations(conn)["backups"])
+    steps = [b - a for a, b in itertools.pairwise(series)]
+    assert all(0 <= step < GiB for step in steps), steps  # below the forecast's reset margin
+    assert sum(1 for step in steps if step > 0) >= 10
+    assert series[-1] / (100 * GiB) < 0.95  # still growing after a minute

@@ -1,6 +1,6 @@
 """Fixtures for the integration tier: a private real libvirtd, loop-device filesystems, pools that
-are gone after the test (test_events_during_long_call has a `pools` of its own) and half-full
-filesystems for the threshold policies.
+are gone after the test (test_events_during_long_call has a `pools` of its own), half-full
+filesystems for the threshold policies, and the running dir and fs pools of the daemon tests.
 """
 
 from collections.abc import Callable, Iterator
@@ -11,6 +11,7 @@ import pytest
 from tests.harness.commands import MiB
 from tests.harness.libvirtd import Libvirtd
 from tests.helpers import private_libvirtd
+from tests.integration.daemon_helpers import Pool, remove_pool, unique
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +59,41 @@ def half_full(libvirtd: Libvirtd) -> Iterator[Callable[[Path], None]]:
     yield mount
     for target in mounted:
         libvirtd.nsenter("umount", "-n", "-l", str(target), check=False)
+
+
+@pytest.fixture
+def dir_pool(libvirtd: Libvirtd, tmp_path: Path) -> Iterator[Pool]:
+    """A persistent, running `dir` pool of its own."""
+    name = unique("it-dir")
+    target = tmp_path / name
+    target.mkdir()
+    libvirtd.virsh_xml(
+        "pool-define",
+        f"<pool type='dir'><name>{name}</name><target><path>{target}</path></target></pool>",
+    )
+    try:
+        libvirtd.virsh("pool-start", name)
+        yield Pool(name, "dir", target, "")
+    finally:
+        remove_pool(libvirtd, name)
+
+
+@pytest.fixture
+def fs_pool(libvirtd: Libvirtd, make_loop_fs: Callable[..., str], tmp_path: Path) -> Iterator[Pool]:
+    """A persistent, running `fs` pool on a 64 MiB ext4 loop device (mounted in libvirtd's
+    namespace only); destroyed (unmounted) before the loop device is detached."""
+    device = make_loop_fs(64 * MiB)
+    name = unique("it-fs")
+    target = tmp_path / name
+    target.mkdir()
+    libvirtd.virsh_xml(
+        "pool-define",
+        f"""<pool type='fs'><name>{name}</name>
+              <source><device path='{device}'/><format type='ext4'/></source>
+              <target><path>{target}</path></target></pool>""",
+    )
+    try:
+        libvirtd.virsh("pool-start", name)
+        yield Pool(name, "fs", target, device)
+    finally:
+        remove_pool(libvirtd, name)

@@ -1,26 +1,17 @@
-"""poolwatch against a private real libvirtd: what it exports, and how it lives through libvirtd
-being killed, restarted and frozen.
+"""poolwatch against a private real libvirtd: what it exports (pools, volumes, filesystems,
+growth behind libvirt's back) and how a real process follows lifecycle events.
 
-Every test defines its own pools (unique names, targets under its tmp_path) and undefines them
-on the way out, and leaves libvirtd running and thawed whatever happens. Blocking calls (virsh,
-kill, freeze) run in threads: the in-process daemon shares the test's event loop, and a blocked
-loop would distort every latency measured here. Starting libvirtd is the exception (see
-`ensure_serving`).
+How it lives through libvirtd being killed and frozen is in test_libvirtd_outages.py; what both
+share is in daemon_helpers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.commands import MiB
@@ -30,95 +21,13 @@ from tests.helpers import (
     base_url,
     config_for,
     eventually,
-    fetch,
     running,
     sample,
     scrape,
     series,
     until_metric,
 )
-
-# Fast polls keep the tier quick; call_timeout 2 s arms keepalive at 1 s x 2 probes (3 s).
-CALL_TIMEOUT = 2.0
-POLL: dict[str, Any] = {
-    "interval": 0.5,
-    "volumes_interval": 1.0,
-    "refresh_interval": 1.0,
-    "call_timeout": CALL_TIMEOUT,
-}
-KEEPALIVE = max(1, int(CALL_TIMEOUT // 3)) * 3  # interval * (count + 1), as LibvirtSource arms it
-
-
-@dataclass(frozen=True)
-class Pool:
-    name: str
-    type: str
-    target: Path
-    source: str  # the loop device of an fs pool, "" for a dir pool
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def ensure_serving(libvirtd: Libvirtd) -> None:
-    """Leave the session's libvirtd as the next test expects it: running and not frozen.
-
-    Called on the main thread, like every start of libvirtd here: the harness arms
-    PR_SET_PDEATHSIG only there, so a test process that dies cannot leak a libvirtd.
-    """
-    if libvirtd.running and libvirtd.frozen:
-        libvirtd.thaw()
-    if not libvirtd.running:
-        libvirtd.start()
-
-
-def remove_pool(libvirtd: Libvirtd, name: str) -> None:
-    ensure_serving(libvirtd)
-    libvirtd.virsh("pool-destroy", name, check=False)
-    libvirtd.virsh("pool-undefine", name, check=False)
-
-
-async def virsh(libvirtd: Libvirtd, *args: str) -> str:
-    return await asyncio.to_thread(libvirtd.virsh, *args)
-
-
-@pytest.fixture
-def dir_pool(libvirtd: Libvirtd, tmp_path: Path) -> Iterator[Pool]:
-    """A persistent, running `dir` pool of its own."""
-    name = unique("it-dir")
-    target = tmp_path / name
-    target.mkdir()
-    libvirtd.virsh_xml(
-        "pool-define",
-        f"<pool type='dir'><name>{name}</name><target><path>{target}</path></target></pool>",
-    )
-    try:
-        libvirtd.virsh("pool-start", name)
-        yield Pool(name, "dir", target, "")
-    finally:
-        remove_pool(libvirtd, name)
-
-
-@pytest.fixture
-def fs_pool(libvirtd: Libvirtd, make_loop_fs: Callable[..., str], tmp_path: Path) -> Iterator[Pool]:
-    """A persistent, running `fs` pool on a 64 MiB ext4 loop device (mounted in libvirtd's
-    namespace only); destroyed (unmounted) before the loop device is detached."""
-    device = make_loop_fs(64 * MiB)
-    name = unique("it-fs")
-    target = tmp_path / name
-    target.mkdir()
-    libvirtd.virsh_xml(
-        "pool-define",
-        f"""<pool type='fs'><name>{name}</name>
-              <source><device path='{device}'/><format type='ext4'/></source>
-              <target><path>{target}</path></target></pool>""",
-    )
-    try:
-        libvirtd.virsh("pool-start", name)
-        yield Pool(name, "fs", target, device)
-    finally:
-        remove_pool(libvirtd, name)
+from tests.integration.daemon_helpers import POLL, Pool, value, virsh, wait_running
 
 
 def pool_info(libvirtd: Libvirtd, name: str) -> dict[str, str]:
@@ -136,13 +45,6 @@ def volume_names(libvirtd: Libvirtd, pool: str) -> list[str]:
     return [line.split()[0] for line in lines if line.strip()]
 
 
-def value(text: str, name: str, **labels: str) -> float:
-    """Like `sample`, but the series must exist."""
-    found = sample(text, name, **labels)
-    assert found is not None, f"{name}{labels} is absent"
-    return found
-
-
 def pool_series_names(text: str, pool: str) -> set[str]:
     """The names of every sample that carries storage_pool=pool."""
     return {
@@ -151,24 +53,6 @@ def pool_series_names(text: str, pool: str) -> set[str]:
         for s in family.samples
         if s.labels.get("storage_pool") == pool
     }
-
-
-async def wait_running(url: str, *pools: Pool, volumes: bool = True) -> str:
-    """Scrape until every pool is running (and has been volume-scanned); return that page."""
-    page = [""]
-
-    async def check() -> bool:
-        page[0] = text = await scrape(url)
-        for pool in pools:
-            if sample(text, "libvirt_storage_pool_state", storage_pool=pool.name) != 2:
-                return False
-            scanned = sample(text, "libvirt_storage_pool_volumes", storage_pool=pool.name)
-            if volumes and scanned is None:
-                return False
-        return True
-
-    await eventually(check, within=10)
-    return page[0]
 
 
 async def test_dir_and_fs_pools_are_exported(
@@ -351,108 +235,6 @@ async def test_filesystem_of_local_targets(
         [info] = series(text, "libvirt_storage_pool_info", **fs_labels)
         assert info["filesystem"] == ""
         assert value(text, "libvirt_storage_pool_available_bytes", **fs_labels) > 0
-
-
-async def test_reconnects_after_libvirtd_is_killed(
-    libvirtd: Libvirtd, dir_pool: Pool, fs_pool: Pool
-) -> None:
-    host = {"host": "test"}
-    async with running(config_for(libvirtd.uri, **POLL)) as daemon:
-        url = base_url(daemon)
-        await wait_running(url, dir_pool, fs_pool, volumes=False)
-        text = await scrape(url)
-        assert value(text, "poolwatch_libvirt_up", **host) == 1
-        assert value(text, "poolwatch_libvirt_connects_total", **host) == 1
-        assert value(text, "poolwatch_libvirt_disconnects_total", **host) == 0
-
-        try:
-            began = time.monotonic()
-            await asyncio.to_thread(libvirtd.kill, signal.SIGKILL)
-            killed = time.monotonic()
-            down = await until_metric(url, "poolwatch_libvirt_up", 0, within=5, **host)
-            libvirtd.restart()  # on the main thread (see ensure_serving); takes ~50 ms
-            restarted = time.monotonic()
-            up = await until_metric(url, "poolwatch_libvirt_up", 1, within=10, **host)
-        finally:
-            ensure_serving(libvirtd)
-
-        text = await scrape(url)
-        assert value(text, "poolwatch_libvirt_connects_total", **host) == 2
-        assert value(text, "poolwatch_libvirt_disconnects_total", **host) == 1
-
-        # Events flow on the new connection: a stop reaches /metrics without a restart of
-        # poolwatch. (libvirtd found both pools active again at its start.)
-        await wait_running(url, dir_pool, fs_pool, volumes=False)
-        await virsh(libvirtd, "pool-destroy", dir_pool.name)
-        destroyed = time.monotonic()
-        seen = await until_metric(
-            url, "libvirt_storage_pool_state", 0, within=5, storage_pool=dir_pool.name
-        )
-        text = await scrape(url)
-        assert value(text, "libvirt_storage_pool_state", storage_pool=fs_pool.name) == 2
-        assert value(text, "poolwatch_libvirt_connects_total", **host) == 2
-        print(
-            f"\nkill -9: {killed - began:.3f} s; up=0 after {down:.3f} s; "
-            f"libvirtd restart {restarted - killed - down:.3f} s (its start: "
-            f"{libvirtd.start_seconds:.3f} s); up=1 {up:.3f} s after the "
-            f"restart; pool-destroy on /metrics {time.monotonic() - destroyed:.3f} s after "
-            f"virsh returned (scraped for {seen:.3f} s)"
-        )
-
-
-async def test_frozen_libvirtd_never_hangs_metrics(libvirtd: Libvirtd, dir_pool: Pool) -> None:
-    host = {"host": "test"}
-    async with running(config_for(libvirtd.uri, **POLL)) as daemon:
-        url = base_url(daemon)
-        metrics = f"{url}/metrics"
-        await wait_running(url, dir_pool)
-        latencies: list[float] = []
-        went_down: float | None = None
-        bound = CALL_TIMEOUT + KEEPALIVE + 1  # the call times out, or keepalive gives up
-        # Frozen past the keepalive timeout, so calls stuck in libvirtd are aborted before it
-        # returns: with calls from several threads on one connection, libvirt < 10.3 clients
-        # crashed right there (CVE-2024-4418; see poolwatch.adapter.connection._serialized).
-        hold = CALL_TIMEOUT + KEEPALIVE + 0.5
-        try:
-            await asyncio.to_thread(libvirtd.freeze)
-            frozen = time.monotonic()
-            # At least 20 scrapes while frozen: each must answer at once.
-            while went_down is None or len(latencies) < 20 or time.monotonic() - frozen < hold:
-                assert went_down is not None or time.monotonic() - frozen < bound, (
-                    f"poolwatch_libvirt_up still 1 after {time.monotonic() - frozen:.1f} s"
-                )
-                started = time.monotonic()
-                status, text = await fetch(metrics, within=2.0)
-                latencies.append(time.monotonic() - started)
-                assert status == 200
-                if went_down is None and sample(text, "poolwatch_libvirt_up", **host) == 0:
-                    went_down = time.monotonic() - frozen
-                await asyncio.sleep(0.1)
-            assert libvirtd.frozen  # all of that happened while libvirtd was stopped
-            assert went_down is not None
-        finally:
-            ensure_serving(libvirtd)
-        thawed = time.monotonic()
-
-        # Spec §10: after libvirtd returns, events flow again within 5 s, no restart needed.
-        up = await until_metric(url, "poolwatch_libvirt_up", 1, within=5, **host)
-        await wait_running(url, dir_pool, volumes=False)
-        await virsh(libvirtd, "pool-destroy", dir_pool.name)
-        destroyed = time.monotonic()
-        await until_metric(
-            url, "libvirt_storage_pool_state", 0, within=5, storage_pool=dir_pool.name
-        )
-        text = await scrape(url)
-        assert value(text, "poolwatch_libvirt_disconnects_total", **host) == 1
-        assert value(text, "poolwatch_libvirt_connects_total", **host) == 2
-        print(
-            f"\nfrozen: {len(latencies)} scrapes, max {max(latencies) * 1000:.1f} ms, "
-            f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms; up=0 after "
-            f"{went_down:.2f} s (bound {bound:.0f} s); up=1 {up:.2f} s "
-            f"after thaw (thaw at +{thawed - frozen:.2f} s); pool-destroy on /metrics "
-            f"{time.monotonic() - destroyed:.3f} s after virsh returned"
-        )
-        assert max(latencies) < 0.5
 
 
 async def test_real_process_follows_lifecycle_events(

@@ -295,7 +295,9 @@ hooks = ["record"]
     assert not out.exists()
     actions = [e for e in process.events("policy_action") if e["pool"] == name]
     assert actions
-    assert {(e["action"], e["result"]) for e in actions} == {("start_pool", "dry_run")}
-    skipped = [e for e in process.events("hook_skipped_dry_run") if e["pool"] == name]
-    assert [(e["hook"], e["action"]) for e in skipped] == [("record", "warning")]
-    assert not process.events("hook_finished")
+    assert {(e["action"], e["result"]) for e in actions} == {
+        ("start_pool", "dry_run"),
+        ("hook:record", "dry_run"),
+    }
+    skipped = [e for e in actions if e["action"] == "hook:record"]
+    assert [e["alarm"] for e in skipped] == ["warning"]

@@ -139,7 +139,7 @@ async def test_no_secrets_in_logs(tmp_path: Path, figure: Figure) -> None:
                 assert response.status == 200
         # The webhook fires (and fails: nothing listens on port 1), the ssh connection fails.
         for _ in range(200):
-            if process.events("hook_finished"):
+            if [e for e in process.events("policy_action") if e["action"].startswith("hook:")]:
                 break
             await asyncio.sleep(0.05)
         process.signal(signal.SIGHUP)
@@ -148,7 +148,7 @@ async def test_no_secrets_in_logs(tmp_path: Path, figure: Figure) -> None:
     leaked = [name for name, secret in secrets.items() if secret in text]
     assert not leaked, leaked
     events = sorted({str(e.get("event")) for e in process.logs})
-    assert "hook_finished" in events, events
+    assert "policy_action" in events, events
     assert any("connect_failed" in e for e in events), events
     figure(
         "a real poolwatch at --log.level debug with a qemu+ssh URI holding a password, a "

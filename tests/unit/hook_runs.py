@@ -7,8 +7,10 @@ Timeouts, kill grace and backoff bases are small so the hook tests run in a few 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import ctypes
+import os
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,11 @@ def has_line(path: Path) -> bool:
     return path.exists() and path.read_text().endswith("\n")
 
 
+def hook_actions(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `policy_action` log events among captured logs: one per hook run."""
+    return [entry for entry in logs if entry["event"] == "policy_action"]
+
+
 def process_gone(pid: int) -> bool:
     """Dead: no such process, or a zombie (reaping orphans is init's job, not the hook's)."""
     try:
@@ -103,3 +110,40 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def running_members(pgid: int) -> list[int]:
+    """The processes of a process group that still run (not zombies)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextmanager
+def orphans_reaped_late() -> Iterator[None]:
+    """Become the reaper of orphaned descendants, one that reaps them only at the end: as an init
+    that reaps late (some containers' PID 1) does, which keeps them zombies in their group."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    try:
+        yield
+    finally:
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] == "Z" and int(fields[1]) == os.getpid():
+                with suppress(ChildProcessError):
+                    os.waitpid(int(stat.parent.name), os.WNOHANG)

@@ -11,10 +11,11 @@ import pytest
 from poolwatch.actuator import Actuator, PolicyRules
 from poolwatch.hooks import HookEvent, ResultCallback
 from poolwatch.inventory import Inventory
-from poolwatch.model import PoolSnapshot, PoolState
+from poolwatch.model import FilesystemStat, PoolSnapshot, PoolState
 from poolwatch.policies.rules import (
     AutostartMode,
     AutostartRule,
+    FreeBelow,
     Selector,
     ThresholdRule,
     UsedRatio,
@@ -183,6 +184,19 @@ async def test_level_and_forecast_are_published() -> None:
     assert policy.autostart_mode is None
 
 
+async def test_the_fill_history_is_published_for_the_chart() -> None:
+    world = World(PolicyRules())  # every pool has a history, with a rule or without
+    for step in range(3):
+        # Two minutes apart: the forecast's history keeps every reading (it thins only
+        # readings closer than a minute in its default six-hour window).
+        world.show(pool(used=0.5 + step * 0.01), after=120)
+        await world.evaluate()
+        await world.evaluate()  # no new reading: no new point
+    points = world.inventory.policies(KEY)["images"].fill_history
+    now = world.clock.now
+    assert points == ((now - 240, 0.5), (now - 120, 0.51), (now, 0.52))
+
+
 async def test_enforce_starts_a_stopped_pool_once() -> None:
     world = World(PolicyRules(autostart=(autostart_rule(),)))
     world.show(pool(active=False))
@@ -253,6 +267,53 @@ async def test_ensure_flag_sets_the_flag_and_rereads_the_pool() -> None:
 async def test_pools_near_a_limit_are_marked_for_sooner_refresh() -> None:
     world = World(PolicyRules(thresholds=(THRESHOLD,)))
     world.show(pool("far", used=0.5), pool("near", used=0.77))
+    await world.evaluate()
+    assert world.connection.urgent == frozenset({"near"})
+
+
+def on_ext4(used: float, name: str = "images") -> PoolSnapshot:
+    """A dir pool on an ext4 keeping 5 % for root: libvirt's available counts those blocks,
+    the filesystem's f_bavail (what QEMU can write) does not."""
+    capacity = 100 * GiB
+    fs = FilesystemStat(
+        avail_bytes=int(capacity * (0.95 - used)), size_bytes=capacity, device="8:1"
+    )
+    return pool(name, used=used, filesystem=fs)
+
+
+async def test_ratio_limits_and_their_hooks_use_allocation_over_capacity() -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    world.show(on_ext4(0.77))  # 1 - free / capacity is 0.82, above the warning at 80 %
+    await world.evaluate()
+    assert world.inventory.policies(KEY)["images"].level == 0
+    assert world.hooks.submitted == []
+    world.show(on_ext4(0.81))
+    await world.evaluate()
+    [(_, event)] = world.hooks.submitted
+    assert event.action == "warning"
+    assert event.used_ratio == pytest.approx(0.81)  # = allocation / capacity, as exported
+    assert event.available_bytes == pytest.approx(14 * GiB)  # what a guest can still write
+
+
+async def test_free_space_limits_use_what_a_guest_can_write() -> None:
+    rule = dataclasses.replace(THRESHOLD, warning=FreeBelow(18 * GiB), critical=None)
+    world = World(PolicyRules(thresholds=(rule,)))
+    world.show(on_ext4(0.78))  # libvirt: 22 GiB available; the filesystem: 17 GiB for QEMU
+    await world.evaluate()
+    assert world.inventory.policies(KEY)["images"].level == 1
+
+
+async def test_near_a_limit_is_judged_by_the_figure_of_that_limit() -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    # Within 5 points of the warning at 80 % by allocation / capacity ("near"), or only by
+    # 1 - free / capacity ("far": 0.72 allocated, 0.77 by free space).
+    world.show(on_ext4(0.72, "far"), on_ext4(0.76, "near"))
+    await world.evaluate()
+    assert world.connection.urgent == frozenset({"near"})
+    free_rule = dataclasses.replace(THRESHOLD, warning=FreeBelow(10 * GiB), critical=None)
+    world.actuator.update_rules(PolicyRules(thresholds=(free_rule,)))
+    # Within twice the limit by free bytes (19 GiB), though capacity - allocation is 24 GiB.
+    world.show(on_ext4(0.60, "far"), on_ext4(0.76, "near"))
     await world.evaluate()
     assert world.connection.urgent == frozenset({"near"})
 

@@ -15,7 +15,8 @@ import structlog
 
 from poolwatch import __version__, cli
 from poolwatch.cli import ExitCode, main
-from poolwatch.config import Config, ConnectionConfig
+from poolwatch.config import Config, ConnectionConfig, load_config
+from poolwatch.demo import DEMO_CONFIG
 from poolwatch.errors import ConfigError, StartupError
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "poolwatch.toml"
@@ -407,7 +408,37 @@ def test_demo_has_no_connections_and_listens_locally(daemon: FakeDaemon) -> None
     assert call.dry_run is False
     assert call.config.connections == ()
     assert call.config.web.listen == ("127.0.0.1:9479",)
-    assert call.reload_config is None
+
+
+def test_demo_without_a_file_runs_the_shipped_demo_rules(daemon: FakeDaemon) -> None:
+    assert main(["demo"]) == 0
+
+    config = daemon.call.config
+    assert config == load_config(DEMO_CONFIG).model_copy(
+        update={"connections": (), "web": config.web}
+    )
+    # A threshold with hysteresis and a forecast, an autostart rule that writes, a hook.
+    (threshold,) = config.threshold_rules()
+    assert threshold.clear_ratio > 0
+    assert threshold.time_to_full_warning is not None
+    assert threshold.time_to_full_critical is not None
+    assert threshold.hooks == ("log",)
+    (autostart,) = config.autostart_rules()
+    assert autostart.mode.value == "enforce"
+    assert set(config.hook_definitions()) == {"log"}
+    reload_config = daemon.call.reload_config
+    assert reload_config is not None
+    assert reload_config() == config
+
+
+def test_demo_with_a_file_runs_its_rules_instead(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = write(tmp_path, '[log]\nlevel = "debug"\n')
+
+    main(["demo", "--config.file", str(path)])
+
+    config = daemon.call.config
+    assert config.threshold_rules() == ()
+    assert config.autostart_rules() == ()
 
 
 def test_demo_listen_flag_wins(daemon: FakeDaemon) -> None:

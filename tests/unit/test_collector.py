@@ -224,6 +224,36 @@ def test_daemon_metrics(telemetry: Telemetry, registry: CollectorRegistry) -> No
     assert value(registry, "poolwatch_config_last_reload_success_timestamp_seconds") == NOW
 
 
+def test_web_config_reloads_are_exported_once_there_is_a_web_config(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    # Without a web config file there is nothing to report.
+    assert value(registry, "poolwatch_web_config_last_reload_successful") is None
+    telemetry.record_web_config_reload(True)
+    assert value(registry, "poolwatch_web_config_last_reload_successful") == 1
+    assert value(registry, "poolwatch_web_config_last_reload_success_timestamp_seconds") == NOW
+    # A failed certificate renewal, visible to Prometheus (it used to be only in the log).
+    telemetry.record_web_config_reload(False)
+    assert value(registry, "poolwatch_web_config_last_reload_successful") == 0
+    assert value(registry, "poolwatch_web_config_last_reload_success_timestamp_seconds") == NOW
+
+
+def test_lost_log_lines_are_counted_and_move_the_generation(
+    inventory: Inventory, telemetry: Telemetry
+) -> None:
+    dropped = [0]
+    collector = InventoryCollector(
+        inventory, telemetry, **BUILD, log_lines_dropped=lambda: dropped[0]
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert value(registry, "poolwatch_log_lines_dropped_total") == 0
+    before = collector.generation()
+    dropped[0] = 3
+    assert collector.generation() != before  # the cached /metrics page is rendered again
+    assert value(registry, "poolwatch_log_lines_dropped_total") == 3
+
+
 def test_undefined_pool_vanishes_on_next_collect(
     inventory: Inventory, registry: CollectorRegistry
 ) -> None:
@@ -290,6 +320,8 @@ def test_empty_inventory_exports_only_the_daemon_metrics() -> None:
         "poolwatch_build_info",
         "poolwatch_config_last_reload_successful",
         "poolwatch_config_last_reload_success_timestamp_seconds",
+        "poolwatch_log_lines_dropped",
+        "poolwatch_http_connections_closed",
     }
 
 

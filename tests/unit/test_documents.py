@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
 
 from poolwatch.documents import (
     EventDoc,
@@ -12,8 +16,30 @@ from poolwatch.documents import (
     pool_document,
     pools_document,
 )
-from poolwatch.model import PoolPolicy
-from tests.unit.factories import HOST_A, policy_telemetry, pool, sample_inventory
+from poolwatch.exporter.collector import InventoryCollector
+from poolwatch.inventory import Inventory
+from poolwatch.model import FilesystemStat, PoolPolicy, PoolSnapshot, PoolState
+from poolwatch.telemetry import Telemetry
+from tests.unit.factories import (
+    GIB,
+    HOST_A,
+    FakeClock,
+    capped_scan,
+    policy_telemetry,
+    pool,
+    sample_inventory,
+)
+
+# A pool's figures in the pools document, and the /metrics series that carry the same figure.
+FIGURES = {
+    "capacity": "libvirt_storage_pool_capacity_bytes",
+    "allocation": "libvirt_storage_pool_allocation_bytes",
+    "available": "libvirt_storage_pool_available_bytes",
+    "free_bytes": "libvirt_storage_pool_available_bytes",
+    "fill_ratio": "libvirt_storage_pool_allocation_bytes",
+    "filesystem": "libvirt_storage_pool_filesystem_avail_bytes",
+    "volumes": "libvirt_storage_pool_volumes",
+}
 
 
 def test_policy_levels_beyond_critical_and_non_finite_forecasts() -> None:
@@ -61,3 +87,55 @@ def test_level_names() -> None:
         "critical",
         "critical",
     ]
+
+
+def _with_stale_figures(state: PoolState, *, active: bool) -> PoolSnapshot:
+    # What libvirt and the last scan leave behind on a pool: figures, a stat, volumes.
+    return pool(
+        "tank",
+        state=state,
+        active=active,
+        allocation=99 * GIB,
+        available=GIB,
+        filesystem=FilesystemStat(avail_bytes=GIB, size_bytes=200 * GIB, device="253:1"),
+        volumes=capped_scan(),
+    )
+
+
+def _metrics_of(snapshot: PoolSnapshot) -> set[str]:
+    inventory = Inventory(clock=FakeClock())
+    inventory.add_host(HOST_A, name=HOST_A, uri="test:///default")
+    inventory.set_connected(HOST_A, name=HOST_A)
+    inventory.replace_pools(HOST_A, {snapshot.name: snapshot})
+    telemetry = Telemetry(clock=FakeClock())
+    telemetry.add_connection(HOST_A, name=HOST_A)
+    registry = CollectorRegistry()
+    registry.register(
+        InventoryCollector(inventory, telemetry, version="", libvirt_version="", python_version="")
+    )
+    return {
+        sample.name
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.labels.get("storage_pool") == snapshot.name
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "active"), [(PoolState.INACTIVE, False), (PoolState.RUNNING, True)]
+)
+def test_a_pool_has_figures_in_the_document_where_it_has_them_in_metrics(
+    state: PoolState, active: bool
+) -> None:
+    snapshot = _with_stale_figures(state, active=active)
+    document: dict[str, Any] = dict(pool_document(snapshot, with_volumes=True))
+    metrics = _metrics_of(snapshot)
+    # A stopped pool's figures are libvirt's stale last ones: null, as /metrics leaves them out.
+    assert {field: document[field] is not None for field in FIGURES} == {
+        field: name in metrics for field, name in FIGURES.items()
+    }
+    assert all(document[field] is not None for field in FIGURES) is active
+    # What /metrics keeps for every pool, the document keeps too.
+    assert document["state"] == state.name.lower()
+    assert document["last_refresh"] == snapshot.last_refresh
+    assert hook_snapshot(snapshot) == pool_document(snapshot, with_volumes=False)

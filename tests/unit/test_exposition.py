@@ -14,7 +14,13 @@ from prometheus_client.openmetrics.parser import (
 )
 
 from poolwatch.exporter.collector import InventoryCollector
-from poolwatch.exporter.exposition import MAX_CACHED_VARIANTS, Exposition
+from poolwatch.exporter.exposition import (
+    OPENMETRICS_1_0_0,
+    TEXT_0_0_4,
+    TEXT_1_0_0,
+    Exposition,
+    negotiate,
+)
 from poolwatch.inventory import Inventory
 from poolwatch.model import PoolEventKind, VolumeScan
 from poolwatch.telemetry import Telemetry
@@ -179,17 +185,65 @@ async def test_gzip_first_then_plain_renders_once(
     assert collector.collects == 1
 
 
-async def test_cache_is_bounded_within_a_generation(
+async def test_accept_variants_share_one_render(
     exposition: Exposition, collector: CountingCollector
 ) -> None:
-    # Each made-up OpenMetrics version is a content type of its own.
-    for minor in range(MAX_CACHED_VARIANTS):
-        await exposition.render(f"application/openmetrics-text; version=1.{minor}.0", None)
-    assert collector.collects == MAX_CACHED_VARIANTS
-    one_too_many = "application/openmetrics-text; version=9.9.9"
-    await exposition.render(one_too_many, None)
-    await exposition.render(one_too_many, None)
-    assert collector.collects == MAX_CACHED_VARIANTS + 2
+    # Each made-up version used to be a cache entry of its own, rendered from scratch.
+    for minor in range(40):
+        _, headers = await exposition.render(
+            f"application/openmetrics-text; version=1.0.{minor}", None
+        )
+        assert headers["Content-Type"] == OPENMETRICS_1_0_0.content_type
+    for minor in range(40):
+        await exposition.render(f"text/plain; version=1.{minor}.0; escaping=dots", None)
+    await exposition.render(None, None)
+    # One render per encoding: OpenMetrics, then text (1.0.0 and 0.0.4 share their body).
+    assert collector.collects == 2
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/plain; version=zz",
+        "application/openmetrics-text; version=abc",
+        "application/openmetrics-text; version=1.x.0",
+        "application/openmetrics-text; version=0.0.1",
+        "text/plain; version=",
+        ";;;,,=",
+        "text/plain; version=\u0661.0.0",
+    ],
+)
+async def test_malformed_accept_falls_back_to_the_text_format(
+    exposition: Exposition, accept: str
+) -> None:
+    body, headers = await exposition.render(accept, None)
+    assert headers == {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    assert body == (await exposition.render(None, None))[0]
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, TEXT_0_0_4),
+        ("*/*", TEXT_0_0_4),
+        ("text/plain; version=0.0.4", TEXT_0_0_4),
+        ("text/plain;version=1.0.0;escaping=allow-utf-8", TEXT_1_0_0),
+        ('application/openmetrics-text; version="1.0.0"', OPENMETRICS_1_0_0),
+        ("application/openmetrics-text; version=2.0.0", OPENMETRICS_1_0_0),
+        # Prometheus 3's header: OpenMetrics 1.0.0 first.
+        (
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+            "application/openmetrics-text;version=0.0.1;q=0.5,"
+            "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+            "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+            OPENMETRICS_1_0_0,
+        ),
+        # A range this server cannot serve is skipped, as by prometheus_client.
+        ("application/openmetrics-text; version=0.0.1, text/plain; version=1.0.0", TEXT_1_0_0),
+    ],
+)
+def test_negotiation_ends_in_a_known_format(accept: str | None, expected: object) -> None:
+    assert negotiate(accept) == expected
 
 
 async def test_concurrent_scrapes_share_one_render(

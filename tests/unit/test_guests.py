@@ -3,8 +3,10 @@ an I/O error is counted against the pool of the disk that failed, a reconnect li
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
+from poolwatch.guests import GuestTracker
 from poolwatch.inventory import Inventory
 from poolwatch.model import GuestDisk, GuestEventKind, GuestSnapshot, GuestState
 from poolwatch.source import GuestChanged, GuestIOError
@@ -66,3 +68,43 @@ async def test_a_reconnect_lists_every_guest(watched: tuple[FakeSource, Inventor
     source.disconnect()
     source.connect()
     await until(lambda: _on_images(inventory) == {"vm": GuestState.RUNNING}, inventory)
+
+
+class _HeldListing(FakeSource):
+    """Holds list_guests() until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def list_guests(self) -> list[GuestSnapshot]:
+        await self.gate.wait()
+        return await super().list_guests()
+
+
+async def test_a_listing_that_ends_after_detach_is_dropped() -> None:
+    # A reload removes the connection while its guest listing is in flight, and a new watcher
+    # takes the same key: the old listing must not land in the new host's inventory.
+    source = _HeldListing()
+    source.connect()
+    source.guests[VM.uuid] = VM
+    inventory = Inventory()
+    inventory.add_host("kvm01", name="kvm01", uri="qemu:///system")
+    tracker = GuestTracker(
+        key="kvm01",
+        source=source,
+        inventory=inventory,
+        telemetry=Telemetry(),
+        host_name=lambda: "kvm01",
+        clock=lambda: 0.0,
+        spawn=lambda coro: coro.close(),
+        pool_errored=lambda _pool: None,
+    )
+    listing = asyncio.create_task(tracker.resync())
+    await asyncio.sleep(0)
+    tracker.detach()
+    inventory.remove_host("kvm01")
+    inventory.add_host("kvm01", name="kvm01", uri="qemu:///system")
+    source.gate.set()
+    await listing
+    assert inventory.hosts["kvm01"].guests == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -11,10 +13,21 @@ from pathlib import Path
 import pytest
 import structlog
 
-from poolwatch.hooks.execute import OUTPUT_TAIL_BYTES, hook_environment
+from poolwatch.hooks.execute import OUTPUT_TAIL_BYTES, hook_environment, run_exec
 from poolwatch.policies.rules import ExecHook
 from tests.helpers import unavailable
-from tests.unit.hook_runs import HOSTILE_POOL, KILL_GRACE, alarm, process_gone, running, sh
+from tests.unit.hook_runs import (
+    HOSTILE_POOL,
+    KILL_GRACE,
+    alarm,
+    has_line,
+    hook_actions,
+    orphans_reaped_late,
+    process_gone,
+    running,
+    running_members,
+    sh,
+)
 
 
 async def test_exec_hook_gets_the_event_in_its_environment_and_nothing_else(
@@ -85,14 +98,14 @@ async def test_nonzero_exit_is_failed_and_its_stderr_is_logged() -> None:
         async with running([sh("echo working; echo 'disk on fire' >&2; exit 3")]) as (r, results):
             r.submit("h", alarm(), on_result=results)
             assert await results.wait(1) == ["failed"]
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert finished["result"] == "failed"
     assert finished["exit_code"] == 3
     assert finished["stdout"] == "working\n"
     assert finished["stderr"] == "disk on fire\n"
-    assert finished["hook"] == "h"
+    assert finished["action"] == "hook:h"
     assert finished["pool"] == "tank"
-    assert finished["action"] == "warning"
+    assert finished["alarm"] == "warning"
     assert finished["attempts"] == 1
     assert finished["duration"] >= 0
 
@@ -103,7 +116,7 @@ async def test_missing_program_is_failed() -> None:
         async with running([hook]) as (runner, results):
             runner.submit("h", alarm(), on_result=results)
             assert await results.wait(1) == ["failed"]
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert "FileNotFoundError" in finished["error"]
 
 
@@ -113,7 +126,7 @@ async def test_chatty_hook_keeps_only_a_tail_of_its_output() -> None:
         async with running([hook]) as (runner, results):
             runner.submit("h", alarm(), on_result=results)
             assert await results.wait(1) == ["ok"]
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert len(finished["stdout"]) == OUTPUT_TAIL_BYTES
     assert finished["stdout"].endswith("aaa\nthe-end\n")
 
@@ -133,6 +146,24 @@ async def test_timeout_kills_the_hook_and_its_children(tmp_path: Path) -> None:
     assert process_gone(child)
 
 
+async def test_a_killed_hook_reports_the_time_it_ran_not_the_kill_grace(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    timeout, grace = 0.5, 5.0
+    hook = sh('sleep 300 & echo "$$ $!" > "$1"; sleep 300', pids, timeout=timeout)
+    # The killed child is an orphan: a zombie in the hook's group until init reaps it, which
+    # some containers' init does only seconds later. It runs no more: the hook ended with it.
+    with orphans_reaped_late(), structlog.testing.capture_logs() as logs:
+        async with running([hook], exec_kill_grace=grace) as (runner, results):
+            runner.submit("h", alarm(), on_result=results)
+            assert await results.wait(1, within=2 * grace) == ["timeout"]
+        leader, child = map(int, pids.read_text().split())
+        assert process_gone(child)
+        assert running_members(leader) == []
+    [action] = hook_actions(logs)
+    assert action["killed"] is True
+    assert timeout <= action["duration"] < timeout + grace / 5
+
+
 async def test_hook_that_exits_but_leaves_a_child_on_its_pipes_is_bounded(
     tmp_path: Path,
 ) -> None:
@@ -144,7 +175,7 @@ async def test_hook_that_exits_but_leaves_a_child_on_its_pipes_is_bounded(
             # The hook's own verdict stands; its leftover was killed when the time ran out.
             assert await results.wait(1) == ["ok"]
     assert process_gone(int(pids.read_text()))
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert finished["killed"] is True
 
 
@@ -177,3 +208,22 @@ async def test_escaped_descendant_holding_the_pipes_does_not_hang_the_runner(
     finally:
         if pids.exists():
             os.kill(int(pids.read_text()), signal.SIGKILL)
+
+
+async def test_cancelled_while_starting_stops_the_group_and_returns(tmp_path: Path) -> None:
+    # A daemon stopping (or a reload retiring a worker) can cancel a hook while asyncio is still
+    # connecting its pipes. The hook must not outlive that, nor hang the cancellation.
+    pids = tmp_path / "pids"
+    hook = sh('sleep 300 & echo "$$ $!" > "$1"; sleep 300', pids, timeout=60)
+    task = asyncio.create_task(run_exec(hook, {"PATH": os.environ["PATH"]}, kill_grace=0.3))
+    for _ in range(2):  # forked by now; asyncio connects the pipes on the loop's next turns
+        await asyncio.sleep(0)
+    # Hold the loop (as a busy daemon would) while the hook starts its child on those pipes.
+    deadline = time.monotonic() + 5
+    while not has_line(pids) and time.monotonic() < deadline:
+        time.sleep(0.01)  # noqa: ASYNC251 - blocking the loop on purpose
+    task.cancel()
+    async with asyncio.timeout(10):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert all(process_gone(int(pid)) for pid in pids.read_text().split())

@@ -11,7 +11,15 @@ import structlog
 
 from poolwatch.hooks import HookEvent, HookResult, HookRunner
 from poolwatch.policies.rules import Hook, WebhookHook
-from tests.unit.hook_runs import KILL_GRACE, alarm, process_gone, running, sh, wait_for_line
+from tests.unit.hook_runs import (
+    KILL_GRACE,
+    alarm,
+    hook_actions,
+    process_gone,
+    running,
+    sh,
+    wait_for_line,
+)
 
 
 async def test_exec_concurrency_is_bounded(tmp_path: Path) -> None:
@@ -39,7 +47,7 @@ async def test_full_exec_queue_drops_at_once(tmp_path: Path) -> None:
             assert [event.episode for _, event, _ in results.calls] == ["ep-2", "ep-3", "ep-4"]
             gate.touch()
             assert await results.wait(5) == ["dropped"] * 3 + ["ok"] * 2
-    dropped = [entry for entry in logs if entry["event"] == "hook_dropped"]
+    dropped = [entry for entry in hook_actions(logs) if entry["result"] == "dropped"]
     assert [entry["reason"] for entry in dropped] == ["queue_full"] * 3
 
 
@@ -68,11 +76,54 @@ async def test_dry_run_runs_nothing_and_logs_what_would_run(tmp_path: Path) -> N
             assert results.results == ["dry_run", "dry_run"]
             await asyncio.sleep(0.1)
     assert not marker.exists()
-    skipped = [entry for entry in logs if entry["event"] == "hook_skipped_dry_run"]
+    skipped = hook_actions(logs)
+    assert [entry["result"] for entry in skipped] == ["dry_run", "dry_run"]
     assert skipped[0]["argv"] == ["sh", "-c", 'touch "$1"', "hook", str(marker)]
     assert skipped[1]["url"] == "http://127.0.0.1:9/x"
     assert "pw" not in repr(skipped)
-    assert not [entry for entry in logs if entry["event"] == "hook_finished"]
+
+
+async def test_every_run_is_one_policy_action_whatever_its_result() -> None:
+    hooks = [
+        sh("true", name="fine"),
+        sh("exit 1", name="bad"),
+        sh("sleep 300", name="stuck", timeout=0.2),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        async with running(hooks, max_concurrent_exec=1, queue_size=3) as (runner, results):
+            # Three fill the queue, the fourth is dropped, and "gone" names no hook.
+            for name in ("fine", "bad", "stuck", "fine", "gone"):
+                runner.submit(name, alarm(), on_result=results)
+            await results.wait(5)
+        async with running(hooks, dry_run=True) as (runner, results):
+            runner.submit("fine", alarm(), on_result=results)
+    # A log filter on event=policy_action sees every run, under the keys of the other actions.
+    assert {entry["event"] for entry in logs} == {"policy_action"}
+    actions = hook_actions(logs)
+    assert sorted((entry["action"], entry["result"]) for entry in actions) == [
+        ("hook:bad", "failed"),
+        ("hook:fine", "dropped"),
+        ("hook:fine", "dry_run"),
+        ("hook:fine", "ok"),
+        ("hook:gone", "failed"),
+        ("hook:stuck", "timeout"),
+    ]
+    for entry in actions:
+        assert (entry["host"], entry["pool"], entry["alarm"]) == ("alpha", "tank", "warning")
+        expected = {"ok": "info", "dry_run": "info"}.get(entry["result"], "warning")
+        # A hook that no longer exists is a bug of poolwatch's own, not of the hook.
+        assert entry["log_level"] == ("error" if entry["action"] == "hook:gone" else expected)
+
+
+async def test_a_guest_actions_run_names_the_guest() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running([sh("true", name="pager")]) as (runner, results):
+            runner.submit("pager", alarm(action="guest_paused", guest="db1"), on_result=results)
+            runner.submit("pager", alarm(), on_result=results)
+            await results.wait(2)
+    runs = {entry["alarm"]: entry for entry in hook_actions(logs)}
+    assert runs["guest_paused"]["guest"] == "db1"
+    assert "guest" not in runs["warning"]  # a pool's alarm concerns no one guest
 
 
 async def test_unknown_hook_is_failed() -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 from poolwatch.hooks.webhook import redact_url, webhook_body
 from poolwatch.policies.rules import Hook, WebhookHook
 from tests.helpers import serving
-from tests.unit.hook_runs import alarm, running, sh
+from tests.unit.hook_runs import alarm, hook_actions, running, sh
 
 
 @dataclass
@@ -102,7 +102,7 @@ async def test_webhook_client_error_fails_at_once() -> None:
             runner.submit("w", alarm(), on_result=results)
             assert await results.wait(1) == ["failed"]
     assert len(receiver.requests) == 1
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert finished["status"] == 400
     assert finished["attempts"] == 1
 
@@ -135,7 +135,7 @@ async def test_unreachable_webhook_fails_after_its_retries() -> None:
         async with running([webhook(f"http://127.0.0.1:{port}/", retries=2)]) as (r, results):
             r.submit("w", alarm(), on_result=results)
             assert await results.wait(1) == ["failed"]
-    [finished] = [entry for entry in logs if entry["event"] == "hook_finished"]
+    [finished] = hook_actions(logs)
     assert finished["attempts"] == 3
 
 
@@ -183,7 +183,7 @@ async def test_webhook_secrets_are_sent_but_never_logged() -> None:
     assert headers["X-Api-Key"] == header_value
     assert headers["Authorization"].startswith("Basic ")
     assert len(receiver.requests) == 2
-    finished = [entry for entry in logs if entry["event"] == "hook_finished"]
+    finished = hook_actions(logs)
     assert finished[0]["url"] == receiver.url
     assert len(finished) == 2
     for entry in logs:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from poolwatch.logsetup import configure_logging
+from poolwatch.logsetup import LogOutput, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -58,3 +58,42 @@ def test_reconfiguring_changes_the_level_of_existing_loggers() -> None:
     log.debug("shown")
 
     assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["shown"]
+
+
+class FullDisk(io.StringIO):
+    """A stream on a full filesystem: every flush fails with ENOSPC."""
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_line_that_cannot_be_written_is_counted_not_raised() -> None:
+    output = configure_logging(level="info", fmt="json", stream=FullDisk())
+
+    structlog.get_logger().info("http_listening")  # raised OSError at start, and poolwatch died
+    structlog.get_logger().warning("libvirt_disconnected", reason="eof")
+
+    assert output.dropped == 2
+
+
+def test_a_closed_stream_drops_lines_too() -> None:
+    stream = io.StringIO()
+    output = configure_logging(level="info", fmt="json", stream=stream)
+    stream.close()
+
+    structlog.get_logger().info("shutting_down")
+
+    assert output.dropped == 1
+    assert output.isatty() is False
+
+
+def test_reconfiguring_keeps_the_output_and_its_count() -> None:
+    stream = io.StringIO()
+    output = configure_logging(level="info", fmt="json", stream=FullDisk())
+    structlog.get_logger().info("lost")
+    again = configure_logging(level="debug", fmt="json", stream=output)
+
+    assert again is output
+    assert isinstance(again, LogOutput)
+    assert again.dropped == 1
+    assert stream.getvalue() == ""

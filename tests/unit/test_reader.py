@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
 from xml.sax.saxutils import escape
 
 import libvirt
 import pytest
 
-from poolwatch.adapter.reader import read_volumes
+from poolwatch.adapter.reader import describe_volumes
 from poolwatch.model import VolumeSnapshot
+from poolwatch.source import VolumeDescription
 
 
 def description(name: str, *, kind: str = "file", physical: int | None = 3072) -> str:
@@ -52,6 +55,12 @@ class FakeVolume:
         return list(self._info)
 
 
+def read_volumes(conn: Any, volumes: list[Any]) -> list[VolumeSnapshot]:
+    described, done = describe_volumes(conn, volumes)
+    assert done == len(volumes)
+    return [d.volume for d in described]
+
+
 def test_capacity_allocation_and_physical_from_one_description() -> None:
     volume = FakeVolume("a.qcow2", description("a.qcow2"))
     assert read_volumes(None, [volume]) == [VolumeSnapshot("a.qcow2", 0, 1024**3, 2048, 3072)]
@@ -90,3 +99,19 @@ def test_other_errors_fail_the_chunk() -> None:
     volume = FakeVolume("a", libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR))
     with pytest.raises(libvirt.libvirtError):
         read_volumes(None, [volume])
+
+
+def test_path_and_format_come_with_the_figures() -> None:
+    name = "a b&c.qcow2"
+    [described], _ = describe_volumes(None, [FakeVolume(name, description(name))])
+    assert described == VolumeDescription(
+        VolumeSnapshot(name, 0, 1024**3, 2048, 3072), f"/srv/pool/{name}", "qcow2"
+    )
+
+
+def test_a_job_gives_way_to_an_urgent_call_after_the_volume_in_hand() -> None:
+    give_way = threading.Event()
+    give_way.set()
+    volumes = [FakeVolume(n, description(n)) for n in ("a", "b", "c")]
+    described, done = describe_volumes(None, volumes, give_way)
+    assert (done, [d.volume.name for d in described]) == (1, ["a"])

@@ -72,6 +72,7 @@ def test_table_of_the_sample() -> None:
             f"{'STATE':<8}",
             f"{'USAGE':<17}",
             f"{'USED/SIZE':>9}",
+            f"{'FREE':>4}",
             f"{'LEVEL':<8}",
             f"{'FORECAST':<8}",
             f"{'AUTOSTART':<11}",
@@ -96,6 +97,8 @@ def test_table_of_the_sample() -> None:
         "STATE": "running",
         "USAGE": "[####------]  40%",
         "USED/SIZE": "40G/100G",
+        # What guests can still write: the filesystem's 50G, not libvirt's 100G - 40G.
+        "FREE": "50G",
         "LEVEL": "CRITICAL",
         "FORECAST": "3h20m",
         "AUTOSTART": "boot",
@@ -103,7 +106,12 @@ def test_table_of_the_sample() -> None:
         "LAST ACTION": "hook:page enter_critical ok, 1m ago",
     }
     # A stopped pool: libvirt's stale figures are not drawn.
-    assert (backup["STATE"], backup["USAGE"], backup["USED/SIZE"]) == ("inactive", "-", "-")
+    assert (backup["STATE"], backup["USAGE"], backup["USED/SIZE"], backup["FREE"]) == (
+        "inactive",
+        "-",
+        "-",
+        "-",
+    )
     assert (backup["LEVEL"], backup["AUTOSTART"]) == ("-", "gave up")
     assert backup["LAST ACTION"] == "start_pool failed, 5m ago"
     assert (hostile["AUTOSTART"], hostile["FORECAST"]) == ("not mounted", "-")

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from poolwatch.cli import ExitCode, main
 from poolwatch.documents import pools_document
 from poolwatch.exporter.exposition import Exposition
-from poolwatch.status import InvalidAnswer, daemon_url, parse_pools
+from poolwatch.status import InvalidAnswer, daemon_url, parse_pools, render_table
 from poolwatch.web.app import create_app, start_http_server
-from tests.unit.factories import FakeClock, policy_inventory, policy_telemetry
+from tests.unit.factories import GIB, FakeClock, policy_inventory, policy_telemetry
 from tests.unit.pki import Pki
 from tests.unit.test_status import THEN, columns_of
 
@@ -73,6 +73,22 @@ def test_invalid_pools(change: dict[str, object], where: str) -> None:
     with pytest.raises(InvalidAnswer) as raised:
         parse_pools(document)
     assert str(raised.value) == f"invalid answer from /api/v1/pools: {where}"
+
+
+def test_a_stopped_pool_is_read_without_figures() -> None:
+    document = json.loads(json.dumps(pools_document(policy_inventory())))
+    [backup] = [p for p in document["hosts"][0]["pools"] if p["name"] == "backup"]
+    assert backup["active"] is False
+    assert (backup["capacity"], backup["allocation"], backup["available"]) == (None, None, None)
+    # A daemon from before sends libvirt's stale figures instead: they are not taken either.
+    stale = {**backup, "capacity": 500 * GIB, "allocation": 499 * GIB, "available": GIB}
+    for pool_doc in (backup, stale):
+        [row] = parse_pools({"hosts": [{"name": "a", "up": True, "pools": [pool_doc]}]})
+        assert (row.pool, row.active) == ("backup", False)
+        assert (row.fill_ratio, row.allocation, row.capacity) == (None, None, None)
+        header, line = render_table([row], now=THEN).splitlines()
+        cells = columns_of(line, header)
+        assert (cells["STATE"], cells["USAGE"], cells["USED/SIZE"]) == ("inactive", "-", "-")
 
 
 def test_unknown_fields_are_ignored() -> None:

@@ -104,6 +104,8 @@ def test_the_sandbox_keeps_what_poolwatch_needs() -> None:
         assert cutting not in unit
     # Read-only everywhere keeps statvfs() and the mount checks of pool targets working.
     assert unit["ProtectSystem"] == ["strict"]
+    # Far above the HTTP connection bound (512), which otherwise shrinks to half of 1024.
+    assert unit["LimitNOFILE"] == ["65536"]
 
 
 def test_sysusers_creates_the_user_and_its_libvirt_membership(tmp_path: Path) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from poolwatch.model import PoolEventKind
-from poolwatch.telemetry import MAX_COUNTED_POOLS, POLL_BUCKETS, Histogram, Telemetry
+from poolwatch.telemetry import (
+    GONE_POOL_RETENTION,
+    MAX_COUNTED_POOLS,
+    POLL_BUCKETS,
+    Histogram,
+    Telemetry,
+)
 from tests.unit.factories import HOST_A, NOW, FakeClock, event
 
 KEY = "qemu:///system"
@@ -102,6 +108,55 @@ def test_event_counters_of_churning_pools_are_bounded(telemetry: Telemetry) -> N
     assert counts["kept"] == {PoolEventKind.STARTED: 1, PoolEventKind.STOPPED: 1}
 
 
+def test_counters_of_undefined_pools_go_after_the_retention(
+    telemetry: Telemetry, clock: FakeClock
+) -> None:
+    """1,000 pools defined, started, stopped and undefined used to leave 4,000 series forever."""
+    kinds = (PoolEventKind.DEFINED, PoolEventKind.STARTED, PoolEventKind.STOPPED)
+    for n in range(1000):
+        for kind in (*kinds, PoolEventKind.UNDEFINED):
+            telemetry.record_pool_event(KEY, event(f"churn-{n}", kind))
+    telemetry.record_pool_event(KEY, event("stays", PoolEventKind.STARTED))
+    telemetry.record_action(KEY, "churn-1", "start_pool", "ok")
+    telemetry.record_guest_io_error(KEY, pool="churn-2", reason="enospc")
+    stats = telemetry.stats(KEY)
+    clock.now += GONE_POOL_RETENTION - 1
+    telemetry.record_poll(KEY, "info", 0.01, ok=True)
+    # Within the hour: every undefined pool's counters, for increase(...[1h]).
+    assert len(stats.pool_events) == 1001
+    clock.now += 1
+    before = telemetry.changes
+    telemetry.record_poll(KEY, "info", 0.01, ok=True)
+    assert list(stats.pool_events) == ["stays"]
+    assert not stats.actions
+    assert not stats.autostart_attempts
+    assert not stats.guest_io_errors
+    assert telemetry.changes > before  # /metrics is rendered again without them
+
+
+def test_a_pool_defined_again_keeps_its_counters(telemetry: Telemetry, clock: FakeClock) -> None:
+    telemetry.record_pool_event(KEY, event("images", PoolEventKind.UNDEFINED))
+    clock.now += 60
+    telemetry.record_pool_event(KEY, event("images", PoolEventKind.DEFINED))
+    clock.now += GONE_POOL_RETENTION
+    telemetry.record_poll(KEY, "info", 0.01, ok=True)
+    assert telemetry.stats(KEY).pool_events["images"] == {
+        PoolEventKind.UNDEFINED: 1,
+        PoolEventKind.DEFINED: 1,
+    }
+
+
+def test_a_pool_gone_without_an_event_expires_too(telemetry: Telemetry, clock: FakeClock) -> None:
+    # A transient pool that stopped: libvirt sends "stopped", then the pool is no more.
+    telemetry.record_pool_event(KEY, event("transient", PoolEventKind.STOPPED))
+    telemetry.record_pool_gone(KEY, "transient")
+    telemetry.record_pool_gone(KEY, "never-counted")
+    clock.now += GONE_POOL_RETENTION
+    telemetry.record_poll(KEY, "info", 0.01, ok=True)
+    assert not telemetry.stats(KEY).pool_events
+    assert not telemetry.stats(KEY).gone
+
+
 def test_actions_are_counted_and_kept(telemetry: Telemetry, clock: FakeClock) -> None:
     telemetry.record_connect(KEY, name="kvm01")
     clock.now += 7
@@ -159,6 +214,17 @@ def test_reload_outcome(telemetry: Telemetry, clock: FakeClock) -> None:
         True,
         NOW + 120,
     )
+
+
+def test_web_config_reload_outcome(telemetry: Telemetry, clock: FakeClock) -> None:
+    assert telemetry.web_config_last_reload_successful is None  # no web config file
+    telemetry.record_web_config_reload(True)
+    clock.now += 60
+    telemetry.record_web_config_reload(False)
+    assert (
+        telemetry.web_config_last_reload_successful,
+        telemetry.web_config_last_reload_success_at,
+    ) == (False, NOW)
 
 
 def test_changes_move_with_everything_but_a_pool_event(telemetry: Telemetry) -> None:

@@ -36,13 +36,32 @@ RULE = ThresholdRule(
 
 
 def used(ratio: float, *, time_to_full: float | None = None) -> Measurement:
+    """allocation / capacity at `ratio`, on a filesystem without reserved blocks."""
+    allocation = round(CAPACITY * ratio)
     return Measurement(
-        capacity=CAPACITY, free=round(CAPACITY * (1 - ratio)), time_to_full=time_to_full
+        capacity=CAPACITY,
+        allocation=allocation,
+        free=CAPACITY - allocation,
+        time_to_full=time_to_full,
     )
 
 
 def free(n_bytes: int, capacity: int = 1000 * GIB) -> Measurement:
-    return Measurement(capacity=capacity, free=n_bytes, time_to_full=None)
+    return Measurement(
+        capacity=capacity, allocation=capacity - n_bytes, free=n_bytes, time_to_full=None
+    )
+
+
+def reserved(ratio: float, reserve: float = 0.05) -> Measurement:
+    """allocation / capacity at `ratio` on an ext4 that keeps `reserve` of it for root: libvirt
+    counts those blocks as available, a guest (QEMU, not root) cannot write them."""
+    allocation = round(CAPACITY * ratio)
+    return Measurement(
+        capacity=CAPACITY,
+        allocation=allocation,
+        free=max(CAPACITY - allocation - round(CAPACITY * reserve), 0),
+        time_to_full=None,
+    )
 
 
 class Run:
@@ -84,7 +103,39 @@ class Run:
 
 def test_used_ratio_of_a_measurement() -> None:
     assert used(0.85).used_ratio == pytest.approx(0.85)
-    assert Measurement(capacity=0, free=0, time_to_full=None).used_ratio == 0.0
+    # libvirt's allocation / capacity, whatever the filesystem keeps back from guests
+    assert reserved(0.80).used_ratio == pytest.approx(0.80)
+    assert Measurement(capacity=100, allocation=80, free=15, time_to_full=None).used_ratio == 0.8
+    assert Measurement(capacity=0, allocation=0, free=0, time_to_full=None).used_ratio == 0.0
+
+
+def test_a_ratio_limit_compares_allocation_over_capacity_not_free_space() -> None:
+    # 1 - free / capacity is 0.87 here, above the warning at 85 %; the pool is 82 % allocated.
+    assert level_of(RULE, reserved(0.82)) is Level.OK
+    assert level_of(RULE, reserved(0.85)) is Level.WARNING
+    # A guest gets ENOSPC at 95 % on such a filesystem: a ratio critical at 95 % is not reached
+    # before free space is gone; a free-space critical is.
+    assert reserved(0.949).free == 100
+    assert level_of(RULE, reserved(0.949)) is Level.WARNING
+    last_line = replace(RULE, critical=FreeBelow(2 * CAPACITY // 100))
+    assert level_of(last_line, reserved(0.935)) is Level.CRITICAL
+
+
+def test_a_free_space_limit_compares_free_bytes_not_capacity_minus_allocation() -> None:
+    rule = replace(RULE, warning=FreeBelow(10_000), critical=None)
+    # capacity - allocation is 14,000 bytes, but a guest can write only 9,000 of them.
+    assert level_of(rule, reserved(0.86)) is Level.WARNING
+    assert level_of(rule, used(0.86)) is Level.OK
+
+
+def test_ratio_hysteresis_uses_allocation_over_capacity() -> None:
+    run = Run(RULE)
+    run.feed_all([reserved(0.86), reserved(0.84), reserved(0.832)])
+    assert run.levels == [Level.WARNING]
+    # Below 83 % allocated the warning clears, although 1 - free / capacity is still 87 %.
+    run.feed(reserved(0.82))
+    assert run.levels == [Level.WARNING, Level.OK]
+    assert run.actions == ["warning", "recovery"]
 
 
 def test_usage_oscillating_around_the_limit_is_one_episode_with_one_warning() -> None:
@@ -363,7 +414,7 @@ def test_an_inactive_pool_keeps_its_episode_across_the_outage() -> None:
 
 
 def test_zero_capacity_is_no_measurement() -> None:
-    empty = Measurement(capacity=0, free=0, time_to_full=None)
+    empty = Measurement(capacity=0, allocation=0, free=0, time_to_full=None)
     rule = replace(RULE, warning=FreeBelow(GIB))
     state = ThresholdState(level=Level.WARNING, episode="open")
 

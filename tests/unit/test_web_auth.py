@@ -242,7 +242,8 @@ async def test_pending_checks_are_bounded(alice_hash: bytes) -> None:
     try:
         # Four distinct wrong passwords fill the queue; their clients then hang up.
         waiting = [
-            asyncio.create_task(auth.check(authorization("alice", f"guess{n}"))) for n in range(4)
+            asyncio.create_task(auth.check(authorization("alice", f"guess{n}"), f"10.0.0.{n}"))
+            for n in range(4)
         ]
         await asyncio.sleep(0.05)
         for task in waiting:
@@ -265,6 +266,58 @@ async def test_pending_checks_are_bounded(alice_hash: bytes) -> None:
 
     assert check.most_running == 2
     assert len(check.calls) == 5
+
+
+async def test_one_address_cannot_take_the_queue_from_others(alice_hash: bytes) -> None:
+    check = CountingCheck(block=True)
+    auth = BasicAuth(
+        {"alice": alice_hash}, check=check, workers=1, max_pending=4, max_pending_per_client=2
+    )
+    try:
+        flood = [
+            asyncio.create_task(auth.check(authorization("alice", f"guess{n}"), "192.0.2.66"))
+            for n in range(2)
+        ]
+        await asyncio.sleep(0.05)
+        # The flooding address's third guess is refused at once ...
+        guess = authorization("alice", "guess3")
+        assert await auth.check(guess, "192.0.2.66") is Verdict.BUSY
+        # ... while the scraper's login still gets a check.
+        login = asyncio.create_task(auth.check(authorization("alice", "secret"), "192.0.2.9"))
+        check.go.set()
+        assert await login is Verdict.ALLOWED
+        assert await asyncio.gather(*flood) == [Verdict.DENIED] * 2
+        # Finished checks give the address its share back.
+        assert await auth.check(guess, "192.0.2.66") is Verdict.DENIED
+    finally:
+        check.go.set()
+        await auth.close()
+
+
+async def test_a_login_in_use_stays_cached_up_to_its_maximum_age(alice_hash: bytes) -> None:
+    check = CountingCheck()
+    clock = FakeClock(0.0)
+    auth = BasicAuth(
+        {"alice": alice_hash}, check=check, cache_ttl=10.0, cache_max_age=100.0, clock=clock
+    )
+    right = authorization("alice", "secret")
+    try:
+        # A scraper every 8 s, far beyond the 10 s of one cache lifetime: one check.
+        for _ in range(12):
+            assert await auth.check(right) is Verdict.ALLOWED
+            clock.now += 8
+        assert len(check.calls) == 1
+        # At its maximum age (100 s) the login is verified again, once.
+        for _ in range(3):
+            assert await auth.check(right) is Verdict.ALLOWED
+            clock.now += 8
+        assert len(check.calls) == 2
+        # Unused for longer than the TTL, it is forgotten.
+        clock.now += 11
+        assert await auth.check(right) is Verdict.ALLOWED
+        assert len(check.calls) == 3
+    finally:
+        await auth.close()
 
 
 async def test_identical_concurrent_checks_share_one(alice_hash: bytes) -> None:

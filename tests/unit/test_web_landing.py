@@ -64,6 +64,18 @@ def test_landing_shows_fill_and_state() -> None:
     assert "badge down" in page
 
 
+def test_landing_says_what_used_and_free_measure() -> None:
+    page = render_landing(sample_inventory(), now=NOW)
+    titles = dict(
+        (heading, html.unescape(title))
+        for title, heading in re.findall(r"<th[^>]*title='([^']*)'>(\w+)</th>", page)
+    )
+    assert titles["Used"].startswith("allocation / capacity")
+    assert "ratio limits" in titles["Used"]
+    assert "smaller of libvirt's available and the filesystem's" in titles["Free"]
+    assert "free-space limits (< 20GiB)" in titles["Free"]
+
+
 def test_landing_shows_alarms_forecasts_and_autostart() -> None:
     page = render_landing(policy_inventory(), now=NOW + 12)
 
@@ -238,3 +250,26 @@ def _row(page: str, pool_name: str) -> str:
 )
 def test_human_bytes(size: int, text: str) -> None:
     assert human_bytes(size) == text
+
+
+def test_landing_draws_the_recent_fill_of_pools_with_history() -> None:
+    inventory = policy_inventory()
+    points = ((NOW - 1800, 0.4), (NOW - 900, 0.55), (NOW, 0.625))
+    inventory.set_policy(HOST_A, "default", PoolPolicy(level=0, fill_history=points))
+    inventory.set_policy(HOST_A, "nfs", PoolPolicy(level=2, fill_history=points[:1]))
+    inventory.set_policy(HOST_A, "backup", PoolPolicy(level=0, fill_history=points))
+    inventory.put_pool(HOST_A, pool(HOSTILE, allocation=50 * GIB, available=50 * GIB))
+    inventory.set_policy(HOST_A, HOSTILE, PoolPolicy(fill_history=points))
+    page = render_landing(inventory, now=NOW)
+
+    chart = _row(page, "default")
+    assert chart.count("<svg class='spark'") == 1
+    assert "<polyline points='0.0," in chart
+    assert "aria-label='fill level of default over the last 30 m: 40 % to 62 % " in chart
+    assert "(lowest 40 %, highest 62 %)'" in chart
+    assert "<svg" not in _row(page, "nfs")  # one sample: no line to draw
+    assert "<svg" not in _row(page, "backup")  # stopped: its figures are not current
+    hostile = page[page.index(f">{html.escape(HOSTILE, quote=True)}</td>") :]
+    hostile = hostile[: hostile.index("</tr>")]
+    assert f"fill level of {html.escape(HOSTILE, quote=True)} over" in hostile
+    assert "<script>" not in page

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from poolwatch.errors import StartupError
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.web.app import create_app, start_http_server
+from poolwatch.web.reload import WebSecurity
 from tests.unit.factories import sample_inventory, sample_telemetry
 from tests.unit.web_serving import (
     MTLS,
@@ -131,6 +132,20 @@ async def test_invalid_reload_keeps_serving_the_old_settings(web_dir: WebConfigD
     ]
     # No hash reaches the log.
     assert "$2b$" not in repr(logs)
+
+
+async def test_every_outcome_is_reported(web_dir: WebConfigDir) -> None:
+    """The telemetry hears each load and reload, so a failed renewal shows on /metrics."""
+    outcomes: list[bool] = []
+    security = WebSecurity(web_dir.write(TLS + users(alice="old")), on_reload=outcomes.append)
+    try:
+        web_dir.write(TLS + users(alice="new") + "  bob: not-a-hash\n")
+        security.reload()
+        web_dir.write(TLS + users(alice="new"))
+        security.reload()
+    finally:
+        await security.close()
+    assert outcomes == [True, False, True]
 
 
 async def test_sighup_reloads_at_once(web_dir: WebConfigDir) -> None:

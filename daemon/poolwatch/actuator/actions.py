@@ -2,8 +2,9 @@
 
 Every action is logged as one ``policy_action`` event, counted in poolwatch_actions_total, kept
 for /api/v1/events, and under ``--dry-run`` only logged. libvirt calls run as tasks of their own,
-so a slow libvirt never holds up an evaluation; hooks go to the hook runner, which tells the
-result back here (``hook_finished``) once the hook has run.
+so a slow libvirt never holds up an evaluation; hooks go to the hook runner, which writes each
+run's ``policy_action`` log event itself (only it knows exit code, duration and output) and tells
+the result back here (``hook_finished``) to be counted and kept.
 """
 
 from __future__ import annotations
@@ -205,7 +206,10 @@ class Actions:
             self._hooks.submit(name, event, on_result=self.hook_finished)
 
     def hook_finished(self, name: str, event: HookEvent, result: HookResult) -> None:
-        """The hook runner's on_result: count and keep the final result of one hook run."""
+        """The hook runner's on_result: count and keep the final result of one hook run.
+
+        Not logged here: the runner has logged it as ``policy_action`` already.
+        """
         state = self._state_of(event.connection, event.pool)
         if state is not None:
             state.note(f"hook:{name} {event.action} {result}", self._clock())

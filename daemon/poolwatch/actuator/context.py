@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from poolwatch.actuator.fill_history import FillHistory
 from poolwatch.model import HostSnapshot, PoolSnapshot
 from poolwatch.policies.autostart import AutostartState
 from poolwatch.policies.forecast import UsageHistory
@@ -40,6 +41,7 @@ class PolicyState:
     resume: ResumeState = field(default_factory=ResumeState)
     last_action: str | None = None
     last_action_at: float | None = None
+    fill_history: FillHistory = field(default_factory=FillHistory)  # the last hour, for the chart
 
     def note(self, action: str, now: float) -> None:
         """Remember ``action`` as the pool's last one (the API's ``last_action``)."""

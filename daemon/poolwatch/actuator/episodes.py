@@ -70,7 +70,7 @@ class EpisodeStore:
             host=key,
             pool=pool.name,
             episode=entry["episode"],
-            level=Level(entry["level"]).name.lower(),
+            threshold_level=Level(entry["level"]).name.lower(),
         )
         return ThresholdState(
             level=Level(entry["level"]), episode=entry["episode"], fired=frozenset(entry["fired"])

@@ -44,12 +44,18 @@ def measure(ctx: PoolContext) -> Measurement | None:
     if state.history is None or state.history.window != window:
         state.history = UsageHistory(window)
         state.last_sample = None
+    # The forecast follows what guests can still write (free), so it tells when they hit ENOSPC;
+    # ratio limits compare libvirt's allocation / capacity (see policies.thresholds).
     free = pool.free_bytes
     if state.last_sample != pool.read_at:
         state.history.add(pool.read_at, pool.capacity - free, pool.capacity)
+        state.fill_history.add(pool.read_at, pool.allocation / pool.capacity)
         state.last_sample = pool.read_at
     return Measurement(
-        capacity=pool.capacity, free=free, time_to_full=state.history.time_to_full(ctx.now, free)
+        capacity=pool.capacity,
+        allocation=pool.allocation,
+        free=free,
+        time_to_full=state.history.time_to_full(ctx.now, free),
     )
 
 
@@ -71,8 +77,8 @@ def thresholds(
         "threshold_level_changed",
         host=host.name,
         pool=pool.name,
-        level=Level(transition.level).name.lower(),
-        previous_level=Level(transition.previous).name.lower(),
+        threshold_level=Level(transition.level).name.lower(),
+        previous_threshold_level=Level(transition.previous).name.lower(),
         episode=transition.episode,
         used_ratio=None if measurement is None else round(measurement.used_ratio, 4),
     )
@@ -99,7 +105,11 @@ def autostart_actions(
 def near_limit(
     rule: ThresholdRule | None, state: ThresholdState, measurement: Measurement | None
 ) -> bool:
-    """Close enough to a limit that waiting for the next scheduled refresh is too long."""
+    """Close enough to a limit that waiting for the next scheduled refresh is too long.
+
+    Each limit is approached in its own figure, as the threshold policy compares it: a ratio
+    limit by allocation / capacity, a free-space limit by free bytes.
+    """
     if rule is None or measurement is None:
         return False
     if state.level != Level.OK or state.pending is not None:
@@ -132,4 +142,5 @@ def verdict(state: PolicyState, measurement: Measurement | None, now: float) -> 
         not_mounted=auto.not_mounted if rule is not None and rule.require_mount else None,
         last_action=state.last_action,
         last_action_at=state.last_action_at,
+        fill_history=state.fill_history.points(now),
     )

@@ -20,22 +20,21 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import libvirt
 import structlog
 
-from poolwatch.adapter import domains, reader
+from poolwatch.adapter import domain_events, domains, reader
 from poolwatch.adapter.eventloop import ensure_event_loop
 from poolwatch.addresses import without_credentials
-from poolwatch.model import GuestEventKind, GuestSnapshot, PoolEventKind, VolumeScan
+from poolwatch.model import GuestSnapshot, PoolEventKind, VolumeScan, volume_scan
 from poolwatch.poolxml import PoolDescription
 from poolwatch.source import (
     Connected,
     Disconnected,
-    GuestChanged,
-    GuestIOError,
     GuestNotFound,
     PoolChanged,
     PoolNotFound,
@@ -43,6 +42,7 @@ from poolwatch.source import (
     SourceError,
     SourceEvent,
     SourceUnavailable,
+    VolumeDescription,
 )
 
 T = TypeVar("T")
@@ -58,26 +58,8 @@ _LIFECYCLE = {
     libvirt.VIR_STORAGE_POOL_EVENT_DELETED: PoolEventKind.DELETED,
 }
 
-_GUEST_LIFECYCLE = {
-    libvirt.VIR_DOMAIN_EVENT_DEFINED: GuestEventKind.DEFINED,
-    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: GuestEventKind.UNDEFINED,
-    libvirt.VIR_DOMAIN_EVENT_STARTED: GuestEventKind.STARTED,
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: GuestEventKind.PAUSED,
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: GuestEventKind.RESUMED,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: GuestEventKind.STOPPED,
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: GuestEventKind.STOPPED,
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: GuestEventKind.PAUSED,
-}
-# The suspend details an operator needs to tell apart: QEMU's pause on a disk error.
-_SUSPENDED_DETAIL = {
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR: "ioerror",
-}
-_IO_ERROR_ACTIONS = {
-    libvirt.VIR_DOMAIN_EVENT_IO_ERROR_NONE: "ignore",
-    libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE: "pause",
-    libvirt.VIR_DOMAIN_EVENT_IO_ERROR_REPORT: "report",
-}
+# Callback ids of one connection: (a domain event?, the id libvirt returned).
+_CallbackIds = list[tuple[bool, int]]
 
 # Reconnect backoff: short enough that events flow again within a few seconds of libvirtd's
 # return however long it was gone; a refused connect on a unix socket costs next to nothing.
@@ -85,7 +67,7 @@ BACKOFF_INITIAL = 0.25
 BACKOFF_MAX = 4.0
 
 # Volumes per executor job: a pool with thousands of volumes is read in several short jobs, so
-# no single job comes near call_timeout and events' re-reads slip in between them.
+# no single job comes near call_timeout (an urgent call ends a job early: see _Turn).
 VOLUME_CHUNK = 200
 
 
@@ -106,13 +88,16 @@ def _serialized(lock: threading.Lock, call: Callable[[], T]) -> T:
 class _Turn:
     """Whose turn it is on the connection's one worker: urgent calls (an event's re-read, a
     policy action) go before queued routine ones (volume scans, refreshes), so an event is not
-    held up behind a scan of thousands of volumes.
+    held up behind a scan of thousands of volumes. ``give_way`` is set while an urgent call
+    waits: a running volume-scan job sees it between two volumes and ends early.
     """
 
     def __init__(self) -> None:
         self._busy = False
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._urgent_waiting = 0
+        self.give_way = threading.Event()  # read by the worker thread
 
     async def acquire(self, *, urgent: bool) -> None:
         if not self._busy and not self._waiting:
@@ -120,12 +105,20 @@ class _Turn:
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), turn))
+        if urgent:
+            self._urgent_waiting += 1
+            self.give_way.set()
         try:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
                 self.release()  # it was our turn already: pass it on
             raise
+        finally:
+            if urgent:
+                self._urgent_waiting -= 1
+                if not self._urgent_waiting:
+                    self.give_way.clear()
 
     def release(self) -> None:
         while self._waiting:
@@ -177,7 +170,7 @@ class LibvirtSource:
         self._conn_lock = threading.Lock()  # held by the thread inside libvirt on _conn
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
-        self._callback_ids: list[tuple[bool, int]] = []  # (domain event?, id)
+        self._callback_ids: _CallbackIds = []  # (domain event?, id)
         self._descriptions: dict[str, PoolDescription] = {}  # by uuid, per connection
 
     @property
@@ -218,7 +211,7 @@ class LibvirtSource:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_INITIAL
         failures = 0
-        pending_open: asyncio.Future[tuple[Any, list[tuple[bool, int]], str]] | None = None
+        pending_open: asyncio.Future[tuple[Any, _CallbackIds, str]] | None = None
         while True:
             generation = self._generation + 1
             if pending_open is None:
@@ -226,6 +219,10 @@ class LibvirtSource:
             try:
                 async with asyncio.timeout(self._call_timeout):  # see _call
                     conn, ids, hostname = await asyncio.shield(pending_open)
+            except asyncio.CancelledError:
+                # Closed while opening: the open goes on in its thread, so release what it opens.
+                pending_open.add_done_callback(self._release_opened)
+                raise
             except TimeoutError:
                 # open() on a frozen daemon blocks; wait for that attempt rather than
                 # piling up new ones behind it.
@@ -258,44 +255,41 @@ class LibvirtSource:
             self._events.put_nowait(Disconnected(reason=reason))
             loop.run_in_executor(self._connects, self._release, conn, ids, self._conn_lock)
 
-    def _open(self, generation: int) -> tuple[Any, list[tuple[bool, int]], str]:
+    def _open(self, generation: int) -> tuple[Any, _CallbackIds, str]:
         """Blocking: open, arm keepalive and callbacks. Runs in the connect thread."""
         conn = libvirt.openReadOnly(self._uri) if self._read_only else libvirt.open(self._uri)
         # Drivers without keepalive or close callbacks (test:///) have no transport to lose.
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(*self.keepalive)
         with contextlib.suppress(libvirt.libvirtError):
-            conn.registerCloseCallback(self._on_close, generation)
-        ids = [
-            (
-                False,
-                conn.storagePoolEventRegisterAny(
-                    None,
-                    libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
-                    self._on_lifecycle,
-                    generation,
-                ),
+            # Through a weak reference: drivers without close callbacks (the test driver)
+            # accept one and never release it, which kept this whole source alive (~30 KB per
+            # connection removed by SIGHUP); now only the small trampoline stays.
+            conn.registerCloseCallback(_WeakCloseCallback(self), generation)
+        pool_ids = [
+            conn.storagePoolEventRegisterAny(
+                None,
+                libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
+                self._on_lifecycle,
+                generation,
             ),
-            (
-                False,
-                conn.storagePoolEventRegisterAny(
-                    None, libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH, self._on_refresh, generation
-                ),
+            conn.storagePoolEventRegisterAny(
+                None, libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH, self._on_refresh, generation
             ),
         ]
         # Guests: which of them live in the pools, and which a full pool has paused.
-        for event_id, callback in (
-            (libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_guest_lifecycle),
-            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, self._on_guest_device),
-            (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self._on_guest_device),
-            (libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON, self._on_guest_io_error),
-        ):
-            ids.append((True, conn.domainEventRegisterAny(None, event_id, callback, generation)))
+        domain_ids = domain_events.register(conn, generation, self._emit)
+        ids = [(False, i) for i in pool_ids] + [(True, i) for i in domain_ids]
         return conn, ids, str(conn.getHostname())
 
-    def _release(
-        self, conn: Any, callback_ids: list[tuple[bool, int]], lock: threading.Lock
-    ) -> None:
+    def _release_opened(self, opened: asyncio.Future[tuple[Any, _CallbackIds, str]]) -> None:
+        if not opened.cancelled() and opened.exception() is None:
+            conn, ids, _ = opened.result()
+            threading.Thread(
+                target=self._teardown, args=(conn, ids), name="libvirt-teardown", daemon=True
+            ).start()
+
+    def _release(self, conn: Any, callback_ids: _CallbackIds, lock: threading.Lock) -> None:
         """Blocking: tear a connection down once no call runs on it (see ``_serialized``)."""
         # Keepalive ends a call stuck in a hung libvirtd within about call_timeout. A call that
         # takes longer on a live daemon must not hold up the reconnect: release the connection
@@ -314,13 +308,13 @@ class LibvirtSource:
         ).start()
 
     @staticmethod
-    def _teardown(conn: Any, callback_ids: list[tuple[bool, int]]) -> None:
+    def _teardown(conn: Any, callback_ids: _CallbackIds) -> None:
         """Blocking: release a connection that is lost or no longer wanted."""
         # Each step may fail on a dead connection, which forgets its callbacks anyway.
         for is_domain, callback_id in callback_ids:
             with contextlib.suppress(libvirt.libvirtError):
                 if is_domain:
-                    conn.domainEventDeregisterAny(callback_id)
+                    domain_events.deregister(conn, callback_id)
                 else:
                     conn.storagePoolEventDeregisterAny(callback_id)
         with contextlib.suppress(libvirt.libvirtError):
@@ -362,37 +356,8 @@ class LibvirtSource:
         changed = PoolChanged(pool.name(), pool.UUIDString(), PoolEventKind.REFRESHED)
         self._hand_over(self._deliver, generation, changed)
 
-    def _on_guest_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, gen: int) -> None:
-        kind = _GUEST_LIFECYCLE.get(event)
-        if kind is None:
-            return  # SHUTDOWN (in progress) changes nothing poolwatch shows: STOPPED follows
-        words = _SUSPENDED_DETAIL.get(detail, "") if kind is GuestEventKind.PAUSED else ""
-        # name() and UUIDString() are local to the domain object: no RPC in this thread.
-        self._hand_over(self._deliver, gen, GuestChanged(dom.name(), dom.UUIDString(), kind, words))
-
-    def _on_guest_device(self, _conn: Any, dom: Any, alias: str, gen: int) -> None:
-        changed = GuestChanged(dom.name(), dom.UUIDString(), GuestEventKind.DEVICE_CHANGED, alias)
-        self._hand_over(self._deliver, gen, changed)
-
-    def _on_guest_io_error(
-        self,
-        _conn: Any,
-        dom: Any,
-        path: str,
-        alias: str,
-        action: int,
-        reason: str,
-        gen: int,
-    ) -> None:
-        error = GuestIOError(
-            dom.name(),
-            dom.UUIDString(),
-            path or "",
-            alias or "",
-            _IO_ERROR_ACTIONS.get(action, str(action)),
-            reason or "unspecified",
-        )
-        self._hand_over(self._deliver, gen, error)
+    def _emit(self, generation: int, event: SourceEvent) -> None:
+        self._hand_over(self._deliver, generation, event)
 
     def _deliver(self, generation: int, event: SourceEvent) -> None:
         if generation != self._generation:
@@ -451,8 +416,8 @@ class LibvirtSource:
     async def read_pool(self, name: str) -> PoolReading:
         return await self._call(reader.read_pool, name, urgent=True)
 
-    async def refresh_pool(self, name: str) -> None:
-        await self._call(reader.refresh_pool, name)
+    async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
+        await self._call(reader.refresh_pool, name, urgent=urgent)
 
     async def start_pool(self, name: str) -> None:
         await self._call(reader.start_pool, name, urgent=True)
@@ -462,12 +427,31 @@ class LibvirtSource:
 
     async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
         scanned_at = time.time()
-        volumes = await self._call(reader.list_volumes, name)
-        chunks = [volumes[i : i + VOLUME_CHUNK] for i in range(0, len(volumes), VOLUME_CHUNK)]
-        results = await asyncio.gather(
-            *(self._call(reader.read_volumes, chunk) for chunk in chunks)
-        )
-        return reader.summarize([v for r in results for v in r], limit, scanned_at)
+        described = await self.describe_volumes(name)
+        return volume_scan([d.volume for d in described], limit, scanned_at)
+
+    async def list_volume_names(self, name: str) -> list[str]:
+        return await self._call(reader.list_volume_names, name)
+
+    async def describe_volumes(
+        self, name: str, volumes: Sequence[str] | None = None
+    ) -> list[VolumeDescription]:
+        if volumes is None:
+            found = await self._call(reader.list_volumes, name)
+        else:
+            found = await self._call(reader.look_up_volumes, name, list(volumes))
+        out: list[VolumeDescription] = []
+        # Chunk after chunk, each job ending early when an urgent call waits: an event's
+        # re-read waits for one XMLDesc() at most, not for a chunk or a queue of them.
+        for start in range(0, len(found), VOLUME_CHUNK):
+            rest = found[start : start + VOLUME_CHUNK]
+            while rest:
+                described, done = await self._call(
+                    reader.describe_volumes, rest, self._turn.give_way
+                )
+                out.extend(described)
+                rest = rest[done:]
+        return out
 
     async def list_guests(self) -> list[GuestSnapshot]:
         return await self._call(domains.read_domains)
@@ -480,3 +464,17 @@ class LibvirtSource:
 
     async def destroy_guest(self, uuid: str) -> None:
         await self._call(domains.destroy_guest, uuid, urgent=True)
+
+
+class _WeakCloseCallback:
+    """A libvirt close callback that does not keep its `LibvirtSource` alive."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: LibvirtSource) -> None:
+        self._source = weakref.ref(source)
+
+    def __call__(self, conn: Any, reason: int, generation: int) -> None:
+        source = self._source()
+        if source is not None:
+            source._on_close(conn, reason, generation)

@@ -6,9 +6,13 @@ so that every pool metric, alarm and event of poolwatch shows up within about a 
 
 - volumes are created in a few pools (``images``, ``backups``, ``isos`` by default) until the
   pool is ~95 % full, then the volumes the filler created are deleted again (a saw-tooth that
-  crosses warning and critical thresholds and recovers);
-- every ~10 steps one persistent pool is stopped (``destroy()``, lifecycle STOPPED) and started
-  again one or two steps later (STARTED);
+  crosses warning and critical thresholds and recovers); ``images`` and ``isos`` fill in under
+  a minute, ``backups`` trickles for a few minutes, long enough for a steady forecast;
+- every ~10 steps one persistent pool is stopped (``destroy()``, lifecycle STOPPED): every other
+  time one whose autostart flag is set, if there is one. A pool without the flag is started
+  again one or two steps later (STARTED); a flagged pool is left down for a few steps, so that
+  an autostart rule (the demo's own ``demo.toml`` has one) starts it first, as it would after a
+  failed boot; the filler starts it only if nothing else has;
 - every ~5 steps one running pool is refreshed (REFRESH event);
 - every ~15 steps a transient pool is created with ``storagePoolCreateXML`` (STARTED) and
   destroyed a few steps later (STOPPED, then it vanishes);
@@ -76,8 +80,11 @@ class FillPlan:
 DEFAULT_FILL_PLANS: tuple[FillPlan, ...] = (
     # 62 % at load: guests' images grow fast, old ones are removed two at a time.
     FillPlan("images", ".qcow2", "qcow2", 3.0, 6.5, thin_factor=4.0, drain_per_step=2),
-    # 85 % at load: nightly backups trickle in, crossing warning then critical quickly.
-    FillPlan("backups", ".qcow2", "qcow2", 0.75, 2.25, thin_factor=8.0, drain_per_step=1),
+    # 85 % at load: nightly backups trickle in, small and steady, for a few minutes: a forecast
+    # with a time to full; a retention run then removes them five at a time.
+    FillPlan(
+        "backups", ".qcow2", "qcow2", 0.25, 0.75, thin_factor=8.0, drain_per_step=5, activity=0.6
+    ),
     # 39 % at load: install media mirrored in big chunks, purged three at a time.
     FillPlan("isos", ".iso", "iso", 4.0, 9.0, drain_per_step=3, activity=0.7),
 )
@@ -104,6 +111,7 @@ class DemoFiller:
         *,
         fill_plans: Sequence[FillPlan] = DEFAULT_FILL_PLANS,
         stop_every: tuple[int, int] = (8, 12),
+        flagged_restart_after: tuple[int, int] = (4, 6),
         refresh_every: tuple[int, int] = (4, 6),
         transient_every: tuple[int, int] = (12, 18),
         autostart_every: tuple[int, int] = (10, 14),
@@ -112,6 +120,8 @@ class DemoFiller:
         self._plans = tuple(fill_plans)
         self._draining: dict[str, bool] = {plan.pool: False for plan in self._plans}
         self._stop_every = stop_every
+        self._flagged_restart_after = flagged_restart_after
+        self._stops = 0
         self._refresh_every = refresh_every
         self._transient_every = transient_every
         self._autostart_every = autostart_every
@@ -206,19 +216,28 @@ class DemoFiller:
         flags = libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE | (
             libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_PERSISTENT
         )
-        candidates = [
-            pool.name()
+        candidates = {
+            pool.name(): bool(pool.autostart())
             for pool in conn.listAllStoragePools(flags)
             if pool.name() != self._last_stopped and pool.name() not in self._restart_at
-        ]
-        name = self._pick(candidates)
+        }
+        self._stops += 1
+        # Every other stop (the first one included) is of a flagged pool, so that the demo
+        # shows an autostart rule at work early and again now and then.
+        flagged = [name for name, autostart in candidates.items() if autostart]
+        wanted = flagged if self._stops % 2 == 1 and flagged else list(candidates)
+        # Drawn whatever the pick, so that the random sequence does not depend on it.
+        quick, slow = self._rng.randint(1, 2), self._rng.randint(*self._flagged_restart_after)
+        name = self._pick(wanted)
         if name is None:
             return "no pool to stop"
-        delay = self._rng.randint(1, 2)
         conn.storagePoolLookupByName(name).destroy()
         self._last_stopped = name
-        self._restart_at[name] = self._step + delay
-        return f"stopped pool {name} (restart in {delay} step{'s' if delay > 1 else ''})"
+        if candidates[name]:
+            self._restart_at[name] = self._step + slow
+            return f"stopped pool {name} (autostart on: left to poolwatch, else restart in {slow})"
+        self._restart_at[name] = self._step + quick
+        return f"stopped pool {name} (restart in {quick} step{'s' if quick > 1 else ''})"
 
     def _refresh_one(self, conn: Any) -> str:
         flags = libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE

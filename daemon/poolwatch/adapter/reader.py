@@ -7,14 +7,16 @@ of a pool (its labels) is read once per definition, not once per poll.
 
 from __future__ import annotations
 
+import html
 import re
+import threading
 from typing import Any
 
 import libvirt
 
-from poolwatch.model import PoolState, VolumeScan, VolumeSnapshot
+from poolwatch.model import PoolState, VolumeSnapshot
 from poolwatch.poolxml import PoolDescription, parse_pool_xml
-from poolwatch.source import PoolReading
+from poolwatch.source import PoolReading, VolumeDescription
 
 
 def _names(conn: Any, flags: int) -> set[str]:
@@ -135,46 +137,73 @@ _VOLUME_XML = re.compile(
 _VOLUME_TYPES = {"file": 0, "block": 1, "dir": 2, "network": 3, "netdir": 4, "ploop": 5}
 
 
-def read_volumes(_conn: Any, volumes: list[Any]) -> list[VolumeSnapshot]:
-    """Capacity, allocation and physical size of each volume, from one RPC per volume.
+# The volume's file or device and its format, from the <target> element after the figures.
+_TARGET_XML = re.compile(
+    r"<target>\s*<path>(?P<path>[^<]*)</path>\s*(?:<format type='(?P<format>[^']*)'/>)?"
+)
+
+
+def describe_volumes(
+    _conn: Any, volumes: list[Any], give_way: threading.Event | None = None
+) -> tuple[list[VolumeDescription], int]:
+    """Capacity, allocation, physical size, path and format of each volume, one RPC per volume.
 
     One XMLDesc() instead of info() plus infoFlags(PHYSICAL): libvirt refreshes the volume
     from its file or device for either, and the description carries all three figures.
     Measured against a private libvirtd: half the client CPU and half the wall time per volume.
+    Stops early once ``give_way`` is set (an urgent call is waiting for the connection) and
+    returns how many volumes it went through, so the caller queues the rest.
     """
     out = []
+    done = 0
     for vol in volumes:
+        if give_way is not None and give_way.is_set() and done:
+            break
+        done += 1
         try:
-            out.append(_read_volume(vol))
+            out.append(_describe_volume(vol))
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 continue  # deleted since the listing, or removed behind libvirt's back
             raise
-    return out
+    return out, done
 
 
-def _read_volume(vol: Any) -> VolumeSnapshot:
-    found = _VOLUME_XML.search(vol.XMLDesc(0))
+def look_up_volumes(conn: Any, name: str, names: list[str]) -> list[Any]:
+    """The volume objects of ``names`` in one pool; names no longer there are left out."""
+    pool = conn.storagePoolLookupByName(name)
+    found = []
+    for volume in names:
+        try:
+            found.append(pool.storageVolLookupByName(volume))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise
+    return found
+
+
+def list_volume_names(conn: Any, name: str) -> list[str]:
+    # name() is local to each volume object: the listing is the only RPC.
+    return [vol.name() for vol in conn.storagePoolLookupByName(name).listAllVolumes(0)]
+
+
+def _describe_volume(vol: Any) -> VolumeDescription:
+    xml = vol.XMLDesc(0)
+    target = _TARGET_XML.search(xml)
+    path = "" if target is None else html.unescape(target["path"])
+    fmt = "" if target is None or target["format"] is None else target["format"]
+    found = _VOLUME_XML.search(xml)
     if found is None or found["type"] not in _VOLUME_TYPES:
         # A description this code does not know (a newer libvirt): what info() tells.
         vtype, capacity, allocation = vol.info()
-        return VolumeSnapshot(vol.name(), int(vtype), int(capacity), int(allocation), None)
+        snapshot = VolumeSnapshot(vol.name(), int(vtype), int(capacity), int(allocation), None)
+        return VolumeDescription(snapshot, path, fmt)
     physical = found["physical"]
-    return VolumeSnapshot(
+    snapshot = VolumeSnapshot(
         name=vol.name(),
         type=_VOLUME_TYPES[found["type"]],
         capacity=int(found["capacity"]),
         allocation=int(found["allocation"]),
         physical=None if physical is None else int(physical),
     )
-
-
-def summarize(volumes: list[VolumeSnapshot], limit: int, scanned_at: float) -> VolumeScan:
-    volumes.sort(key=lambda v: v.name)
-    return VolumeScan(
-        count=len(volumes),
-        capacity_bytes=sum(v.capacity for v in volumes),
-        allocation_bytes=sum(v.allocation for v in volumes),
-        volumes=tuple(volumes[:limit]),
-        scanned_at=scanned_at,
-    )
+    return VolumeDescription(snapshot, path, fmt)

@@ -32,14 +32,17 @@ from poolwatch.addresses import parse_listen_address
 from poolwatch.config.messages import BARE_KEY_RE, quote, toml_repr
 from poolwatch.config.units import (
     DURATION_HINT,
+    MAX_DURATION,
     Hysteresis,
     format_clear,
+    format_duration,
     format_limit,
     format_size,
     parse_clear,
     parse_duration,
     parse_limit,
     parse_size,
+    too_long,
 )
 from poolwatch.policies.rules import FreeBelow, Limit, UsedRatio
 
@@ -133,7 +136,7 @@ Table = Annotated[tuple[tuple[_K, _V], ...], GetPydanticSchema(_table_schema)]
 # --- durations --------------------------------------------------------------------------------
 
 
-def _duration(value: Any, info: ValidationInfo, *, allow_zero: bool) -> float:
+def _duration(value: Any, info: ValidationInfo, *, allow_zero: bool, minimum: float = 0.0) -> float:
     if isinstance(value, str):
         try:
             seconds = parse_duration(value)
@@ -147,11 +150,26 @@ def _duration(value: Any, info: ValidationInfo, *, allow_zero: bool) -> float:
         )
     elif not math.isfinite(value) or value < 0:
         raise PydanticCustomError("duration", "invalid duration {value}", {"value": value})
+    elif value > MAX_DURATION:
+        raise PydanticCustomError("duration", too_long(value))
     else:
         seconds = float(value)
     if seconds == 0 and not allow_zero:
         raise PydanticCustomError(
             "duration", "must be greater than 0 (got {value})", {"value": toml_repr(value)}
+        )
+    # Minimums bound what an operator's file can ask of libvirtd ("1ms" polled 790 times a
+    # second); Python callers (tests, the demo) may poll faster.
+    if _from_file(info) and 0 < seconds < minimum:
+        at_least = format_duration(minimum)
+        raise PydanticCustomError(
+            "duration",
+            "must be at least {minimum}{or_zero} (got {value})",
+            {
+                "minimum": quote(at_least),
+                "or_zero": ', or "0s" to turn it off' if allow_zero else "",
+                "value": toml_repr(value),
+            },
         )
     return seconds
 
@@ -162,6 +180,16 @@ def _positive_duration(value: Any, info: ValidationInfo) -> float:
 
 def _non_negative_duration(value: Any, info: ValidationInfo) -> float:
     return _duration(value, info, allow_zero=True)
+
+
+def duration_at_least(minimum: float, *, allow_zero: bool = False) -> PlainValidator:
+    """Validates a duration of at least `minimum` seconds in a file (0 too, with `allow_zero`):
+    `Annotated[float, duration_at_least(1.0)]`."""
+
+    def validate(value: Any, info: ValidationInfo) -> float:
+        return _duration(value, info, allow_zero=allow_zero, minimum=minimum)
+
+    return PlainValidator(validate)
 
 
 PositiveDuration = Annotated[float, PlainValidator(_positive_duration)]

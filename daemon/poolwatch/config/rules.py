@@ -156,14 +156,7 @@ class ThresholdConfig(Model):
     @classmethod
     def _critical_beyond_warning(cls, critical: Limit | None, info: ValidationInfo) -> Limit | None:
         warning = info.data.get("warning")
-        if warning is None or critical is None:
-            return critical
-        if type(warning) is not type(critical):
-            message = (
-                "must be the same kind as warning {warning}: both used ratios such as "
-                '"85%" or both free space such as "< 20GiB" (got {value})'
-            )
-        elif isinstance(warning, UsedRatio) and isinstance(critical, UsedRatio):
+        if isinstance(warning, UsedRatio) and isinstance(critical, UsedRatio):
             if critical.ratio > warning.ratio:
                 return critical
             message = "must be higher than warning {warning} (got {value})"
@@ -173,6 +166,12 @@ class ThresholdConfig(Model):
             message = (
                 "must be less free space than warning {warning}, which warns first (got {value})"
             )
+        else:
+            # No warning, or one of the other kind: a used-ratio warning with a free-space
+            # critical has no order to check. Each level compares its own figure, and a
+            # free-space critical is what fires before guests pause on a filesystem with
+            # root-reserved blocks.
+            return critical
         raise PydanticCustomError(
             "inconsistent",
             message,
@@ -184,32 +183,33 @@ class ThresholdConfig(Model):
     def _clear_fits_the_limits(
         cls, clear: Hysteresis | None, info: ValidationInfo
     ) -> Hysteresis | None:
-        # The lowest limit decides: warning, else critical. When it is invalid, its own error
-        # says what to fix first.
+        # A clear margin applies to the limits of its kind (the other kind keeps its default).
+        # When a limit is invalid, its own error says what to fix first.
         if clear is None or "warning" not in info.data:
             return clear
         warning = info.data["warning"]
         if warning is None and "critical" not in info.data:
             return clear
-        lowest = warning if warning is not None else info.data["critical"]
+        named = [("warning", warning), ("critical", info.data.get("critical"))]
+        limits = [(name, limit) for name, limit in named if limit is not None]
+        ratios = [(name, limit) for name, limit in limits if isinstance(limit, UsedRatio)]
         context = {"value": quote(format_clear(clear))}
-        if lowest is None:
+        if not limits:
             message = "has no effect without warning or critical (got {value})"
-        elif isinstance(lowest, UsedRatio):
-            if clear.ratio == 0:
-                message = 'must be a ratio such as "2%" for used-ratio limits (got {value})'
-            elif clear.ratio >= lowest.ratio:
-                # The level would clear only below 0% used: never.
-                message = (
-                    "must be less than {name} {limit}: a clear of {value} reaches beyond the "
-                    "threshold, so the level would never clear"
-                )
-                context["name"] = "warning" if warning is not None else "critical"
-                context["limit"] = quote(format_limit(lowest))
-            else:
+        elif clear.ratio == 0:
+            if len(ratios) < len(limits):
                 return clear
-        elif clear.bytes == 0:
+            message = 'must be a ratio such as "2%" for used-ratio limits (got {value})'
+        elif not ratios:
             message = 'must be a size such as "5GiB" for free-space limits (got {value})'
+        elif clear.ratio >= ratios[0][1].ratio:
+            # The level would clear only below 0% used: never. The first ratio is the lowest.
+            message = (
+                "must be less than {name} {limit}: a clear of {value} reaches beyond the "
+                "threshold, so the level would never clear"
+            )
+            context["name"] = ratios[0][0]
+            context["limit"] = quote(format_limit(ratios[0][1]))
         else:
             return clear
         raise PydanticCustomError("inconsistent", message, context)
@@ -249,11 +249,12 @@ class ThresholdConfig(Model):
 
     def to_rule(self) -> ThresholdRule:
         clear_ratio, clear_bytes = 0.0, 0
-        kind = self.warning if self.warning is not None else self.critical
-        if isinstance(kind, UsedRatio):
-            clear_ratio = DEFAULT_CLEAR_RATIO if self.clear is None else self.clear.ratio
-        elif isinstance(kind, FreeBelow):
-            clear_bytes = DEFAULT_CLEAR_BYTES if self.clear is None else self.clear.bytes
+        clear = self.clear or Hysteresis()
+        limits = (self.warning, self.critical)
+        if any(isinstance(limit, UsedRatio) for limit in limits):
+            clear_ratio = clear.ratio or DEFAULT_CLEAR_RATIO
+        if any(isinstance(limit, FreeBelow) for limit in limits):
+            clear_bytes = clear.bytes or DEFAULT_CLEAR_BYTES
         return ThresholdRule(
             selector=Selector(self.pool, self.type),
             warning=self.warning,

@@ -29,12 +29,11 @@ from poolwatch.config.fields import (
     LibvirtURI,
     ListenAddress,
     Model,
-    NonNegativeDuration,
-    PositiveDuration,
     ReadOnlyValue,
     Table,
     WebConfigFile,
     custom_error,
+    duration_at_least,
     pairs_as_dict,
     reraisable,
 )
@@ -48,6 +47,12 @@ LogFormat = Literal["auto", "console", "json"]
 
 DEFAULT_URI = "qemu:///system"
 DEFAULT_LISTEN = ":9479"
+
+# The least a file may set in [poll], in seconds (refresh_interval may also be 0: off).
+MIN_INTERVAL = 0.5
+MIN_VOLUMES_INTERVAL = 1.0
+MIN_REFRESH_INTERVAL = 1.0
+MIN_CALL_TIMEOUT = 0.1
 
 
 class ConnectionConfig(Model):
@@ -74,11 +79,19 @@ class ConnectionConfig(Model):
 class PollConfig(Model):
     """How often poolwatch asks libvirt (`[poll]`); durations in seconds."""
 
-    interval: PositiveDuration = 15.0
-    volumes_interval: PositiveDuration = 60.0
-    refresh_interval: NonNegativeDuration = 300.0
-    call_timeout: PositiveDuration = 10.0
+    # The minimums apply to the file (see config/poolwatch.toml): every timer waits its interval
+    # after the previous poll ended, so polls never overlap and these bound the rate.
+    interval: Annotated[float, duration_at_least(MIN_INTERVAL)] = 15.0
+    volumes_interval: Annotated[float, duration_at_least(MIN_VOLUMES_INTERVAL)] = 60.0
+    refresh_interval: Annotated[float, duration_at_least(MIN_REFRESH_INTERVAL, allow_zero=True)] = (
+        300.0
+    )
+    call_timeout: Annotated[float, duration_at_least(MIN_CALL_TIMEOUT)] = 10.0
     max_volumes_per_pool: int = Field(default=1000, ge=0)
+    # Full reads through libvirt of the pools on the local fast path; 0 disables them.
+    sweep_interval: Annotated[float, duration_at_least(MIN_REFRESH_INTERVAL, allow_zero=True)] = (
+        900.0
+    )
 
 
 class WebConfig(Model):

@@ -15,10 +15,15 @@ from poolwatch.config.messages import quote
 from poolwatch.policies.rules import FreeBelow, Limit, UsedRatio
 
 DURATION_HINT = '(use e.g. "15s", "5m", "1h30m")'
+# ASCII digits only: \d would also take other scripts' digits, which int() accepts.
 _DURATION_RE = re.compile(
-    r"(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m(?!s))?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?"
+    r"(?:(?P<d>[0-9]+)d)?(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m(?!s))?(?:(?P<s>[0-9]+)s)?"
+    r"(?:(?P<ms>[0-9]+)ms)?"
 )
 _DURATION_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# The longest duration any setting takes: a year. Longer ones are typos, and sleeping for
+# "99999999999999999999d" overflows asyncio's timers (OverflowError) instead of failing here.
+MAX_DURATION = 365 * 86400.0
 
 _SIZE_RE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]i?B|B)")
 _SIZE_UNIT_BYTES = {
@@ -62,11 +67,20 @@ def parse_duration(text: str) -> float:
     if not text or match is None:
         why = ": must not be negative" if text.lstrip().startswith("-") else ""
         raise ValueError(f"invalid duration {quote(text)}{why} {DURATION_HINT}")
-    return sum(
-        int(count) * _DURATION_UNIT_SECONDS[unit]
-        for unit, count in match.groupdict().items()
-        if count is not None
-    )
+    counts = {unit: count for unit, count in match.groupdict().items() if count is not None}
+    # Very long digit strings are over the limit anyway; int() of 4,300+ digits would raise.
+    if any(len(count.lstrip("0")) > 12 for count in counts.values()):
+        raise ValueError(too_long(text))
+    seconds = sum(int(count) * _DURATION_UNIT_SECONDS[unit] for unit, count in counts.items())
+    if seconds > MAX_DURATION:
+        raise ValueError(too_long(text))
+    return seconds
+
+
+def too_long(value: object) -> str:
+    """The message for a duration over MAX_DURATION."""
+    shown = quote(value) if isinstance(value, str) else value
+    return f"invalid duration {shown}: longer than the maximum of 365d"
 
 
 def parse_size(text: str) -> int:

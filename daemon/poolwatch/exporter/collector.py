@@ -47,12 +47,14 @@ class InventoryCollector:
         libvirt_version: str,
         python_version: str,
         max_guests_per_pool: Callable[[], int] = lambda: 1000,
+        log_lines_dropped: Callable[[], int] = lambda: 0,
     ) -> None:
         """``max_guests_per_pool``: the cap of poolwatch_pool_guest_info per pool, read on every
         collect (the daemon passes poll.max_volumes_per_pool, which a reload may change)."""
         self._max_guests = max_guests_per_pool
         self._inventory = inventory
         self._telemetry = telemetry
+        self._log_lines_dropped = log_lines_dropped
         self._build_labels = [version, libvirt_version, python_version]
         self._volume_cache: dict[tuple[str, str], _VolumeSamples] = {}
 
@@ -66,7 +68,7 @@ class InventoryCollector:
 
         Both counts only grow, so their sum changes exactly when either does.
         """
-        return self._inventory.generation + self._telemetry.changes
+        return self._inventory.generation + self._telemetry.changes + self._log_lines_dropped()
 
     def collect(self) -> list[Metric]:
         inventory = self._inventory
@@ -105,13 +107,47 @@ class InventoryCollector:
             "Unix time of the last successful configuration load or reload.",
             value=telemetry.last_reload_success_at,
         )
+        families: list[Metric] = [reload_ok, reload_at]
+        if telemetry.web_config_last_reload_successful is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "poolwatch_web_config_last_reload_successful",
+                    "Whether the last load of the web config file (TLS, basic auth), at a SIGHUP "
+                    "or a change of it or its certificates, succeeded: 1 yes, 0 no (the "
+                    "previous settings stay in force).",
+                    value=1 if telemetry.web_config_last_reload_successful else 0,
+                )
+            )
+            families.append(
+                GaugeMetricFamily(
+                    "poolwatch_web_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful load of the web config file.",
+                    value=telemetry.web_config_last_reload_success_at,
+                )
+            )
+        families.append(
+            CounterMetricFamily(
+                "poolwatch_log_lines_dropped",
+                "Log lines that could not be written (e.g. a full disk under stderr).",
+                value=self._log_lines_dropped(),
+            )
+        )
         build = GaugeMetricFamily(
             "poolwatch_build_info",
             "Always 1; labels carry the poolwatch, libvirt and Python versions in use.",
             labels=("version", "libvirt_version", "python_version"),
         )
         build.add_metric(self._build_labels, 1)
-        return [reload_ok, reload_at, build]
+        closed = CounterMetricFamily(
+            "poolwatch_http_connections_closed",
+            "HTTP connections the server closed itself, by reason: limit (the connection bound "
+            "was reached; the one quiet longest made room), refused (the bound was reached and "
+            "every connection was busy), timeout (no complete request head in time).",
+            labels=("reason",),
+        )
+        for reason, count in telemetry.http_connections_closed.items():
+            closed.add_metric([reason], count)
+        return [*families, build, closed]
 
 
 def _pool_families(hosts: Iterable[HostSnapshot]) -> list[Metric]:
@@ -383,8 +419,14 @@ def _connection_families(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) 
     )
     durations = HistogramMetricFamily(
         "poolwatch_poll_duration_seconds",
-        "Time taken by one poll of libvirt, by kind (info, volumes, refresh).",
+        "Time taken by one poll of libvirt, by kind (info, volumes, refresh, sweep).",
         labels=("host", "kind"),
+    )
+    corrections = CounterMetricFamily(
+        "poolwatch_fastpath_corrections",
+        "Times the sweep through libvirt found a value of a fast-path pool (read from statvfs "
+        "and stat()) differing from libvirt's own, by field; libvirt's value replaced it.",
+        labels=("host", "storage_pool", "field"),
     )
     errors = CounterMetricFamily(
         "poolwatch_poll_errors",
@@ -410,7 +452,9 @@ def _connection_families(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) 
         # Every kind that has run reports its errors, 0 included, so rate() has a start point.
         for kind in sorted(counters.poll_durations.keys() | poll_errors.keys()):
             errors.add_metric((host_name, kind), poll_errors.get(kind, 0))
-    return [up, connects, disconnects, durations, errors, last_success]
+        for (pool_name, field_name), count in sorted(counters.fastpath_corrections.items()):
+            corrections.add_metric((host_name, pool_name, field_name), count)
+    return [up, connects, disconnects, durations, errors, last_success, corrections]
 
 
 def _cumulative(histogram: Histogram) -> list[tuple[str, float]]:

@@ -1,6 +1,9 @@
 """The /metrics page: content negotiation, rendering, and the cache that makes scrapes cheap.
 
-A page is rendered at most once per generation and negotiated format (the generation is the
+An Accept header is first negotiated to one of the few formats that exist (`negotiate`): the
+text format 0.0.4 or 1.0.0, or OpenMetrics 1.0.0; whatever a client makes up, malformed
+versions included, ends in one of them, so it can neither grow the cache nor fail the scrape.
+A page is rendered at most once per generation and encoding (the generation is the
 collector's: see ``InventoryCollector.generation``); every further scrape of an unchanged
 inventory and telemetry is a dict lookup, so the cost of /metrics does not grow with the number
 of scrapers (spec §3). A render encodes again only what changed: the text of each
@@ -14,11 +17,17 @@ import asyncio
 import concurrent.futures
 import functools
 import gzip
-from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import (
+    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
+    generate_latest,
+    gzip_accepted,
+)
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 
@@ -28,14 +37,69 @@ from poolwatch.exporter.collector import PartedFamily
 # default, takes 50 ms against 13 ms here, for a page only a fifth smaller.
 GZIP_LEVEL = 6
 
-# Accept headers can name arbitrary OpenMetrics versions, each its own content type; a bound
-# keeps a client that varies them from growing the cache within one generation.
-MAX_CACHED_VARIANTS = 16
 
-# Formats whose per-pool volume text is kept between renders (the most recently used ones).
-# Prometheus asks for one format; a few more cover people with curl. Each costs about the
-# size of the plain page.
-MAX_PARTED_FORMATS = 3
+class Format(NamedTuple):
+    """A format a scraper can get: the encoding of the body, and the Content-Type it is sent as."""
+
+    encoding: str  # "text" or "openmetrics": two formats of one encoding share their page
+    content_type: str
+
+
+# Every name poolwatch exports is a legacy (pre-UTF-8) Prometheus name, so each escaping scheme
+# a client may ask for gives the same text as "underscores", except "dots" (which would double
+# every underscore): "underscores" is answered to all, and the Content-Type says so.
+TEXT_0_0_4 = Format("text", CONTENT_TYPE_PLAIN_0_0_4)
+TEXT_1_0_0 = Format("text", f"{CONTENT_TYPE_LATEST}; escaping={openmetrics.UNDERSCORES}")
+OPENMETRICS_1_0_0 = Format(
+    "openmetrics", f"{openmetrics.CONTENT_TYPE_LATEST}; escaping={openmetrics.UNDERSCORES}"
+)
+# OpenMetrics asked for without a version: prometheus_client's answer, without escaping.
+OPENMETRICS = Format("openmetrics", openmetrics.CONTENT_TYPE_LATEST)
+FORMATS = (TEXT_0_0_4, TEXT_1_0_0, OPENMETRICS_1_0_0, OPENMETRICS)
+
+
+def negotiate(accept: str | None) -> Format:
+    """The format for an Accept header, as prometheus_client's own server picks it (the first
+    media range it can serve, q-values aside), but from a closed set: any OpenMetrics version
+    from 1.0.0 up is answered with 1.0.0, any text version from 1.0.0 up with 1.0.0, and a
+    range whose version is malformed (`version=zz`) or older (OpenMetrics 0.0.1) is skipped,
+    so a header with nothing else falls back to the text format 0.0.4."""
+    for media_range in (accept or "").split(","):
+        media_type, *parameters = (part.strip() for part in media_range.split(";"))
+        version = _version(parameters)
+        if media_type == "application/openmetrics-text":
+            if not any(key == "version" for key, _ in _pairs(parameters)):
+                return OPENMETRICS
+            if version is not None and version >= (1, 0, 0):
+                return OPENMETRICS_1_0_0
+        elif media_type == "text/plain" and version is not None and version >= (1, 0, 0):
+            return TEXT_1_0_0
+    return TEXT_0_0_4
+
+
+def _pairs(parameters: list[str]) -> list[tuple[str, str]]:
+    pairs = (parameter.partition("=") for parameter in parameters)
+    return [(key.strip().lower(), value.strip().strip('"')) for key, eq, value in pairs if eq]
+
+
+def _version(parameters: list[str]) -> tuple[int, ...] | None:
+    """The version parameter as numbers; None when absent or not dotted digits."""
+    for key, value in _pairs(parameters):
+        if key == "version":
+            parts = value.split(".")
+            if all(part.isdigit() and part.isascii() for part in parts):
+                return tuple(int(part) for part in parts)
+            return None
+    return None
+
+
+# An encoder of prometheus_client (text or OpenMetrics) over anything with collect()
+_Encoder = Callable[[CollectorRegistry], bytes]
+# The encoder of each encoding: prometheus_client's own, escaping underscores (their default).
+_ENCODERS: dict[str, _Encoder] = {
+    "text": generate_latest,
+    "openmetrics": functools.partial(openmetrics.generate_latest, version="1.0.0"),
+}
 
 
 class _Collected:
@@ -58,27 +122,34 @@ class Exposition:
     expensive part (prometheus_client escapes every sample in Python: ~130 ms for 30,000
     series) and runs in a thread of its own, so scrapes and events are not held up behind it,
     and only for the parts of the page that changed. Concurrent scrapes share one render in
-    flight; a gzip page is compressed from the plain one.
+    flight; a gzip page is compressed from the plain one. The cache holds at most a plain and a
+    gzip body per encoding: four pages, whatever the clients send.
     """
 
     def __init__(self, registry: CollectorRegistry, generation: Callable[[], int]) -> None:
         self._registry = registry
         self._generation = generation
         self._cached_generation: int | None = None
-        self._cache: dict[tuple[str, bool], Page] = {}
-        self._rendering: dict[tuple[str, bool], asyncio.Future[Page]] = {}
+        self._cache: dict[tuple[str, bool], bytes] = {}  # (encoding, gzip) -> body
+        self._rendering: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "metrics-render")
-        # Touched by the render thread only.
-        self._parts: OrderedDict[str, _PartCache] = OrderedDict()
+        # Per encoding; touched by the render thread only.
+        self._parts: dict[str, _PartCache] = {}
+        self._headers = {
+            (fmt, compress): {
+                "Content-Type": fmt.content_type,
+                **({"Content-Encoding": "gzip"} if compress else {}),
+            }
+            for fmt in FORMATS
+            for compress in (False, True)
+        }
 
     async def render(self, accept: str | None, accept_encoding: str | None) -> Page:
         """Body and headers (Content-Type, Content-Encoding) for one scrape.
 
         The returned objects are shared with other scrapes: callers must not mutate them.
         """
-        # Negotiated exactly as prometheus_client's own HTTP server does, so scrapers see the
-        # same behaviour as from any Python exporter.
-        encoder, content_type = choose_encoder(accept or "")
+        fmt = negotiate(accept)
         compress = gzip_accepted(accept_encoding or "")
 
         generation = self._generation()
@@ -86,16 +157,19 @@ class Exposition:
             self._cache.clear()
             self._cached_generation = generation
 
-        def encode() -> Callable[[], Page]:
+        def encode() -> Callable[[], bytes]:
             families = list(self._registry.collect())  # on the loop
-            return functools.partial(self._encode, encoder, families, content_type)
+            return functools.partial(self._encode, fmt.encoding, families)
 
-        plain = await self._page((content_type, False), encode)
-        if not compress:
-            return plain
-        return await self._page((content_type, True), lambda: functools.partial(_gzip, plain))
+        plain = await self._page((fmt.encoding, False), encode)
+        body = plain
+        if compress:
+            body = await self._page((fmt.encoding, True), lambda: functools.partial(_gzip, plain))
+        return body, self._headers[(fmt, compress)]
 
-    async def _page(self, key: tuple[str, bool], prepare: Callable[[], Callable[[], Page]]) -> Page:
+    async def _page(
+        self, key: tuple[str, bool], prepare: Callable[[], Callable[[], bytes]]
+    ) -> bytes:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -112,23 +186,21 @@ class Exposition:
         return await asyncio.shield(rendering)
 
     def _rendered(
-        self, generation: int | None, key: tuple[str, bool], rendering: asyncio.Future[Page]
+        self, generation: int | None, key: tuple[str, bool], rendering: asyncio.Future[bytes]
     ) -> None:
         del self._rendering[key]
         if rendering.cancelled() or rendering.exception() is not None:
             return
-        if generation == self._cached_generation and len(self._cache) < MAX_CACHED_VARIANTS:
+        if generation == self._cached_generation:
             self._cache[key] = rendering.result()
 
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)
 
-    def _encode(self, encoder: _Encoder, families: list[Metric], content_type: str) -> Page:
+    def _encode(self, encoding: str, families: list[Metric]) -> bytes:
         """In the render thread: the page, from each family's text in order."""
-        parts = self._parts.pop(content_type, None) or {}
-        self._parts[content_type] = parts  # the most recently used last
-        while len(self._parts) > MAX_PARTED_FORMATS:
-            self._parts.popitem(last=False)
+        encoder = _ENCODERS[encoding]
+        parts = self._parts.setdefault(encoding, {})
         # OpenMetrics ends the page with "# EOF", once; the text format ends with nothing.
         trailer = encoder(_Collected([]))  # type: ignore[arg-type]
         used: set[tuple[str, tuple[str, str]]] = set()
@@ -151,11 +223,9 @@ class Exposition:
         for gone in parts.keys() - used:
             del parts[gone]
         chunks.append(trailer)
-        return b"".join(chunks), {"Content-Type": content_type}
+        return b"".join(chunks)
 
 
-# An encoder of prometheus_client (text or OpenMetrics, as negotiated) over anything with collect()
-_Encoder = Callable[[CollectorRegistry], bytes]
 # Per (family name, (host, pool)): the samples a part was encoded from, and its text.
 _PartCache = dict[tuple[str, tuple[str, str]], tuple[list[Sample], bytes]]
 
@@ -173,7 +243,6 @@ def _with_samples(family: Metric, samples: list[Sample]) -> Metric:
     return copy
 
 
-def _gzip(plain: Page) -> Page:
+def _gzip(plain: bytes) -> bytes:
     # mtime=0: the same page compresses to the same bytes.
-    body = gzip.compress(plain[0], compresslevel=GZIP_LEVEL, mtime=0)
-    return body, {**plain[1], "Content-Encoding": "gzip"}
+    return gzip.compress(plain, compresslevel=GZIP_LEVEL, mtime=0)

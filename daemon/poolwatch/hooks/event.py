@@ -23,7 +23,11 @@ class HookEvent:
     # "ok" | "warning" | "critical" for space alarms; the alarm state for mount/autostart alarms
     level: str
     previous_level: str
+    # libvirt's allocation / capacity, what ratio limits compare (exported as allocation and
+    # capacity); None for mount/autostart alarms.
     used_ratio: float | None
+    # What a guest can still write, what free-space limits compare: the smaller of libvirt's
+    # available and the filesystem's f_bavail (root-reserved blocks are not free for QEMU).
     available_bytes: int | None
     time_to_full_seconds: float | None
     episode: str  # one id per alarm episode; the idempotency key is f"{episode}:{action}"

@@ -2,13 +2,15 @@
 
 Pool facts reach the hook only as POOLWATCH_* environment variables, so a pool name is data and
 never code. The hook and everything it spawns share one process group (a new session), which is
-what a timeout kills: SIGTERM, a grace period, then SIGKILL. Output is kept only as a short tail
-for the log, so a chatty hook cannot grow the daemon's memory.
+what a timeout kills: SIGTERM, a grace period (cut short as soon as no process of the group runs
+any more), then SIGKILL. Output is kept only as a short tail for the log, so a chatty hook cannot
+grow the daemon's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -31,6 +33,9 @@ INHERITED_VARIABLES = ("PATH", "LANG")
 DEFAULT_KILL_GRACE = 2.0
 # How often to look whether a signalled process group is gone.
 _GROUP_POLL_INTERVAL = 0.05
+# After a kill, how long to let the pipes deliver what the hook wrote just before it died: at
+# once, unless a descendant that left the group still holds them open.
+_DRAIN_TIMEOUT = 0.1
 
 ExecResult = Literal["ok", "failed", "timeout"]
 
@@ -43,6 +48,9 @@ class ExecOutcome:
     stderr: str
     killed: bool = False  # the process group was signalled (timeout, or leftovers holding pipes)
     error: str | None = None  # why the hook could not be started
+    # Seconds from the start until the hook's output closed or, when it was killed, until no
+    # process of its group ran any more.
+    duration: float = 0.0
 
 
 def hook_environment(
@@ -61,6 +69,8 @@ def hook_environment(
         POOLWATCH_POOL_UUID=event.pool_uuid,
         POOLWATCH_LEVEL=event.level,
         POOLWATCH_PREVIOUS_LEVEL=event.previous_level,
+        # The two figures behind a level (see HookEvent): allocation / capacity, and the
+        # smaller of available and f_bavail. They differ by the filesystem's reserved blocks.
         POOLWATCH_USED_RATIO=_fixed(event.used_ratio, 3),
         POOLWATCH_AVAILABLE_BYTES=_fixed(event.available_bytes, 0),
         # Whole seconds: what a shell's `[ "$X" -lt 3600 ]` can compare.
@@ -136,10 +146,11 @@ async def run_exec(
     if not hook.argv:
         return ExecOutcome("failed", None, "", "", error="empty argv")
     loop = asyncio.get_running_loop()
+    started = loop.time()
     # loop.subprocess_exec is what asyncio.create_subprocess_exec wraps; its protocol keeps only
     # output tails (no unbounded stream buffers) and its transport can stop reading at once.
-    try:
-        transport, process = await loop.subprocess_exec(
+    start = asyncio.ensure_future(
+        loop.subprocess_exec(
             lambda: _HookProcess(loop),
             *hook.argv,
             stdin=subprocess.DEVNULL,
@@ -148,6 +159,19 @@ async def run_exec(
             env=dict(env),
             start_new_session=True,
         )
+    )
+    try:
+        # Shielded: a cancellation while the pipes are being connected would make asyncio kill
+        # the leader alone and then wait for pipes that its children still hold (for ever on
+        # Python 3.11.2, whose transport waits for pipes that never connected). Let the start
+        # finish, then stop the whole group as for any other cancellation.
+        transport, process = await asyncio.shield(start)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError, ValueError):
+            transport, process = await start
+            await _stop_group(transport.get_pid(), process, kill_grace)
+            transport.close()
+        raise
     except (OSError, ValueError) as exc:  # not found, not executable, NUL in an argument...
         return ExecOutcome("failed", None, "", "", error=f"{type(exc).__name__}: {exc}")
     # start_new_session makes the hook a session and process group leader: pgid == pid.
@@ -156,10 +180,11 @@ async def run_exec(
     killed = False
     try:
         done, _ = await asyncio.wait({process.finished}, timeout=hook.timeout)
+        ended = loop.time()
         if not done:
             timed_out = not process.exited.done()
             killed = True
-            await _stop_group(pgid, process, kill_grace)
+            ended = await _stop_group(pgid, process, kill_grace)
     except asyncio.CancelledError:
         await _stop_group(pgid, process, kill_grace)
         raise
@@ -168,27 +193,44 @@ async def run_exec(
         transport.close()
     exit_code = transport.get_returncode()
     stdout, stderr = process.stdout.text(), process.stderr.text()
+    duration = ended - started
     if timed_out or exit_code is None:
-        return ExecOutcome("timeout", exit_code, stdout, stderr, killed=killed)
+        return ExecOutcome("timeout", exit_code, stdout, stderr, killed=killed, duration=duration)
     result: ExecResult = "ok" if exit_code == 0 else "failed"
-    return ExecOutcome(result, exit_code, stdout, stderr, killed=killed)
+    return ExecOutcome(result, exit_code, stdout, stderr, killed=killed, duration=duration)
 
 
-async def _stop_group(pgid: int, process: _HookProcess, grace: float) -> None:
-    """SIGTERM the group, give it `grace` seconds to go, SIGKILL what is left, reap the leader."""
+async def _stop_group(pgid: int, process: _HookProcess, grace: float) -> float:
+    """SIGTERM the group, give it up to `grace` seconds to go, SIGKILL what is left.
+
+    Returns the loop time at which no process of the group ran any more (or the kill gave up).
+    """
+    loop = asyncio.get_running_loop()
+    _signal_group(pgid, signal.SIGTERM)
+    gone = await _until_gone(pgid, grace)
+    if not gone:
+        _signal_group(pgid, signal.SIGKILL)
+        # SIGKILL cannot be refused, but a process in uninterruptible sleep (a dead NFS server)
+        # dies only when the I/O returns; do not wait for that forever.
+        gone = await _until_gone(pgid, grace)
+    ended = loop.time()
+    if gone:
+        # The leader is dead, so asyncio reaps it at once: its exit status follows.
+        await asyncio.wait({process.exited}, timeout=grace)
+        await asyncio.wait({process.finished}, timeout=_DRAIN_TIMEOUT)
+    return ended
+
+
+async def _until_gone(pgid: int, grace: float) -> bool:
+    """Wait until no process of the group runs; False if some still does after `grace` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
-    _signal_group(pgid, signal.SIGTERM)
-    await asyncio.wait({process.finished}, timeout=grace)
     # No notification exists for "the group is empty": descendants are not our children.
-    while loop.time() < deadline:
-        if not _group_exists(pgid):
-            break
+    while _group_running(pgid):
+        if loop.time() >= deadline:
+            return False
         await asyncio.sleep(_GROUP_POLL_INTERVAL)
-    _signal_group(pgid, signal.SIGKILL)
-    # SIGKILL cannot be refused, but a process in uninterruptible sleep (a dead NFS server)
-    # dies only when the I/O returns; do not wait for that forever.
-    await asyncio.wait({process.exited}, timeout=grace)
+    return True
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
@@ -201,11 +243,36 @@ def _signal_group(pgid: int, signum: signal.Signals) -> None:
         log.warning("hook_kill_denied", pgid=pgid, signal=signum.name)
 
 
-def _group_exists(pgid: int) -> bool:
+def _group_running(pgid: int) -> bool:
+    """Whether a process of the group still runs.
+
+    A dead process (a zombie) stays a member of its group until its parent reaps it, and for an
+    orphaned descendant that parent is init, which in a container may take seconds: it runs no
+    more and holds nothing, so it does not count.
+    """
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    seen = False
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:
+            if fields[0] not in (b"Z", b"X"):
+                return True
+            seen = True
+    # A group that kill() finds but this /proc does not show is in another PID namespace.
+    return not seen

@@ -5,7 +5,7 @@ daemon. `submit` only enqueues (a full queue drops the event, counted, rather th
 Exec hooks share one bounded queue drained by `max_concurrent_exec` workers; each webhook has a
 bounded queue and one worker of its own, so a dead receiver delays nobody but itself. Every event
 ends in exactly one call of the `on_result` it was submitted with, with its final result, and one
-`hook_finished` log event.
+`policy_action` log event (action "hook:NAME"), keyed like the actuator's other actions.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class HookRunner:
         hook = self._hooks.get(hook_name)
         if hook is None:
             # Config validation makes rules name existing hooks; a reload race can still do it.
-            log.error("hook_unknown", hook=hook_name, action=event.action, pool=event.pool)
+            _log_action(log.error, hook_name, event, "failed", {"error": "unknown hook"})
             _report(on_result, hook_name, event, "failed")
             return
         job = _Job(hook_name, hook, event, on_result)
@@ -121,14 +121,7 @@ class HookRunner:
             _drop(job, reason="closed")
             return
         if self._dry_run:
-            log.info(
-                "hook_skipped_dry_run",
-                hook=hook_name,
-                action=event.action,
-                pool=event.pool,
-                host=event.host,
-                **_describe(hook),
-            )
+            _log_action(log.info, hook_name, event, "dry_run", _describe(hook))
             _report(on_result, hook_name, event, "dry_run")
             return
         if isinstance(hook, ExecHook):
@@ -199,7 +192,7 @@ class HookRunner:
                     job.hook, hook_environment(job.event), kill_grace=self._exec_kill_grace
                 )
                 result = ran.result
-                fields = {"attempts": 1, "exit_code": ran.exit_code}
+                fields = {"attempts": 1, "exit_code": ran.exit_code, "duration": ran.duration}
                 fields |= {"killed": True} if ran.killed else {}
                 fields |= {"stdout": ran.stdout} if ran.stdout else {}
                 fields |= {"stderr": ran.stderr} if ran.stderr else {}
@@ -218,26 +211,44 @@ class HookRunner:
                 log.exception("hook_internal_error", hook=job.name)
             result = "failed"
             fields = {"attempts": 1, "error": f"internal error: {type(exc).__name__}"}
+        if "duration" not in fields:
+            fields["duration"] = loop.time() - started
+        fields["duration"] = round(fields["duration"], 3)
         emit = log.info if result == "ok" else log.warning
-        emit(
-            "hook_finished",
-            hook=job.name,
-            action=job.event.action,
-            pool=job.event.pool,
-            host=job.event.host,
-            episode=job.event.episode,
-            result=result,
-            duration=round(loop.time() - started, 3),
-            **fields,
-        )
+        _log_action(emit, job.name, job.event, result, fields)
         _report(job.on_result, job.name, job.event, result)
 
 
 def _drop(job: _Job, *, reason: str) -> None:
-    log.warning(
-        "hook_dropped", hook=job.name, action=job.event.action, pool=job.event.pool, reason=reason
-    )
+    _log_action(log.warning, job.name, job.event, "dropped", {"reason": reason})
     _report(job.on_result, job.name, job.event, "dropped")
+
+
+def _log_action(
+    emit: Callable[..., Any],
+    hook_name: str,
+    event: HookEvent,
+    result: HookResult,
+    details: Mapping[str, Any],
+) -> None:
+    """The one `policy_action` log event of a hook run, whatever its result.
+
+    The keys shared with the actuator's libvirt actions come first, so one log filter on
+    `event=policy_action` sees every action; `alarm` is the transition the hook was run for.
+    A guest action's run (guest_paused, guest_resumed...) names the guest, as the resume does.
+    """
+    guest = {"guest": event.guest} if event.guest else {}
+    emit(
+        "policy_action",
+        host=event.host,
+        pool=event.pool,
+        action=f"hook:{hook_name}",
+        result=result,
+        alarm=event.action,
+        episode=event.episode,
+        **guest,
+        **details,
+    )
 
 
 def _report(

@@ -51,6 +51,8 @@ def webhook_body(event: HookEvent, *, sent_at: float) -> dict[str, Any]:
         "pool_uuid": event.pool_uuid,
         "level": event.level,
         "previous_level": event.previous_level,
+        # allocation / capacity (the snapshot's fill_ratio) and min(available, f_bavail) (its
+        # free_bytes): the figures ratio and free-space limits compare.
         "used_ratio": _finite(event.used_ratio),
         "available_bytes": event.available_bytes,
         "time_to_full_seconds": _finite(event.time_to_full_seconds),

@@ -35,14 +35,14 @@ class Selector:
 
 @dataclass(frozen=True, slots=True)
 class UsedRatio:
-    """A level reached when used / capacity >= ratio (config: "85%")."""
+    """A level reached when libvirt's allocation / capacity >= ratio (config: "85%")."""
 
     ratio: float  # 0 < ratio <= 1
 
 
 @dataclass(frozen=True, slots=True)
 class FreeBelow:
-    """A level reached when free bytes < bytes (config: "< 20GiB")."""
+    """A level reached when free bytes (min of available and f_bavail) < bytes ("< 20GiB")."""
 
     bytes: int
 

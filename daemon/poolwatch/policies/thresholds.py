@@ -7,17 +7,25 @@ state per pool and carries out the actions.
 
 How a level is decided, for operators:
 
-- Limits. A `UsedRatio` limit ("85%") is reached when used / capacity >= the ratio; a
-  `FreeBelow` limit ("< 20GiB") when free bytes < the limit. Free space is the smaller of
-  libvirt's `available` and the filesystem's own free space. With `time_to_full` levels, the
-  forecast reaching the pool's end sooner than the warning (critical) duration is a warning
-  (critical) too. The level is the worse of the space level and the time-to-full level.
+- Two figures, each for its own kind of limit. A `UsedRatio` limit ("85%") is reached when
+  libvirt's allocation / capacity >= the ratio: the fill level that poolwatch exports
+  (libvirt_storage_pool_allocation_bytes / libvirt_storage_pool_capacity_bytes) and shows in
+  its fill bars. A `FreeBelow` limit ("< 20GiB") is reached when free bytes < the limit, where
+  free is what a guest can still write: the smaller of libvirt's `available` and the
+  filesystem's own f_bavail. The two differ by the blocks a filesystem reserves for root (5 % on
+  a default ext4), which libvirt counts as available but QEMU cannot use: QEMU gets ENOSPC with
+  allocation / capacity at about 95 % there, so a ratio limit at 95 % or more never fires before
+  guests pause, and the last line of defence belongs to a free-space limit.
+- Forecast. The time-to-full forecast follows free bytes (what a guest can still write), so it
+  says when guests hit ENOSPC. With `time_to_full` levels, the forecast reaching the pool's end
+  sooner than the warning (critical) duration is a warning (critical) too. The level is the
+  worse of the space level and the time-to-full level.
 - Hysteresis (`clear`). Rising uses the plain limits; falling back needs the measure to be
-  clearly on the good side: a level stays while used / capacity >= ratio - clear (a fraction:
-  0.02 is two percentage points), or while free < limit + clear bytes. Time-to-full levels use a
-  fixed 10 % margin: they clear once the forecast exceeds 1.1 x their duration, or once the pool
-  stops growing. Usage wobbling around a limit by less than the margin is one alarm, not one per
-  poll.
+  clearly on the good side: a level stays while allocation / capacity >= ratio - clear (a
+  fraction: 0.02 is two percentage points), or while free < limit + clear bytes. Time-to-full
+  levels use a fixed 10 % margin: they clear once the forecast exceeds 1.1 x their duration, or
+  once the pool stops growing. Usage wobbling around a limit by less than the margin is one
+  alarm, not one per poll.
 - Hold (`for`). A new level must be the target continuously for `for` seconds before it takes
   effect; a target back at the current level cancels the wait. A target that moves further the
   same way keeps the clock running: from ok, a warning that turns critical after one minute of a
@@ -49,15 +57,17 @@ ACTION_RECOVERY = "recovery"
 class Measurement:
     """One reading of a running pool, as the threshold policy needs it."""
 
-    capacity: int
-    free: int  # the smaller of libvirt's available and the filesystem's avail
+    capacity: int  # libvirt's capacity
+    allocation: int  # libvirt's allocation: what ratio limits measure
+    free: int  # the smaller of libvirt's available and the filesystem's f_bavail
     time_to_full: float | None  # seconds, from the forecast; None when not growing / unknown
 
     @property
     def used_ratio(self) -> float:
-        if self.capacity == 0:
+        """allocation / capacity, the figure a `UsedRatio` limit ("85%") is compared with."""
+        if self.capacity <= 0:
             return 0.0
-        return (self.capacity - self.free) / self.capacity
+        return self.allocation / self.capacity
 
 
 @dataclass(frozen=True, slots=True)

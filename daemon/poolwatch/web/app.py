@@ -11,19 +11,20 @@ response, /healthz and error pages included.
 
 Overload and hostile clients: at most `MAX_IN_FLIGHT` requests are handled at once; one more
 gets 503 with Retry-After at once instead of queueing behind the others (/healthz is exempt, so
-a busy server is not restarted as a dead one). A connection must complete each request's line
-and headers within `KEEPALIVE_TIMEOUT` seconds of connecting (or of its previous response), or
-aiohttp closes it: its keep-alive timer, armed when the connection is made, also bounds a
-slowloris client that sends its headers byte by byte. A request line longer than
-`MAX_LINE_SIZE`, a header field longer than `MAX_FIELD_SIZE` or more than `MAX_HEADERS` headers
-get 400 or 431 from aiohttp's parser, before any handler runs.
+a busy server is not restarted as a dead one). Connections are accepted by
+`poolwatch.web.listener` and bounded by `poolwatch.web.connections`: a bounded number open, a
+request head due within seconds of connecting or of a request's first byte (slowloris), the
+TLS handshake bounded as well; an idle keep-alive connection stays open for
+`KEEPALIVE_TIMEOUT`, minutes, so a scraper does not reconnect for every scrape. A request line
+longer than `MAX_LINE_SIZE`, a header field longer than `MAX_FIELD_SIZE` or more than
+`MAX_HEADERS` headers get 400 or 431 from aiohttp's parser, before any handler runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import structlog
@@ -36,8 +37,15 @@ from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
 from poolwatch.telemetry import Telemetry
 from poolwatch.web.api import parse_flag, parse_limit
-from poolwatch.web.auth import Verdict
+from poolwatch.web.auth import BasicAuth, Verdict
+from poolwatch.web.connections import (
+    REQUEST_HEAD_TIMEOUT,
+    Connections,
+    connection_limit,
+    track_requests,
+)
 from poolwatch.web.landing import render_landing
+from poolwatch.web.listener import GuardedSite, descriptor_limit
 from poolwatch.web.reload import CHECK_INTERVAL, WebSecurity
 from poolwatch.web.webconfig import WebConfigError
 
@@ -61,9 +69,12 @@ SHUTDOWN_TIMEOUT = 5.0
 # Requests handled at once; beyond that a request gets 503 at once. Handlers read memory only,
 # so even a Prometheus federation of many servers stays far below this.
 MAX_IN_FLIGHT = 64
-# Idle keep-alive connections are closed after this, and a request's line and headers must
-# arrive within it (aiohttp's own default is an hour, which lets slow clients pile up).
-KEEPALIVE_TIMEOUT = 10.0
+# Idle keep-alive connections are closed after this (aiohttp's keep-alive timer). Longer than
+# Prometheus' own idle timeout for its scrape connections (5 minutes), so that the scraper, not
+# the server, closes an unused one (a server closing it just as a scrape is sent fails that
+# scrape); slow clients are bounded by the request head deadline instead
+# (poolwatch.web.connections.REQUEST_HEAD_TIMEOUT), and idle ones by the connection bound.
+KEEPALIVE_TIMEOUT = 360.0
 # aiohttp's parser limits, spelled out: a longer request line or header field, or more headers,
 # is refused with 400/431 before any handler runs.
 MAX_LINE_SIZE = 8190
@@ -210,7 +221,9 @@ async def _guard(
     if not security.allow_request():
         return _too_many_requests()
     if security.auth.enabled:
-        verdict = await security.auth.check(request.headers.get(hdrs.AUTHORIZATION))
+        verdict = await security.auth.check(
+            request.headers.get(hdrs.AUTHORIZATION), client=request.remote or ""
+        )
         if verdict is Verdict.BUSY:
             return _too_many_requests()
         if verdict is Verdict.DENIED:
@@ -273,11 +286,15 @@ async def start_http_server(
     listen: list[str],
     web_config_file: Path | None = None,
     check_interval: float = CHECK_INTERVAL,
+    auth: Callable[[Mapping[str, bytes]], BasicAuth] = BasicAuth,
+    max_connections: int | None = None,
 ) -> HttpServer:
     """Serve ``app`` on every address in ``listen`` ("host:port", "[::1]:port", ":port").
 
-    With ``web_config_file`` (exporter-toolkit's format), serve TLS and basic auth as it says,
-    and check it and the files it names for changes every ``check_interval`` seconds.
+    With ``web_config_file`` (exporter-toolkit's format), serve TLS and basic auth as it says
+    (checked by ``auth``), and check it and the files it names for changes every
+    ``check_interval`` seconds. At most ``max_connections`` connections are open at once, by
+    default as many as the descriptor limit allows (poolwatch.web.connections).
 
     Raises StartupError naming the address when one is malformed or cannot be bound, or
     listing the problems of an invalid web config file; then nothing is left listening.
@@ -293,12 +310,26 @@ async def start_http_server(
     security = None
     if web_config_file is not None:
         try:
-            security = WebSecurity(web_config_file)
+            telemetry = app.get(TELEMETRY)
+            security = WebSecurity(
+                web_config_file,
+                auth=auth,
+                on_reload=None if telemetry is None else telemetry.record_web_config_reload,
+            )
         except WebConfigError as exc:
             raise StartupError(exc.one_line()) from None
         _install_security(app, security, interval=check_interval)
         log.info("web_config_loaded", **security.settings.summary())
     ssl_context = None if security is None else security.ssl_context
+    telemetry = app.get(TELEMETRY)
+    connections = Connections(
+        limit=connection_limit(descriptor_limit()) if max_connections is None else max_connections,
+        head_timeout=REQUEST_HEAD_TIMEOUT,
+        on_closed=(lambda reason: None)
+        if telemetry is None
+        else telemetry.record_http_connection_closed,
+    )
+    app.middlewares.insert(0, track_requests)
     runner = web.AppRunner(
         app,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -310,7 +341,7 @@ async def start_http_server(
     await runner.setup()
     try:
         for address, host, port in binds:
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+            site = GuardedSite(runner, host, port, connections=connections, ssl_context=ssl_context)
             try:
                 await site.start()
             except OSError as exc:

@@ -19,11 +19,23 @@ from datetime import UTC, datetime
 from poolwatch.documents import level_name
 from poolwatch.inventory import Inventory
 from poolwatch.model import GuestState, HostSnapshot, PoolGuest, PoolPolicy, PoolSnapshot
+from poolwatch.web.sparkline import sparkline
 
 # Display only, in percent, for pools without a threshold rule; with a rule, the bar follows the
 # rule's alarm level instead.
 WARN_PERCENT = 80
 CRIT_PERCENT = 90
+
+# What the two space columns measure, as their headings' tooltips say: the figures a ratio limit
+# ("85%") and a free-space limit ("< 20GiB") compare. They differ by the filesystem's reserve.
+_USED_TITLE = (
+    "allocation / capacity as libvirt reports them; ratio limits (85%) compare this. "
+    "Below the bar: the last hour"
+)
+_FREE_TITLE = (
+    "what guests can still write: the smaller of libvirt's available and the filesystem's "
+    "space for non-root users (f_bavail); free-space limits (< 20GiB) compare this"
+)
 
 # Bar colour classes by threshold level (0 ok, 1 warning, 2 critical).
 _BAR_CLASSES = ("ok", "warn", "crit")
@@ -117,6 +129,14 @@ td.name { font-weight: 600; overflow-wrap: break-word; min-width: 8ch; white-spa
 .bar.warn span { background: var(--warn); }
 .bar.crit span { background: var(--crit); }
 .pct { width: 3.2rem; text-align: right; font-variant-numeric: tabular-nums; }
+/* The sparkline under the bar: as wide as bar and percentage, stretched; the line keeps its
+   width. */
+.spark { display: block; width: 100%; height: 1.25rem; margin-top: .3rem; }
+.spark rect { fill: var(--track); }
+.spark polyline {
+  fill: none; stroke: var(--muted); stroke-width: 1.5; stroke-linejoin: round;
+  vector-effect: non-scaling-stroke;
+}
 .none { color: var(--muted); }
 footer { color: var(--muted); font-size: .8rem; }
 @media (max-width: 40rem) {
@@ -289,8 +309,8 @@ def _host_section(view: _HostView, now: float) -> str:
         return "".join(parts)
     parts.append(
         "<div class='scroll'><table>\n<thead><tr><th>Pool</th>"
-        "<th class='hide-narrow'>Type</th><th>State</th><th>Used</th>"
-        "<th class='num hide-narrow'>Size</th><th class='num'>Free</th>"
+        f"<th class='hide-narrow'>Type</th><th>State</th><th title='{_e(_USED_TITLE)}'>Used</th>"
+        f"<th class='num hide-narrow'>Size</th><th class='num' title='{_e(_FREE_TITLE)}'>Free</th>"
         "<th>Alarm</th><th>Forecast</th><th class='hide-narrow'>Autostart</th>"
         "<th class='num hide-narrow'>Volumes</th><th>Guests</th>"
         "<th class='hide-narrow'>Last action</th>"
@@ -328,7 +348,7 @@ def _pool_row(
         f"<td class='name' title='{_e(details)}'>{_e(pool.name)}</td>"
         f"<td class='hide-narrow'>{_e(pool.type)}</td>"
         f"<td class='state-{state}'>{state}</td>"
-        f"<td>{fill}</td>"
+        f"<td>{fill}{_fill_chart(pool, policy, now)}</td>"
         f"<td class='num hide-narrow'>{size}</td>"
         f"<td class='num'>{free}</td>"
         f"<td>{_alarm(policy)}</td>"
@@ -440,6 +460,21 @@ def _last_action(policy: PoolPolicy | None, now: float) -> str:
     if policy.last_action_at is not None:
         when = f" <span class='when'>{human_age(now - policy.last_action_at)}</span>"
     return f"{_e(policy.last_action)}{when}"
+
+
+def _fill_chart(pool: PoolSnapshot, policy: PoolPolicy | None, now: float) -> str:
+    """The pool's recent fill level as a sparkline; none while it is stopped (like its bar)
+    or has fewer than two samples."""
+    points = () if policy is None or not pool.active else policy.fill_history
+    if len(points) < 2:
+        return ""
+    percents = [round(ratio * 100) for _, ratio in points]
+    label = (
+        f"fill level of {pool.name} over the last {human_duration(now - points[0][0])}: "
+        f"{percents[0]} % to {percents[-1]} % (lowest {min(percents)} %, "
+        f"highest {max(percents)} %)"
+    )
+    return sparkline(points, label=label)
 
 
 def _fill_bar(ratio: float, level: int | None) -> str:

@@ -51,9 +51,13 @@ class WebSecurity:
         *,
         auth: Callable[[Mapping[str, bytes]], BasicAuth] = BasicAuth,
         clock: Callable[[], float] = time.monotonic,
+        on_reload: Callable[[bool], None] | None = None,
     ) -> None:
         self.path = path
         self._clock = clock
+        # Told every outcome (True for the load at start): the telemetry exports it, so a
+        # certificate renewal that failed shows on /metrics, not only in the log.
+        self._on_reload = on_reload
         self._stamps: dict[Path, FileStamp] = {}
         settings, context = read_web_config(path, self._stamps)
         self.settings = settings
@@ -63,6 +67,7 @@ class WebSecurity:
         self.auth = auth(settings.users)
         self._limiter = self._new_limiter(settings.rate_limit)
         self._warn_about(settings)
+        self._report(ok=True)
 
     @property
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -106,15 +111,21 @@ class WebSecurity:
             # The stamps of what failed: the next check retries only once something changes.
             self._stamps = stamps
             log.error("web_config_reload_failed", path=str(self.path), errors=exc.errors)
+            self._report(ok=False)
             return False
         self._stamps = stamps
         self._apply(settings, context)
         log.info("web_config_reloaded", **settings.summary())
         self._warn_about(settings)
+        self._report(ok=True)
         return True
 
     async def close(self) -> None:
         await self.auth.close()
+
+    def _report(self, *, ok: bool) -> None:
+        if self._on_reload is not None:
+            self._on_reload(ok)
 
     def _apply(self, settings: WebSettings, context: ssl.SSLContext | None) -> None:
         if self._listener is None or settings.tls is None or context is None:

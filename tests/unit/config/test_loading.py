@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from poolwatch.config import (
     load_config,
     parse_config,
 )
+from poolwatch.config.loading import MAX_CONFIG_BYTES
 from poolwatch.errors import ConfigError
 from tests.unit.config.support import error_of
 
@@ -40,8 +42,45 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read the file"):
+    with pytest.raises(ConfigError, match=r"not a regular file \(a directory\)"):
         load_config(tmp_path)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    # Opened, it would wait forever for a writer.
+    fifo = tmp_path / "poolwatch.toml"
+    os.mkfifo(fifo)
+
+    with pytest.raises(ConfigError, match=r"not a regular file \(a FIFO\)"):
+        load_config(fifo)
+
+
+def test_a_device_is_refused_unread() -> None:
+    # /dev/zero used to be read until memory ran out.
+    with pytest.raises(ConfigError, match=r"not a regular file \(a character device\)"):
+        load_config(Path("/dev/zero"))
+
+
+def test_a_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text("#" * MAX_CONFIG_BYTES + "\n")
+
+    with pytest.raises(ConfigError, match=r"larger than 1024 KiB \(1048577 bytes\)"):
+        load_config(path)
+
+
+def test_a_byte_order_mark_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "poolwatch.toml"
+    path.write_bytes(b'\xef\xbb\xbf[log]\nlevel = "debug"\n')
+
+    assert load_config(path).log.level == "debug"
+
+
+@pytest.mark.parametrize(
+    "value", ["[" * 10_000 + "]" * 10_000, "{a = " * 10_000 + "1" + "}" * 10_000]
+)
+def test_deep_nesting_is_a_config_error(value: str) -> None:
+    assert error_of(f"a = {value}") == "TOML syntax error: arrays or tables nested too deep"
 
 
 def test_non_utf8_file_is_rejected(tmp_path: Path) -> None:

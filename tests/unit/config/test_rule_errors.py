@@ -35,9 +35,9 @@ from tests.unit.config.support import DURATION_HINT, error_of
             'threshold[0].warning: must be a quoted string such as "85%" or "< 20GiB" (got 85)',
         ),
         (
-            '[[threshold]]\nwarning = "85%"\ncritical = "< 5GiB"',
-            'threshold[0].critical: must be the same kind as warning "85%": both used ratios '
-            'such as "85%" or both free space such as "< 20GiB" (got "< 5GiB")',
+            '[[threshold]]\nwarning = "85%"\ncritical = "< 5GiB"\nclear = "90%"',
+            'threshold[0].clear: must be less than warning "85%": a clear of "90%" reaches '
+            "beyond the threshold, so the level would never clear",
         ),
         (
             '[[threshold]]\nwarning = "95%"\ncritical = "85%"',

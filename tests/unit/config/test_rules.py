@@ -105,6 +105,11 @@ def test_no_policy_sections_mean_no_rules() -> None:
         ('warning = "80%"\nclear = "5%"', 0.05, 0),
         ('critical = "< 10GiB"\nclear = "512MiB"', 0.0, 512 * 2**20),
         ('time_to_full_warning = "1d"', 0.0, 0),  # no space limit: nothing to clear
+        # One limit of each kind: clear sets the margin of its own kind, the other keeps its
+        # default.
+        ('warning = "85%"\ncritical = "< 20GiB"', 0.02, GiB),
+        ('warning = "85%"\ncritical = "< 20GiB"\nclear = "5%"', 0.05, GiB),
+        ('warning = "< 50GiB"\ncritical = "95%"\nclear = "2GiB"', 0.02, 2 * GiB),
     ],
 )
 def test_clear_defaults_to_the_kind_of_the_limits(

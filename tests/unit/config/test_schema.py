@@ -128,9 +128,11 @@ def test_shipped_example_documents_working_policies() -> None:
         ThresholdRule(
             selector=Selector("*"),
             warning=UsedRatio(0.85),
-            critical=UsedRatio(0.95),
+            # Free space as the last line of defence: a ratio critical at 95 % would not fire
+            # before guests pause on an ext4 that reserves 5 % for root.
+            critical=FreeBelow(20 * GiB),
             clear_ratio=0.02,
-            clear_bytes=0,
+            clear_bytes=GiB,
             hold=300.0,
             time_to_full_warning=None,
             time_to_full_critical=None,
@@ -182,7 +184,7 @@ def test_full_file_is_read() -> None:
         uri = "qemu+ssh://root@kvm02/system"
 
         [poll]
-        interval = "250ms"
+        interval = "750ms"
         volumes_interval = "1h30m"
         refresh_interval = "0s"
         call_timeout = "1d"
@@ -202,7 +204,7 @@ def test_full_file_is_read() -> None:
     assert [c.key for c in config.connections] == ["kvm01", "qemu+ssh://kvm02/system"]
     assert config.connections[0].read_only is True
     assert config.poll == PollConfig(
-        interval=0.25,
+        interval=0.75,
         volumes_interval=5400.0,
         refresh_interval=0.0,
         call_timeout=86400.0,
@@ -320,6 +322,52 @@ def test_python_callers_pass_seconds() -> None:
     assert PollConfig(interval=0.5, refresh_interval=0).interval == 0.5
     with pytest.raises(ValidationError, match="invalid duration"):
         PollConfig(interval=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ('interval = "1ms"', 'poll.interval: must be at least "500ms" (got "1ms")'),
+        (
+            'volumes_interval = "999ms"',
+            'poll.volumes_interval: must be at least "1s" (got "999ms")',
+        ),
+        (
+            'refresh_interval = "10ms"',
+            'poll.refresh_interval: must be at least "1s", or "0s" to turn it off (got "10ms")',
+        ),
+        ('call_timeout = "99ms"', 'poll.call_timeout: must be at least "100ms" (got "99ms")'),
+    ],
+)
+def test_a_file_cannot_poll_libvirt_absurdly_often(setting: str, error: str) -> None:
+    # "1ms" was accepted: 790 polls a second against libvirtd.
+    assert error_of(f"[poll]\n{setting}") == error
+
+
+def test_the_minimums_themselves_are_accepted() -> None:
+    poll = parse_config(
+        '[poll]\ninterval = "500ms"\nvolumes_interval = "1s"\nrefresh_interval = "1s"\n'
+        'call_timeout = "100ms"',
+        source="t",
+    ).poll
+    assert (poll.interval, poll.volumes_interval, poll.refresh_interval, poll.call_timeout) == (
+        0.5,
+        1.0,
+        1.0,
+        0.1,
+    )
+
+
+@pytest.mark.parametrize("value", ['"99999999999999999999d"', '"366d"', '"8761h"'])
+def test_durations_over_a_year_are_refused(value: str) -> None:
+    assert error_of(f"[poll]\ninterval = {value}") == (
+        f"poll.interval: invalid duration {value}: longer than the maximum of 365d"
+    )
+
+
+def test_python_callers_cannot_pass_more_than_a_year_either() -> None:
+    with pytest.raises(ValidationError, match="longer than the maximum of 365d"):
+        PollConfig(interval=1e300)
 
 
 # --- web.listen -------------------------------------------------------------------------------

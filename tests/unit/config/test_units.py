@@ -49,6 +49,18 @@ def test_parse_duration_rejects_with_the_accepted_form(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["365d1s", "99999999999999999999d", "1" + "0" * 5000 + "s"])
+def test_parse_duration_refuses_more_than_a_year(text: str) -> None:
+    with pytest.raises(ValueError, match="longer than the maximum of 365d"):
+        parse_duration(text)
+
+
+def test_parse_duration_takes_a_year_and_ascii_digits_only() -> None:
+    assert parse_duration("365d") == 365 * 86400
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("\u0661\u0665s")  # Arabic-Indic "15"
+
+
 # --- sizes and ratios -------------------------------------------------------------------------
 
 

@@ -1,0 +1,10 @@
+"""The local fast path: figures of pools whose target poolwatch can see, read from the filesystem.
+
+A pool takes it when its connection is to this host's libvirtd, its type is ``dir``, ``fs`` or
+``netfs``, and its target is visible here (an ``fs``/``netfs`` target mounted in poolwatch's
+mount namespace). Its capacity, allocation and available then come from ``statvfs`` on every
+info poll (``space``), its volumes' allocation and physical size from ``stat()`` (``files``,
+``volumes``), new and removed files within a second (``inotify``, ``refresher``), and a slow
+sweep through libvirt counts where the two disagree (``corrections``). libvirt stays the truth:
+nothing here imports it, and what it cannot see falls back to libvirt's own figures.
+"""

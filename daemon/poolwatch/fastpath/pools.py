@@ -1,0 +1,198 @@
+"""Which pools of one connection take the fast path, and what it reads for them.
+
+The watcher makes every reading of a pool a snapshot here: with the figures of ``space``, a
+``PoolSpace`` where the pool is on the fast path (its directory then watched for files that come
+and go), or libvirt's where it is not. ``scan`` and ``sweep`` read its volumes; the sweep also
+compares the pool's figures with libvirt's own after a refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from poolwatch.fastpath.corrections import Correction, pool_corrections
+from poolwatch.fastpath.inotify import DirectoryChanges
+from poolwatch.fastpath.refresher import PoolRefresher
+from poolwatch.fastpath.space import PoolSpace, TargetDevices, pool_space
+from poolwatch.fastpath.volumes import FastPathUnavailable, VolumeFollower
+from poolwatch.filesystem import FILESYSTEM_POOL_TYPES, stat_target
+from poolwatch.model import FilesystemStat, PoolSnapshot, VolumeScan
+from poolwatch.source import PoolReading, StorageSource
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """One pool read through libvirt alone, and where the fast path disagreed with it."""
+
+    reading: PoolReading | None  # None: the pool's figures were not compared (read-only)
+    scan: VolumeScan | None  # None: the volumes could not be compared (files unreadable)
+    corrections: list[Correction]
+
+
+class LocalPools:
+    def __init__(
+        self,
+        source: StorageSource,
+        executor: concurrent.futures.Executor,
+        *,
+        enabled: bool,
+        timeout: Callable[[], float],
+        rescan: Callable[[str], None],
+    ) -> None:
+        self._source = source
+        self._executor = executor
+        self._enabled = enabled
+        self._timeout = timeout
+        self._devices = TargetDevices()
+        self._volumes = VolumeFollower(source, executor, timeout=timeout)
+        self._refresher = PoolRefresher(self._refresh, rescan)
+        self._changes = DirectoryChanges(self._refresher.changed)
+        self._on: set[str] = set()  # pools on the fast path as of their last reading
+
+    def snapshot(
+        self,
+        host: str,
+        reading: PoolReading,
+        target: tuple[FilesystemStat | None, bool | None],
+        scan: VolumeScan | None,
+        last_refresh: float | None,
+        now: float,
+    ) -> PoolSnapshot:
+        """The pool as the inventory keeps it: ``target`` is its filesystem and whether it is
+        mounted, ``scan`` its volumes (dropped if it is not running)."""
+        filesystem, mounted = target
+        space = self.space(reading, filesystem)
+        return PoolSnapshot(
+            host=host,
+            name=reading.name,
+            uuid=reading.uuid,
+            type=reading.type,
+            target_path=reading.target_path,
+            source=reading.source,
+            state=reading.state,
+            active=reading.active,
+            persistent=reading.persistent,
+            autostart=reading.autostart,
+            capacity=reading.capacity if space is None else space.capacity,
+            allocation=reading.allocation if space is None else space.allocation,
+            available=reading.available if space is None else space.available,
+            filesystem=filesystem,
+            volumes=scan if reading.active else None,
+            last_refresh=last_refresh,
+            target_mounted=mounted,
+            read_at=now,
+            fast_path=space is not None,
+        )
+
+    def space(self, reading: PoolReading, filesystem: FilesystemStat | None) -> PoolSpace | None:
+        """The pool's figures from statvfs, or None where they must come from libvirt."""
+        name = reading.name
+        if not self._enabled or not reading.active or reading.type not in FILESYSTEM_POOL_TYPES:
+            self.forget(name)
+            return None
+        if filesystem is None:  # not visible here: not mounted in our namespace, or gone
+            self._leave(name, reason="target not visible")
+            self._devices.forget(name)
+            return None
+        if not self._devices.same(name, reading.uuid, filesystem.device):
+            # Kept off until the pool restarts: the pin stays.
+            self._leave(name, reason="target moved to another filesystem")
+            return None
+        self._on.add(name)
+        # Another client's changes reach libvirt only through its refresh: a read-only
+        # connection cannot refresh, so watching files would only cost a useless scan.
+        if not self._source.read_only:
+            self._changes.watch(name, reading.target_path)
+        return pool_space(filesystem)
+
+    def forget(self, pool: str) -> None:
+        """The pool stopped or went away: nothing of its run is kept."""
+        self._devices.forget(pool)
+        self._volumes.forget(pool)
+        self._changes.unwatch(pool)
+        self._on.discard(pool)
+
+    def can_restat(self, pool: PoolSnapshot, volume_count: int | None) -> bool:
+        """Whether the pool's known volumes are all it has: stat() alone brings them up to date."""
+        known = self._volumes.known(pool.name, pool.uuid)
+        return pool.fast_path and known is not None and known == volume_count
+
+    async def scan(
+        self, pool: PoolSnapshot, *, limit: int, listed: bool = True
+    ) -> VolumeScan | None:
+        """The pool's volumes from their files; None where libvirt must be asked instead.
+        ``listed``: ask libvirt for their names first, else only stat() the volumes known."""
+        try:
+            found = await self._volumes.scan(
+                pool.name, pool.uuid, pool.target_path, limit=limit, listed=listed
+            )
+        except FastPathUnavailable as exc:
+            log.warning("fastpath_volumes_unavailable", pool=pool.name, error=str(exc))
+            self._volumes.forget(pool.name)
+            return None
+        if found.vanished and not self._source.read_only:
+            self._refresher.changed(pool.name)  # files gone behind libvirt's back
+        return found.scan
+
+    async def sweep(self, pool: PoolSnapshot, *, limit: int, log: Any) -> Sweep:
+        """Read the pool through libvirt alone; count where the fast path disagreed."""
+        corrections: list[Correction] = []
+        reading = None
+        if not self._source.read_only:
+            # Counted only if the filesystem did not change around the refresh: a guest
+            # writing meanwhile is not a disagreement.
+            before = await self._statvfs(pool)
+            await self._source.refresh_pool(pool.name)
+            reading = await self._source.read_pool(pool.name)
+            after = await self._statvfs(pool)
+            if before is not None and before == after and reading.active:
+                libvirt = PoolSpace(reading.capacity, reading.allocation, reading.available)
+                corrections += pool_corrections(pool.name, pool_space(before), libvirt)
+        scan = None
+        try:
+            scan, found = await self._volumes.sweep(pool.name, pool.uuid, limit=limit)
+            corrections += found
+        except FastPathUnavailable as exc:
+            log.warning("fastpath_volumes_unavailable", pool=pool.name, error=str(exc))
+        for fix in corrections:
+            log.warning(
+                "fastpath_correction",
+                pool=fix.pool,
+                field=fix.field,
+                volume=fix.volume,
+                fast_path=fix.fast_path,
+                libvirt=fix.libvirt,
+            )
+        return Sweep(reading, scan, corrections)
+
+    async def close(self) -> None:
+        await self._refresher.close()
+        self._changes.close()
+
+    def _leave(self, name: str, *, reason: str) -> None:
+        if name in self._on:
+            log.warning("fastpath_left", pool=name, reason=reason)
+            self._on.discard(name)
+        self._volumes.forget(name)
+        self._changes.unwatch(name)
+
+    async def _refresh(self, name: str) -> None:
+        await self._source.refresh_pool(name, urgent=True)
+
+    async def _statvfs(self, pool: PoolSnapshot) -> FilesystemStat | None:
+        future = asyncio.get_running_loop().run_in_executor(
+            self._executor, stat_target, pool.type, pool.target_path
+        )
+        try:
+            async with asyncio.timeout(self._timeout()):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            return None

@@ -1,0 +1,257 @@
+"""A pristine Debian 12 that boots systemd, for installing the .deb as an operator would.
+
+Owns the cached base root (debootstrap's default variant, the host's Debian mirror, no compiler,
+no pip) and the per-test copy of it booted with `systemd-nspawn --boot`: starting it, running
+commands inside as root, and stopping and deleting it. The approach is that of
+../shared/tools/systemd-host, with one difference: the container has a private network (only
+loopback), so the poolwatch it runs cannot clash with ports on this machine, and "no network
+beyond Debian's archive" is shown by having no network at all. That works because the base
+keeps apt's index lists and the archive's .debs that the installs need (BASE_DOWNLOADS),
+downloaded once when the base is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+CACHE_DIR = Path(os.environ.get("POOLWATCH_TEST_CACHE", "/var/cache/poolwatch-test"))
+SUITE = "bookworm"
+BASE_REV = "1"  # bump to rebuild every cached base
+# What the tests install inside from Debian's archive: libvirt for a KVM host and curl for the
+# checks (without the recommended QEMU, firmware and GPU drivers: 80 packages instead of 400);
+# then what `apt install ./poolwatch_*.deb` adds, recommends included: python3 (libvirt0 comes
+# with libvirt-daemon-system).
+KVM_HOST_PACKAGES = "libvirt-daemon-system libvirt-clients curl"
+BASE_DOWNLOADS = (
+    f"apt-get -q -y install --download-only --no-install-recommends {KVM_HOST_PACKAGES}",
+    "apt-get -q -y install --download-only python3",
+)
+INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NSPAWN_ARGS = ("--register=no", "--keep-unit", "--quiet")
+
+
+class HostError(Exception):
+    """The base could not be built or the container could not boot."""
+
+
+def prerequisites_problem() -> str | None:
+    """Why this machine cannot boot a Debian 12 container, or None."""
+    if os.geteuid() != 0:
+        return "booting a Debian 12 container needs root (debootstrap, systemd-nspawn)"
+    for tool in ("debootstrap", "systemd-nspawn", "nsenter", "tar", "apt-get"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (bash scripts/bootstrap.sh --test installs it)"
+    return None
+
+
+def _run(argv: list[str], log: Path, timeout: float) -> None:
+    with log.open("a") as out:
+        out.write(f"+ {' '.join(argv)}\n")
+        out.flush()
+        result = subprocess.run(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout
+        )
+    if result.returncode != 0:
+        raise HostError(f"{argv[0]} exited {result.returncode}, see {log}")
+
+
+def host_sources() -> list[tuple[str, str, str]]:
+    """The host's apt entries for the Debian 12 suites: (uri, suite, component)."""
+    with tempfile.TemporaryDirectory() as lists:
+        Path(lists, "partial").mkdir()
+        out = subprocess.run(
+            [
+                *("apt-get", "-o", f"Dir::State::Lists={lists}", "-o", "Debug::NoLocking=1"),
+                *("--print-uris", "update"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    sources = set()
+    for line in out.splitlines():
+        url = line.split("'")[1] if line.startswith("'") else ""
+        if "/dists/" not in url or "/binary-" not in url:
+            continue
+        uri, rest = url.split("/dists/", 1)
+        suite, component = rest.split("/")[0], rest.split("/")[1]
+        if suite == SUITE or suite.startswith(f"{SUITE}-"):
+            sources.add((uri, suite, component))
+    return sorted(sources)
+
+
+def _apt_sources(sources: list[tuple[str, str, str]]) -> str:
+    stanzas = []
+    for uri in sorted({uri for uri, _, _ in sources}):
+        suites = " ".join(sorted({s for u, s, _ in sources if u == uri}))
+        components = " ".join(sorted({c for u, _, c in sources if u == uri}))
+        stanzas.append(
+            f"Types: deb\nURIs: {uri}\nSuites: {suites}\nComponents: {components}\n"
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        )
+    return "\n".join(stanzas)
+
+
+def ensure_base() -> Path:
+    """The cached base tarball, built first if it is missing or its recipe or mirror changed
+    (a few minutes, once; later runs reuse it)."""
+    sources = host_sources()
+    mirror = next((uri for uri, suite, _ in sources if suite == SUITE), None)
+    if mirror is None:
+        raise HostError(f"the host's apt has no {SUITE} entry to take a mirror from")
+    stamp_text = f"rev={BASE_REV} downloads={'; '.join(BASE_DOWNLOADS)}\n{_apt_sources(sources)}"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tarball, stamp = CACHE_DIR / f"{SUITE}-systemd.tar", CACHE_DIR / f"{SUITE}-systemd.stamp"
+    with (CACHE_DIR / ".lock").open("w") as lock:
+        # Two test runs at once: the second waits for the first one's build.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tarball.exists() and stamp.exists() and stamp.read_text() == stamp_text:
+            return tarball
+        log = CACHE_DIR / "build.log"
+        log.write_text("")
+        with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="build.") as work:
+            root = Path(work, "root")
+            _run(["debootstrap", SUITE, str(root), mirror], log, timeout=1200)
+            (root / "etc/apt/sources.list").unlink(missing_ok=True)
+            (root / "etc/apt/sources.list.d/debian.sources").write_text(_apt_sources(sources))
+            shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+            downloads = " && ".join(("apt-get -q update", *BASE_DOWNLOADS))
+            _run(
+                [
+                    *("systemd-nspawn", *NSPAWN_ARGS, "-D", str(root), "--pipe"),
+                    *("env", "DEBIAN_FRONTEND=noninteractive", "bash", "-c", downloads),
+                ],
+                log,
+                timeout=1200,
+            )
+            (root / "etc/resolv.conf").write_text("")
+            tar = ["tar", "-C", str(root), "--numeric-owner", "-cpf", f"{tarball}.tmp", "."]
+            _run(tar, log, timeout=600)
+            os.replace(f"{tarball}.tmp", tarball)
+            stamp.write_text(stamp_text)
+        return tarball
+
+
+class DebianHost:
+    """A booted copy of the base: `run()` executes shell commands inside, as root."""
+
+    def __init__(self, root: Path, nspawn: subprocess.Popen[bytes], pid1: int) -> None:
+        self.root = root
+        self._nspawn = nspawn
+        self._pid1 = pid1
+
+    def run(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run a bash command inside (cwd /root), returning its exit code and output."""
+        return subprocess.run(
+            [
+                *("nsenter", "-t", str(self._pid1), "-a", "env", "-i", "HOME=/root"),
+                *(f"PATH={INSIDE_PATH}", "LANG=C.UTF-8", "TERM=dumb"),
+                *("DEBIAN_FRONTEND=noninteractive", "bash", "-c", f"cd /root && {command}"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def check(self, command: str, timeout: float = 300) -> str:
+        """Run a command that must succeed; its output."""
+        result = self.run(command, timeout)
+        assert result.returncode == 0, (
+            f"{command!r} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+        return result.stdout
+
+    def wait_for(self, command: str, timeout: float = 60) -> str:
+        """Run a command until it succeeds (the service reaches a state in its own time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.run(command)
+            if result.returncode == 0:
+                return result.stdout
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{command!r} still fails after {timeout}s:\n{result.stdout}{result.stderr}"
+                )
+            time.sleep(1)
+
+    def copy_in(self, path: Path) -> str:
+        """Put a file from this machine into the container's /root; its path inside."""
+        shutil.copy(path, self.root / "root" / path.name)
+        return f"/root/{path.name}"
+
+    def stop(self) -> None:
+        # nspawn turns SIGTERM into an orderly poweroff of the container's systemd.
+        with contextlib.suppress(ProcessLookupError):
+            self._nspawn.send_signal(signal.SIGTERM)
+        try:
+            self._nspawn.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._nspawn.kill()
+            self._nspawn.wait()
+
+
+def _find_pid1(nspawn: subprocess.Popen[bytes], timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and nspawn.poll() is None:
+        children = Path(f"/proc/{nspawn.pid}/task/{nspawn.pid}/children")
+        with contextlib.suppress(OSError):
+            for pid in children.read_text().split():
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return int(pid)
+        time.sleep(0.5)
+    return None
+
+
+@contextlib.contextmanager
+def booted_host(logs: Path, hostname: str = "poolhost") -> Iterator[DebianHost]:
+    """A fresh copy of the base, booted with its own systemd and a private network, until the
+    block ends; then powered off and deleted. Raises HostError when it does not boot."""
+    tarball = ensure_base()
+    logs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="poolwatch-deb.") as work:
+        root = Path(work, "root")
+        root.mkdir()
+        tar = ["tar", "-C", str(root), "--numeric-owner", "-xpf", str(tarball)]
+        _run(tar, logs / "setup.log", timeout=600)
+        (root / "etc/hostname").write_text(f"{hostname}\n")
+        boot_log = (logs / "boot.log").open("w")
+        nspawn = subprocess.Popen(
+            [
+                *("systemd-nspawn", *NSPAWN_ARGS, "-D", str(root), "--private-network"),
+                *("--boot", "--console=pipe"),
+            ],
+            stdout=boot_log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        host = None
+        try:
+            pid1 = _find_pid1(nspawn, timeout=30)
+            if pid1 is None:
+                raise HostError(f"the container did not boot, see {logs / 'boot.log'}")
+            host = DebianHost(root, nspawn, pid1)
+            try:
+                host.wait_for(
+                    "s=$(systemctl is-system-running); [ $s = running ] || [ $s = degraded ]", 90
+                )
+            except AssertionError as exc:
+                raise HostError(f"the container's systemd did not finish booting: {exc}") from exc
+            yield host
+        finally:
+            if host is not None:
+                host.stop()
+            elif nspawn.poll() is None:
+                nspawn.kill()
+                nspawn.wait()
+            boot_log.close()
