@@ -38,7 +38,13 @@ from poolwatch.watcher import Watcher
 # Every libvirt-python method the readers use that is a round trip to libvirtd. name(),
 # UUIDString() and the listing's object construction are local.
 RPC_METHODS: dict[type, tuple[str, ...]] = {
-    libvirt.virConnect: ("listAllStoragePools", "storagePoolLookupByName"),
+    libvirt.virConnect: (
+        "listAllStoragePools",
+        "storagePoolLookupByName",
+        "listAllDomains",
+        "lookupByUUIDString",
+    ),
+    libvirt.virDomain: ("state", "XMLDesc", "diskErrors", "resume", "destroy"),
     libvirt.virStoragePool: (
         "info",
         "numOfVolumes",

@@ -14,12 +14,15 @@ APT_PACKAGES=(libvirt-dev pkg-config gcc python3-venv python3-dev)
 # Alertmanager and amtool (prometheus-alertmanager) and headless Chromium; the systemd unit is
 # checked with systemd-analyze (systemd), the polkit rule evaluated with node (nodejs), and the
 # TLS tests make their certificates with openssl; the fast-path tests make qcow2 images with
-# qemu-img (qemu-utils). The package tier builds the .deb (scripts/package.sh: debhelper,
-# dh-virtualenv, lintian...) and boots a Debian 12 root made by debootstrap with systemd-nspawn
-# (systemd-container).
+# qemu-img (qemu-utils). The real-guest tests boot a QEMU guest (qemu-system-x86, TCG) from a
+# busybox initramfs (busybox-static) and a Debian kernel they download (not install) with
+# apt-get; depmod (kmod) indexes its modules. The package tier builds the .deb
+# (scripts/package.sh: debhelper, dh-virtualenv, lintian...) and boots a Debian 12 root made by
+# debootstrap with systemd-nspawn (systemd-container).
 TEST_PACKAGES=(libvirt-daemon libvirt-clients e2fsprogs util-linux mount prometheus
-  prometheus-alertmanager systemd qemu-utils chromium nodejs openssl build-essential dpkg-dev
-  fakeroot debhelper dh-virtualenv lintian debootstrap systemd-container)
+  prometheus-alertmanager systemd qemu-utils qemu-system-x86 busybox-static kmod chromium nodejs
+  openssl build-essential dpkg-dev fakeroot debhelper dh-virtualenv lintian debootstrap
+  systemd-container)
 if [ "${1:-}" = "--test" ]; then
   APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 fi

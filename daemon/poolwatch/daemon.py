@@ -60,6 +60,7 @@ def _policy_rules(config: Config) -> PolicyRules:
     return PolicyRules(
         thresholds=config.threshold_rules(),
         autostart=config.autostart_rules(),
+        resume=config.resume_rules(),
         hooks=config.hook_definitions(),
     )
 
@@ -114,6 +115,7 @@ class Daemon:
             version=__version__,
             libvirt_version=library_version(),
             python_version=platform.python_version(),
+            max_guests_per_pool=lambda: self._config.poll.max_volumes_per_pool,
             log_lines_dropped=lambda: 0 if self._log_output is None else self._log_output.dropped,
         )
         registry.register(collector)

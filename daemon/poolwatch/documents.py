@@ -16,7 +16,14 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
-from poolwatch.model import FilesystemStat, HostSnapshot, PoolPolicy, PoolSnapshot, VolumeScan
+from poolwatch.model import (
+    FilesystemStat,
+    HostSnapshot,
+    PoolGuest,
+    PoolPolicy,
+    PoolSnapshot,
+    VolumeScan,
+)
 
 if TYPE_CHECKING:
     from poolwatch.inventory import Inventory
@@ -72,6 +79,15 @@ class PolicyDoc(TypedDict):
     last_action_at: float | None
 
 
+class GuestDoc(TypedDict):
+    name: str
+    uuid: str
+    state: str  # running, paused, paused_io_error, shut_off
+    disks: list[str]  # the guest's disk targets (vda, ...) in this pool
+    io_error: str  # why one of those disks paused the guest: "enospc", "eio", ...; else ""
+    changed_at: float  # when poolwatch saw its state change last
+
+
 class PoolDoc(TypedDict):
     host: str
     name: str
@@ -99,6 +115,7 @@ class PoolDoc(TypedDict):
     last_refresh: float | None
     read_at: float
     policy: PolicyDoc | None  # what the policies say; null when they say nothing on the pool
+    guests: list[GuestDoc]  # guests with a disk in the pool, by name
 
 
 class HostDoc(TypedDict):
@@ -124,6 +141,7 @@ class EventDoc(TypedDict):
     detail: str
     action: str | None  # kind "action" only, else null: start_pool, set_autostart, hook:NAME
     result: str | None  # kind "action" only, else null: ok, failed, timeout, dropped, dry_run
+    guest: str | None  # guest events (guest_paused, guest_resumed) and guest actions
 
 
 class EventsDoc(TypedDict):
@@ -153,6 +171,7 @@ def events_document(activity: Iterable[Activity], *, limit: int) -> EventsDoc:
                 "detail": a.detail,
                 "action": a.action,
                 "result": a.result,
+                "guest": a.guest,
             }
             for a in newest_first
         ]
@@ -171,14 +190,23 @@ def _host_doc(
         "synced": host.synced,
         "last_poll_success": host.last_poll_success,
         "pools": [
-            pool_document(pools[name], with_volumes=with_volumes, policy=policies.get(name))
+            pool_document(
+                pools[name],
+                with_volumes=with_volumes,
+                policy=policies.get(name),
+                guests=host.pool_guests.get(name, ()),
+            )
             for name in sorted(pools)
         ],
     }
 
 
 def pool_document(
-    pool: PoolSnapshot, *, with_volumes: bool, policy: PoolPolicy | None = None
+    pool: PoolSnapshot,
+    *,
+    with_volumes: bool,
+    policy: PoolPolicy | None = None,
+    guests: tuple[PoolGuest, ...] = (),
 ) -> PoolDoc:
     active = pool.active
     # What /metrics leaves out for a stopped pool, this leaves out too (see PoolDoc).
@@ -206,13 +234,25 @@ def pool_document(
         "last_refresh": pool.last_refresh,
         "read_at": pool.read_at,
         "policy": None if policy is None else policy_document(policy),
+        "guests": [guest_document(guest) for guest in guests],
     }
 
 
-def hook_snapshot(pool: PoolSnapshot) -> PoolDoc:
+def guest_document(guest: PoolGuest) -> GuestDoc:
+    return {
+        "name": guest.name,
+        "uuid": guest.uuid,
+        "state": guest.state.value,
+        "disks": list(guest.disks),
+        "io_error": guest.io_error,
+        "changed_at": guest.changed_at,
+    }
+
+
+def hook_snapshot(pool: PoolSnapshot, guests: tuple[PoolGuest, ...] = ()) -> PoolDoc:
     """The pool as a hook event describes it (the webhook body's ``snapshot``): its entry in
-    the pools document, without the volume list and without the policies' view."""
-    return pool_document(pool, with_volumes=False)
+    the pools document with its guests, without the volume list and the policies' view."""
+    return pool_document(pool, with_volumes=False, guests=guests)
 
 
 def policy_document(policy: PoolPolicy) -> PolicyDoc:

@@ -14,7 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from poolwatch.model import HostSnapshot, PoolPolicy, PoolSnapshot
+from poolwatch.model import (
+    GuestSnapshot,
+    HostSnapshot,
+    PoolPolicy,
+    PoolSnapshot,
+    guests_by_pool,
+)
 
 
 class Inventory:
@@ -84,19 +90,21 @@ class Inventory:
     def replace_pools(self, key: str, pools: Mapping[str, PoolSnapshot]) -> None:
         """A complete view of the host's pools: pools not in it are gone."""
         host = self._hosts[key]
-        self._hosts[key] = replace(
-            host, pools=dict(pools), last_poll_success=self._clock(), synced=True
+        self._set(
+            key,
+            replace(host, pools=dict(pools), last_poll_success=self._clock(), synced=True),
+            pools_changed=True,
         )
-        self._bump()
 
     def put_pool(self, key: str, pool: PoolSnapshot) -> None:
         host = self._hosts[key]
         if host.pools.get(pool.name) == pool:
             return
         pools = dict(host.pools)
+        previous = pools.get(pool.name)
         pools[pool.name] = pool
-        self._hosts[key] = replace(host, pools=pools)
-        self._bump()
+        moved = previous is None or previous.target_path != pool.target_path
+        self._set(key, replace(host, pools=pools), pools_changed=moved)
 
     def drop_pool(self, key: str, name: str) -> None:
         host = self._hosts[key]
@@ -104,8 +112,28 @@ class Inventory:
             return
         pools = dict(host.pools)
         del pools[name]
-        self._hosts[key] = replace(host, pools=pools)
-        self._bump()
+        self._set(key, replace(host, pools=pools), pools_changed=True)
+
+    def replace_guests(self, key: str, guests: Mapping[str, GuestSnapshot]) -> None:
+        """A complete view of the host's guests (by uuid): guests not in it are gone."""
+        host = self._hosts[key]
+        self._set(key, replace(host, guests=dict(guests), guests_synced=True), pools_changed=True)
+
+    def put_guest(self, key: str, guest: GuestSnapshot) -> None:
+        host = self._hosts[key]
+        if host.guests.get(guest.uuid) == guest:
+            return
+        guests = dict(host.guests)
+        guests[guest.uuid] = guest
+        self._set(key, replace(host, guests=guests), pools_changed=True)
+
+    def drop_guest(self, key: str, uuid: str) -> None:
+        host = self._hosts[key]
+        if uuid not in host.guests:
+            return
+        guests = dict(host.guests)
+        del guests[uuid]
+        self._set(key, replace(host, guests=guests), pools_changed=True)
 
     def set_policy(self, key: str, pool: str, policy: PoolPolicy | None) -> None:
         policies = self._policies.setdefault(key, {})
@@ -115,6 +143,14 @@ class Inventory:
             del policies[pool]
         else:
             policies[pool] = policy
+        self._bump()
+
+    def _set(self, key: str, host: HostSnapshot, *, pools_changed: bool) -> None:
+        """Store ``host``, with its pools' guests worked out again when the pools or guests
+        changed in a way that can move a disk (a volume rescan cannot)."""
+        if pools_changed:
+            host = replace(host, pool_guests=guests_by_pool(host.pools, host.guests))
+        self._hosts[key] = host
         self._bump()
 
     def _bump(self) -> None:

@@ -125,6 +125,105 @@ class PoolEvent:
     at: float  # unix time it reached poolwatch
 
 
+class GuestState(enum.StrEnum):
+    """A guest's state as poolwatch_pool_guests{state=...} counts it."""
+
+    RUNNING = "running"  # also blocked and shutting down: the guest still runs
+    PAUSED = "paused"  # paused by an operator, a migration, a snapshot, power management
+    PAUSED_IO_ERROR = "paused_io_error"  # paused by QEMU on a disk error: ENOSPC, EIO
+    SHUT_OFF = "shut_off"  # defined but not running (also crashed)
+
+
+class GuestEventKind(enum.StrEnum):
+    """Domain events poolwatch follows, as /api/v1/events names them."""
+
+    DEFINED = "guest_defined"
+    UNDEFINED = "guest_undefined"
+    STARTED = "guest_started"
+    STOPPED = "guest_stopped"
+    PAUSED = "guest_paused"
+    RESUMED = "guest_resumed"
+    DEVICE_CHANGED = "guest_device_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class GuestDisk:
+    """One disk of a guest, where its data lives: a pool volume or a path."""
+
+    target: str  # the guest's device name: vda, sdb
+    alias: str = ""  # libvirt's device alias (virtio-disk0) while the guest runs
+    pool: str = ""  # <source pool= volume=> disks
+    volume: str = ""
+    path: str = ""  # <source file=> or <source dev=> disks
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSnapshot:
+    """One guest (libvirt domain, running or only defined) as last read."""
+
+    name: str
+    uuid: str
+    state: GuestState
+    disks: tuple[GuestDisk, ...]
+    # Disks QEMU stopped the guest on, target -> reason ("enospc", "eio", "unspecified"),
+    # while it is paused on an I/O error.
+    io_errors: Mapping[str, str] = field(default_factory=dict)
+    changed_at: float = 0.0  # unix time its state was last seen to change
+
+
+@dataclass(frozen=True, slots=True)
+class PoolGuest:
+    """A guest as seen from one pool: which of its disks live there, and whether one of them
+    stopped it."""
+
+    name: str
+    uuid: str
+    state: GuestState
+    disks: tuple[str, ...]  # the guest's targets (vda, ...) in this pool
+    io_error: str  # the reason one of those disks paused the guest ("enospc"), else ""
+    changed_at: float
+
+
+def pool_of_disk(disk: GuestDisk, pools: Mapping[str, PoolSnapshot]) -> str | None:
+    """The pool a disk lives in: named in its source, or the pool whose target holds its path
+    (a dir, fs or netfs pool's files, a logical pool's /dev/VG/LV); None if in none."""
+    if disk.pool:
+        return disk.pool if disk.pool in pools else None
+    if not disk.path:
+        return None
+    best: str | None = None
+    best_len = -1
+    for pool in pools.values():
+        target = pool.target_path.rstrip("/")
+        # The longest target wins: a pool nested in another pool's directory owns its files.
+        if target and disk.path.startswith(target + "/") and len(target) > best_len:
+            best, best_len = pool.name, len(target)
+    return best
+
+
+def guests_by_pool(
+    pools: Mapping[str, PoolSnapshot], guests: Mapping[str, GuestSnapshot]
+) -> dict[str, tuple[PoolGuest, ...]]:
+    """Every pool's guests, sorted by name: the mapping the inventory keeps with each host."""
+    found: dict[str, list[PoolGuest]] = {}
+    for guest in guests.values():
+        targets: dict[str, list[str]] = {}
+        for disk in guest.disks:
+            pool = pool_of_disk(disk, pools)
+            if pool is not None:
+                targets.setdefault(pool, []).append(disk.target)
+        for pool, disks in targets.items():
+            reason = next((guest.io_errors[d] for d in disks if d in guest.io_errors), "")
+            if not reason and guest.state is GuestState.PAUSED_IO_ERROR and not guest.io_errors:
+                reason = "unspecified"  # paused on an error libvirt did not attribute to a disk
+            found.setdefault(pool, []).append(
+                PoolGuest(
+                    guest.name, guest.uuid, guest.state, tuple(disks), reason, guest.changed_at
+                )
+            )
+    return {pool: tuple(sorted(entries, key=lambda g: g.name)) for pool, entries in found.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class HostSnapshot:
     """Everything known about one libvirt connection."""
@@ -136,6 +235,10 @@ class HostSnapshot:
     last_poll_success: float | None = None  # unix time of the last complete info poll
     synced: bool = False  # one full poll completed since start (readiness)
     connected_at: float | None = None  # unix time of the last (re)connect
+    guests: Mapping[str, GuestSnapshot] = field(default_factory=dict)  # by uuid
+    guests_synced: bool = False  # the guests were listed once since the last (re)connect
+    # Derived from pools and guests by the inventory whenever either changes, never per read.
+    pool_guests: Mapping[str, tuple[PoolGuest, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

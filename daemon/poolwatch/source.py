@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from poolwatch.model import PoolEventKind, PoolState, VolumeScan, VolumeSnapshot
+from poolwatch.model import (
+    GuestEventKind,
+    GuestSnapshot,
+    PoolEventKind,
+    PoolState,
+    VolumeScan,
+    VolumeSnapshot,
+)
 
 
 class SourceUnavailable(Exception):
@@ -20,6 +27,10 @@ class SourceUnavailable(Exception):
 
 class PoolNotFound(Exception):
     """The pool is not (or no longer) defined."""
+
+
+class GuestNotFound(Exception):
+    """The guest (domain) is not, or no longer, defined."""
 
 
 class SourceError(Exception):
@@ -77,7 +88,29 @@ class PoolChanged:
     kind: PoolEventKind
 
 
-SourceEvent = Connected | Disconnected | PoolChanged
+@dataclass(frozen=True, slots=True)
+class GuestChanged:
+    """A domain lifecycle or device event; the guest is re-read by the watcher."""
+
+    name: str
+    uuid: str
+    kind: GuestEventKind
+    detail: str  # libvirt's detail in the operator's words: "ioerror", "user", "destroyed"
+
+
+@dataclass(frozen=True, slots=True)
+class GuestIOError:
+    """QEMU hit an I/O error on a guest's disk (VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON)."""
+
+    name: str
+    uuid: str
+    path: str  # the disk's source path as QEMU opened it
+    alias: str  # the disk's device alias (virtio-disk0)
+    action: str  # what QEMU did about it: "pause", "report", "ignore"
+    reason: str  # "enospc", "eio", "eperm", "message" ...
+
+
+SourceEvent = Connected | Disconnected | PoolChanged | GuestChanged | GuestIOError
 
 
 class StorageSource(Protocol):
@@ -124,3 +157,17 @@ class StorageSource(Protocol):
         """Start an inactive pool; a pool that already runs counts as started."""
 
     async def set_autostart(self, name: str, *, enabled: bool) -> None: ...
+
+    async def list_guests(self) -> list[GuestSnapshot]:
+        """Every domain, running and defined, with its disks (``changed_at`` left 0)."""
+        ...
+
+    async def read_guest(self, uuid: str) -> GuestSnapshot:
+        """Raises GuestNotFound when the domain is gone."""
+        ...
+
+    async def resume_guest(self, uuid: str) -> None:
+        """Resume a paused domain (needs a read-write connection)."""
+
+    async def destroy_guest(self, uuid: str) -> None:
+        """Force a domain off, as ``virsh destroy`` (needs a read-write connection)."""

@@ -44,6 +44,7 @@ COLUMNS = (
     "LEVEL",
     "FORECAST",
     "AUTOSTART",
+    "GUESTS",
     "LAST ACTION",
 )
 _RIGHT_ALIGNED = frozenset({"USED/SIZE", "FREE"})
@@ -203,6 +204,8 @@ class PoolRow:
     not_mounted: bool = False
     last_action: str | None = None
     last_action_at: float | None = None
+    guests: int = 0  # guests with a disk in the pool
+    paused: tuple[str, ...] = ()  # those paused, "name (enospc)" when a disk error did it
 
 
 def parse_pools(document: object, *, url: object = API_PATH) -> list[PoolRow]:
@@ -243,6 +246,14 @@ def _pool_row(host: str, up: bool, pool: Mapping[str, object]) -> PoolRow:
         capacity=_int(pool, "capacity", where) if active else None,
         free_bytes=_optional_int(pool, "free_bytes", where) if active else None,
     )
+    # A daemon from before the guests sends no "guests": read that as none.
+    listed = _list(pool, "guests", where) if pool.get("guests") is not None else []
+    guests = [_object(g, f"{where}.guests") for g in listed]
+    row = replace(
+        row,
+        guests=len(guests),
+        paused=tuple(_paused(g, f"{where}.guests") for g in guests if _is_paused(g)),
+    )
     # A daemon from before the policies sends no "policy": read that as "no rule applies".
     if pool.get("policy") is None:
         return row
@@ -266,6 +277,16 @@ def _pool_row(host: str, up: bool, pool: Mapping[str, object]) -> PoolRow:
         autostart_failures=_int(autostart, "failures", where),
         autostart_gave_up=_bool(autostart, "gave_up", where),
     )
+
+
+def _is_paused(guest: Mapping[str, object]) -> bool:
+    return str(guest.get("state", "")).startswith("paused")
+
+
+def _paused(guest: Mapping[str, object], where: str) -> str:
+    name = _str(guest, "name", where)
+    reason = guest.get("io_error")
+    return f"{name} ({reason})" if isinstance(reason, str) and reason else name
 
 
 class _Malformed(Exception):
@@ -368,8 +389,17 @@ def _cells(row: PoolRow, now: float) -> list[str]:
         printable(level),
         forecast,
         _autostart(row),
+        _guests(row),
         _last_action(row, now),
     ]
+
+
+def _guests(row: PoolRow) -> str:
+    if not row.guests:
+        return "-"
+    if not row.paused:
+        return str(row.guests)
+    return f"{row.guests}, paused: {', '.join(printable(p) for p in row.paused)}"
 
 
 def _autostart(row: PoolRow) -> str:

@@ -67,6 +67,7 @@ class ConnectionStats:
     pool_events: OrderedDict[str, dict[PoolEventKind, int]] = field(default_factory=OrderedDict)
     actions: dict[tuple[str, str, str], int] = field(default_factory=dict)  # pool, action, result
     autostart_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, result
+    guest_io_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, reason
     # (pool, field) -> times the sweep found libvirt's value differing from the fast path's
     fastpath_corrections: dict[tuple[str, str], int] = field(default_factory=dict)
     # pool name -> when it went, oldest first: its counters go GONE_POOL_RETENTION later
@@ -80,6 +81,7 @@ class ConnectionStats:
         self.fastpath_corrections = {
             c: n for c, n in self.fastpath_corrections.items() if c[0] != pool
         }
+        self.guest_io_errors = {c: n for c, n in self.guest_io_errors.items() if c[0] != pool}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +90,12 @@ class Activity:
 
     at: float
     host: str
-    kind: str  # a PoolEventKind value, "connected" / "disconnected", or "action"
+    kind: str  # a PoolEventKind or GuestEventKind value, "connected" / "disconnected", "action"
     pool: str | None = None
     detail: str = ""
     action: str | None = None  # for policy actions: what was done ...
     result: str | None = None  # ... and how it went: ok, failed, timeout, dropped, dry_run
+    guest: str | None = None  # for guest events and guest actions: the guest's name
 
 
 class Telemetry:
@@ -176,6 +179,33 @@ class Telemetry:
             Activity(at=event.at, host=event.host, kind=event.kind.value, pool=event.pool)
         )
 
+    def record_guest_event(
+        self, key: str, *, guest: str, pool: str | None, kind: str, detail: str
+    ) -> None:
+        """A guest paused or resumed, for /api/v1/events (once per pool it has disks in)."""
+        if key not in self._stats:
+            return
+        self._activity.append(
+            Activity(
+                at=self._clock(),
+                host=self._names[key],
+                kind=kind,
+                pool=pool,
+                detail=detail,
+                guest=guest,
+            )
+        )
+        self._changed()
+
+    def record_guest_io_error(self, key: str, *, pool: str, reason: str) -> None:
+        """An I/O error QEMU reported on a guest's disk in ``pool`` ("" for no watched pool)."""
+        stats = self._stats.get(key)
+        if stats is None:
+            return
+        counter = (pool, reason)
+        stats.guest_io_errors[counter] = stats.guest_io_errors.get(counter, 0) + 1
+        self._changed()
+
     def record_pool_gone(self, key: str, pool: str) -> None:
         """A pool went without an "undefined" event (a transient pool stopped, or a poll found
         it missing): its counters go after the retention, like an undefined pool's."""
@@ -203,7 +233,14 @@ class Telemetry:
         self._changed()
 
     def record_action(
-        self, key: str, pool: str, action: str, result: str, *, detail: str = ""
+        self,
+        key: str,
+        pool: str,
+        action: str,
+        result: str,
+        *,
+        detail: str = "",
+        guest: str | None = None,
     ) -> None:
         """A policy action carried out (or skipped): counted and kept for /api/v1/events."""
         stats = self._stats.get(key)
@@ -223,6 +260,7 @@ class Telemetry:
                 detail=detail,
                 action=action,
                 result=result,
+                guest=guest,
             )
         )
         self._changed()

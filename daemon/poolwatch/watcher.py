@@ -23,11 +23,14 @@ import structlog
 from poolwatch.addresses import default_host_name, without_credentials
 from poolwatch.fastpath.pools import LocalPools
 from poolwatch.filesystem import TargetInspector
+from poolwatch.guests import GuestTracker
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
 from poolwatch.source import (
     Connected,
     Disconnected,
+    GuestChanged,
+    GuestIOError,
     PoolChanged,
     PoolNotFound,
     PoolReading,
@@ -102,6 +105,16 @@ class Watcher:
             timeout=lambda: self.poll.call_timeout,
             rescan=self._request_scan,
         )
+        self._guests = GuestTracker(
+            key=key,
+            source=source,
+            inventory=inventory,
+            telemetry=telemetry,
+            host_name=lambda: self._host,
+            clock=clock,
+            spawn=self._spawn,
+            pool_errored=self._refresh_soon,
+        )
 
     @property
     def source(self) -> StorageSource:
@@ -116,6 +129,7 @@ class Watcher:
         """The connection is being removed: from now on nothing of this watcher's reaches the
         inventory or the telemetry; its run() task is cancelled next."""
         self._detached = True
+        self._guests.detach()
         for task in self._tasks:
             task.cancel()
 
@@ -183,6 +197,10 @@ class Watcher:
             self._connected = False
             if self._inventory.set_disconnected(self.key):
                 self._telemetry.record_disconnect(self.key, reason=event.reason)
+        elif isinstance(event, GuestChanged):
+            self._guests.on_changed(event)
+        elif isinstance(event, GuestIOError):
+            self._guests.on_io_error(event)
         else:
             self._on_pool_changed(event)
 
@@ -320,6 +338,8 @@ class Watcher:
         scanned: list[str] = []
         await self._timed("info", functools.partial(self._poll_info, scanned=scanned))
         skip = frozenset(scanned)
+        # Guests before volumes: which guests a full pool stopped must not wait for a scan.
+        await self._timed("guests", self._guests.resync)
         await self._timed("volumes", functools.partial(self._poll_volumes, skip=skip))
 
     async def _poll_info(self, *, scanned: list[str] | None = None) -> None:
@@ -396,6 +416,19 @@ class Watcher:
             if isinstance(result, BaseException):
                 raise result
 
+    def _refresh_soon(self, pool: str) -> None:
+        """A guest's write in the pool failed: libvirt's figures of the pool are those of its
+        last refresh, from before the guest filled it. Refresh now (its REFRESHED event re-reads
+        the pool), so the policies never act on space that is already gone."""
+        if not self._connected:
+            return
+        if self._source.read_only:
+            self._request_reread(pool, volumes=False)
+            return
+        self._spawn(
+            self._timed("refresh", functools.partial(self._poll_refresh, frozenset({pool})))
+        )
+
     async def _refresh_urgent(self) -> None:
         if self._urgent:
             await self._poll_refresh(only=self._urgent)
@@ -465,29 +498,8 @@ class Watcher:
         target: tuple[FilesystemStat | None, bool | None],
         scan: VolumeScan | None,
     ) -> PoolSnapshot:
-        filesystem, mounted = target
-        space = self._local.space(reading, filesystem)
-        return PoolSnapshot(
-            host=self._host,
-            name=reading.name,
-            uuid=reading.uuid,
-            type=reading.type,
-            target_path=reading.target_path,
-            source=reading.source,
-            state=reading.state,
-            active=reading.active,
-            persistent=reading.persistent,
-            autostart=reading.autostart,
-            capacity=reading.capacity if space is None else space.capacity,
-            allocation=reading.allocation if space is None else space.allocation,
-            available=reading.available if space is None else space.available,
-            filesystem=filesystem,
-            volumes=scan if reading.active else None,
-            last_refresh=self._last_refresh.get(reading.name),
-            target_mounted=mounted,
-            read_at=self._clock(),
-            fast_path=space is not None,
-        )
+        last_refresh, now = self._last_refresh.get(reading.name), self._clock()
+        return self._local.snapshot(self._host, reading, target, scan, last_refresh, now)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

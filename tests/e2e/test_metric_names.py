@@ -39,6 +39,11 @@ CONDITIONAL = {
     "poolwatch_pool_time_to_full_seconds": "growing pools only",
     # Only with a web config file (TLS, basic auth); the demo serves plain HTTP.
     "poolwatch_web_config_last_reload_successful": "with a web config file only",
+    # Per guest with a disk in a pool, and per I/O error QEMU reported: the demo host defines
+    # no guests (tests/embedded/test_guests_on_test_driver.py and
+    # tests/integration/test_guests.py show them).
+    "poolwatch_pool_guest_info": "guests only",
+    "poolwatch_guest_io_errors_total": "guest I/O errors only",
 }
 
 EXPORTER_SOURCES = sorted((REPO / "daemon" / "poolwatch" / "exporter").glob("*.py"))

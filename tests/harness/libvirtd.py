@@ -142,8 +142,15 @@ class Libvirtd:
     """
 
     def __init__(
-        self, tmpdir: str | os.PathLike[str] | None = None, *, start_timeout: float = START_TIMEOUT
+        self,
+        tmpdir: str | os.PathLike[str] | None = None,
+        *,
+        start_timeout: float = START_TIMEOUT,
+        qemu_conf: str | None = None,
     ) -> None:
+        """``qemu_conf``: the QEMU driver's qemu.conf (its /etc/libvirt/qemu.conf), for tests
+        that run real guests; None leaves the driver's defaults."""
+        self.qemu_conf = qemu_conf
         # /tmp rather than $TMPDIR: a unix socket path must stay under 108 bytes.
         self._owns_tmpdir = tmpdir is None
         self.tmpdir = Path(tmpdir or tempfile.mkdtemp(prefix="poolwatch-libvirtd-", dir="/tmp"))
@@ -183,6 +190,8 @@ class Libvirtd:
         for stale in [*self.sock_dir.iterdir(), self.pid_file]:
             stale.unlink(missing_ok=True)
         self.config_path.write_text(_CONFIG.format(sock=self.sock_dir, log=self.log_path))
+        if self.qemu_conf is not None:
+            (self.tmpdir / "etc" / "qemu.conf").write_text(self.qemu_conf)
 
         began = time.monotonic()
         deadline = began + self.start_timeout

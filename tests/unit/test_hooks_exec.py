@@ -53,6 +53,8 @@ async def test_exec_hook_gets_the_event_in_its_environment_and_nothing_else(
         "POOLWATCH_AVAILABLE_BYTES": "21474836480",
         "POOLWATCH_TIME_TO_FULL_SECONDS": "",
         "POOLWATCH_EPISODE": "ep-1",
+        "POOLWATCH_GUEST": "",
+        "POOLWATCH_GUESTS": "",
     }
 
 

@@ -115,6 +115,17 @@ async def test_every_run_is_one_policy_action_whatever_its_result() -> None:
         assert entry["log_level"] == ("error" if entry["action"] == "hook:gone" else expected)
 
 
+async def test_a_guest_actions_run_names_the_guest() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with running([sh("true", name="pager")]) as (runner, results):
+            runner.submit("pager", alarm(action="guest_paused", guest="db1"), on_result=results)
+            runner.submit("pager", alarm(), on_result=results)
+            await results.wait(2)
+    runs = {entry["alarm"]: entry for entry in hook_actions(logs)}
+    assert runs["guest_paused"]["guest"] == "db1"
+    assert "guest" not in runs["warning"]  # a pool's alarm concerns no one guest
+
+
 async def test_unknown_hook_is_failed() -> None:
     async with running({}) as (runner, results):
         runner.submit("nope", alarm(), on_result=results)

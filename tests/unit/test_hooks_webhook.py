@@ -83,8 +83,11 @@ async def test_webhook_retries_transient_errors_under_one_idempotency_key(transi
         "time_to_full_seconds",
         "episode",
         "snapshot",
+        "guest",
+        "guests",
         "sent_at",
     }
+    assert (body["guest"], body["guests"]) == (None, [])
     assert body["action"] == "critical"
     assert body["snapshot"] == {"name": "tank", "capacity_bytes": 100, "state": "running"}
     assert body["used_ratio"] == 0.8734

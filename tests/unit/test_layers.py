@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("config",),
     ("adapter",),
     ("inventory", "telemetry"),
+    ("guests",),
     ("watcher",),
     ("documents",),
     ("hooks",),

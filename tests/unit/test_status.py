@@ -9,6 +9,7 @@ import pytest
 
 from poolwatch.documents import pools_document
 from poolwatch.inventory import Inventory
+from poolwatch.model import GuestDisk, GuestSnapshot, GuestState
 from poolwatch.status import (
     BAR_WIDTH,
     COLUMNS,
@@ -75,6 +76,7 @@ def test_table_of_the_sample() -> None:
             f"{'LEVEL':<8}",
             f"{'FORECAST':<8}",
             f"{'AUTOSTART':<11}",
+            f"{'GUESTS':<6}",
             "LAST ACTION",
         ]
     )
@@ -100,6 +102,7 @@ def test_table_of_the_sample() -> None:
         "LEVEL": "CRITICAL",
         "FORECAST": "3h20m",
         "AUTOSTART": "boot",
+        "GUESTS": "-",
         "LAST ACTION": "hook:page enter_critical ok, 1m ago",
     }
     # A stopped pool: libvirt's stale figures are not drawn.
@@ -119,6 +122,22 @@ def test_table_of_the_sample() -> None:
         "-",
     )
     assert (images["LEVEL"], images["USED/SIZE"]) == ("WARNING", "85G/100G")
+
+
+def test_guests_and_the_paused_ones() -> None:
+    inventory = policy_inventory()
+    key = next(iter(inventory.hosts))
+    disk = (GuestDisk("vda", path="/var/lib/libvirt/default/vm.img"),)
+    guests = [
+        GuestSnapshot("web", "u1", GuestState.RUNNING, disk),
+        GuestSnapshot("db", "u2", GuestState.PAUSED_IO_ERROR, disk, io_errors={"vda": "enospc"}),
+    ]
+    inventory.replace_guests(key, {g.uuid: g for g in guests})
+    document = json.loads(json.dumps(pools_document(inventory)))
+    header, *lines = render_table(parse_pools(document), now=THEN).splitlines()
+    rows = [columns_of(line, header) for line in lines]
+    default = next(r for r in rows if r["POOL"] == "default")
+    assert default["GUESTS"] == "2, paused: db (enospc)"
 
 
 def test_columns_are_aligned_and_sized_to_their_content() -> None:

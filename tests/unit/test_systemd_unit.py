@@ -138,7 +138,8 @@ const polkit = {
 new Function("polkit", fs.readFileSync(process.argv[1], "utf8"))(polkit);
 const cases = JSON.parse(process.argv[2]);
 console.log(JSON.stringify(cases.map(([user, id, pool]) =>
-  rule({id: id, lookup: (key) => (key === "pool_name" ? pool : undefined)}, {user: user}))));
+  rule({id: id, lookup: (key) => (key === "pool_name" || key === "domain_name" ? pool : undefined)},
+       {user: user}))));
 """
 
 _GRANTED = [
@@ -154,11 +155,19 @@ _GRANTED = [
     "org.libvirt.api.storage-pool.write",
     "org.libvirt.api.storage-vol.getattr",
     "org.libvirt.api.storage-vol.read",
+    "org.libvirt.api.connect.search-domains",
+    "org.libvirt.api.domain.getattr",
+    "org.libvirt.api.domain.read",
+    "org.libvirt.api.domain.suspend",
 ]
 _REFUSED = [
     "org.libvirt.api.connect.write",
-    "org.libvirt.api.domain.getattr",
-    "org.libvirt.api.domain.read",
+    "org.libvirt.api.domain.read-secure",
+    "org.libvirt.api.domain.stop",
+    "org.libvirt.api.domain.start",
+    "org.libvirt.api.domain.write",
+    "org.libvirt.api.domain.delete",
+    "org.libvirt.api.domain.save",
     "org.libvirt.api.storage-pool.stop",
     "org.libvirt.api.storage-pool.delete",
     "org.libvirt.api.storage-pool.format",
@@ -212,3 +221,16 @@ def test_polkit_rule_can_narrow_autostart_to_named_pools(tmp_path: Path) -> None
         for pool in ("a", "b")
     ]
     assert _polkit_answers(narrowed, cases) == ["yes", "no", "yes", "no", "yes", "yes"]
+
+
+def test_polkit_rule_can_narrow_resumes_to_named_guests(tmp_path: Path) -> None:
+    text = POLKIT_RULE.read_text()
+    assert "var RESUME_GUESTS = null;" in text
+    narrowed = tmp_path / "50-poolwatch.rules"
+    narrowed.write_text(text.replace("var RESUME_GUESTS = null;", 'var RESUME_GUESTS = ["db"];'))
+    cases: list[list[str | None]] = [
+        ["poolwatch", f"org.libvirt.api.domain.{perm}", guest]
+        for perm in ("suspend", "read")
+        for guest in ("db", "web")
+    ]
+    assert _polkit_answers(narrowed, cases) == ["yes", "no", "yes", "yes"]

@@ -118,6 +118,7 @@ def test_counters_of_undefined_pools_go_after_the_retention(
             telemetry.record_pool_event(KEY, event(f"churn-{n}", kind))
     telemetry.record_pool_event(KEY, event("stays", PoolEventKind.STARTED))
     telemetry.record_action(KEY, "churn-1", "start_pool", "ok")
+    telemetry.record_guest_io_error(KEY, pool="churn-2", reason="enospc")
     stats = telemetry.stats(KEY)
     clock.now += GONE_POOL_RETENTION - 1
     telemetry.record_poll(KEY, "info", 0.01, ok=True)
@@ -129,6 +130,7 @@ def test_counters_of_undefined_pools_go_after_the_retention(
     assert list(stats.pool_events) == ["stays"]
     assert not stats.actions
     assert not stats.autostart_attempts
+    assert not stats.guest_io_errors
     assert telemetry.changes > before  # /metrics is rendered again without them
 
 

@@ -10,10 +10,11 @@ import pytest
 
 from poolwatch.config import PollConfig
 from poolwatch.inventory import Inventory
-from poolwatch.model import PoolEventKind, PoolState, VolumeScan, VolumeSnapshot
+from poolwatch.model import GuestSnapshot, PoolEventKind, PoolState, VolumeScan, VolumeSnapshot
 from poolwatch.source import (
     Connected,
     Disconnected,
+    GuestNotFound,
     PoolChanged,
     PoolNotFound,
     PoolReading,
@@ -54,6 +55,8 @@ class FakeSource:
         self.list_gate: asyncio.Event | None = None
         self.connected = False
         self.scans = 0
+        self.guests: dict[str, GuestSnapshot] = {}  # by uuid
+        self.resumed: list[str] = []
 
     @property
     def events(self) -> asyncio.Queue[SourceEvent]:
@@ -121,6 +124,23 @@ class FakeSource:
     async def set_autostart(self, name: str, *, enabled: bool) -> None:
         self._check()
         self.pools[name] = dataclasses.replace(self.pools[name], autostart=enabled)
+
+    async def list_guests(self) -> list[GuestSnapshot]:
+        self._check()
+        return list(self.guests.values())
+
+    async def read_guest(self, uuid: str) -> GuestSnapshot:
+        self._check()
+        if uuid not in self.guests:
+            raise GuestNotFound(uuid)
+        return self.guests[uuid]
+
+    async def resume_guest(self, uuid: str) -> None:
+        self._check()
+        self.resumed.append(uuid)
+
+    async def destroy_guest(self, uuid: str) -> None:
+        self._check()
 
 
 async def until(condition: Callable[[], bool], inventory: Inventory) -> None:

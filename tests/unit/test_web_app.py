@@ -242,7 +242,8 @@ async def test_pools_api_policies() -> None:
 
     default = pools[HOST_A, "default"]
     assert list(default) == list(PoolDoc.__annotations__)
-    assert list(default)[-1] == "policy"  # added last: earlier fields keep their places
+    # Fields are appended: earlier fields keep their places.
+    assert list(default)[-2:] == ["policy", "guests"]
     assert default["policy"] == {
         "level": "critical",
         "level_code": 2,
@@ -325,6 +326,7 @@ async def test_events_actions() -> None:
         "detail": "enter_critical",
         "action": "hook:page",
         "result": "ok",
+        "guest": None,
     }
     assert (start["action"], start["result"], start["detail"]) == (
         "start_pool",

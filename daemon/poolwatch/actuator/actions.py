@@ -154,6 +154,7 @@ class Actions:
     ) -> None:
         """Run the rule's hooks for a level change that calls for them."""
         assert transition.action is not None
+        guests = ctx.host.pool_guests.get(ctx.pool.name, ())
         event = HookEvent(
             action=transition.action,
             connection=ctx.key,
@@ -166,7 +167,8 @@ class Actions:
             available_bytes=None if m is None else m.free,
             time_to_full_seconds=None if m is None else m.time_to_full,
             episode=transition.episode,
-            snapshot=hook_snapshot(ctx.pool),
+            snapshot=hook_snapshot(ctx.pool, guests),
+            guests=tuple(g.name for g in guests),
         )
         self._run_hooks(ctx, rule.hooks, event)
 

@@ -28,12 +28,13 @@ from poolwatch.actuator.evaluation import (
     thresholds,
     verdict,
 )
+from poolwatch.actuator.guest_actions import GuestActions
 from poolwatch.hooks import HookRunner
 from poolwatch.inventory import Inventory
 from poolwatch.model import HostSnapshot
-from poolwatch.policies import autostart
+from poolwatch.policies import autostart, resume
 from poolwatch.policies.autostart import AutostartAction
-from poolwatch.policies.rules import AutostartRule, Hook, ThresholdRule, first_match
+from poolwatch.policies.rules import AutostartRule, Hook, ResumeRule, ThresholdRule, first_match
 from poolwatch.policies.thresholds import ThresholdState
 from poolwatch.telemetry import Telemetry
 
@@ -50,6 +51,7 @@ _LIBVIRT_ACTIONS = (AutostartAction.START_POOL, AutostartAction.SET_AUTOSTART)
 class PolicyRules:
     thresholds: tuple[ThresholdRule, ...] = ()
     autostart: tuple[AutostartRule, ...] = ()
+    resume: tuple[ResumeRule, ...] = ()
     hooks: Mapping[str, Hook] = field(default_factory=dict)
 
 
@@ -90,6 +92,16 @@ class Actuator:
             rng=rng or random.Random(),  # noqa: S311 - jitter, not cryptography
             state_of=self._state_of,
         )
+        self._guest_actions = GuestActions(
+            inventory=inventory,
+            telemetry=telemetry,
+            connections=connections,
+            hooks=hooks,
+            on_hook_result=self._actions.hook_finished,
+            dry_run=dry_run,
+            clock=clock,
+            state_of=self._state_of,
+        )
 
     def update_rules(self, rules: PolicyRules) -> None:
         """A reload: later evaluations use the new rules; the hooks get their new definitions."""
@@ -108,6 +120,7 @@ class Actuator:
                 await asyncio.sleep(MIN_GAP)
         finally:
             await self._actions.stop()
+            await self._guest_actions.stop()
 
     def evaluate(self) -> None:
         now = self._clock()
@@ -176,6 +189,11 @@ class Actuator:
                 self._actions.carry_out(ctx, autostart_rule, action)
             else:
                 self._actions.alarm(ctx, autostart_rule, action)
+        guests = ctx.host.pool_guests.get(ctx.pool.name, ())
+        for decision in resume.decide(
+            self._rules.resume, ctx.pool, guests, state.resume, now=ctx.now
+        ):
+            self._guest_actions.handle(ctx, decision)
         near = near_limit(state.threshold_rule, state.threshold, measurement)
         self._inventory.set_policy(ctx.key, ctx.pool.name, verdict(state, measurement, ctx.now))
         return near

@@ -9,6 +9,7 @@ from poolwatch.actuator.fill_history import FillHistory
 from poolwatch.model import HostSnapshot, PoolSnapshot
 from poolwatch.policies.autostart import AutostartState
 from poolwatch.policies.forecast import UsageHistory
+from poolwatch.policies.resume import ResumeState
 from poolwatch.policies.rules import AutostartRule, ThresholdRule
 from poolwatch.policies.thresholds import ThresholdState
 from poolwatch.source import StorageSource
@@ -37,6 +38,7 @@ class PolicyState:
     last_sample: float | None = None  # read_at of the last snapshot added to the history
     autostart_rule: AutostartRule | None = None
     autostart: AutostartState = field(default_factory=AutostartState)
+    resume: ResumeState = field(default_factory=ResumeState)
     last_action: str | None = None
     last_action_at: float | None = None
     fill_history: FillHistory = field(default_factory=FillHistory)  # the last hour, for the chart

@@ -27,14 +27,15 @@ from typing import Any, TypeVar
 import libvirt
 import structlog
 
-from poolwatch.adapter import reader
+from poolwatch.adapter import domain_events, domains, reader
 from poolwatch.adapter.eventloop import ensure_event_loop
 from poolwatch.addresses import without_credentials
-from poolwatch.model import PoolEventKind, VolumeScan, volume_scan
+from poolwatch.model import GuestSnapshot, PoolEventKind, VolumeScan, volume_scan
 from poolwatch.poolxml import PoolDescription
 from poolwatch.source import (
     Connected,
     Disconnected,
+    GuestNotFound,
     PoolChanged,
     PoolNotFound,
     PoolReading,
@@ -56,6 +57,9 @@ _LIFECYCLE = {
     libvirt.VIR_STORAGE_POOL_EVENT_CREATED: PoolEventKind.CREATED,
     libvirt.VIR_STORAGE_POOL_EVENT_DELETED: PoolEventKind.DELETED,
 }
+
+# Callback ids of one connection: (a domain event?, the id libvirt returned).
+_CallbackIds = list[tuple[bool, int]]
 
 # Reconnect backoff: short enough that events flow again within a few seconds of libvirtd's
 # return however long it was gone; a refused connect on a unix socket costs next to nothing.
@@ -166,7 +170,7 @@ class LibvirtSource:
         self._conn_lock = threading.Lock()  # held by the thread inside libvirt on _conn
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
-        self._callback_ids: list[int] = []
+        self._callback_ids: _CallbackIds = []  # (domain event?, id)
         self._descriptions: dict[str, PoolDescription] = {}  # by uuid, per connection
 
     @property
@@ -207,7 +211,7 @@ class LibvirtSource:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_INITIAL
         failures = 0
-        pending_open: asyncio.Future[tuple[Any, list[int], str]] | None = None
+        pending_open: asyncio.Future[tuple[Any, _CallbackIds, str]] | None = None
         while True:
             generation = self._generation + 1
             if pending_open is None:
@@ -251,7 +255,7 @@ class LibvirtSource:
             self._events.put_nowait(Disconnected(reason=reason))
             loop.run_in_executor(self._connects, self._release, conn, ids, self._conn_lock)
 
-    def _open(self, generation: int) -> tuple[Any, list[int], str]:
+    def _open(self, generation: int) -> tuple[Any, _CallbackIds, str]:
         """Blocking: open, arm keepalive and callbacks. Runs in the connect thread."""
         conn = libvirt.openReadOnly(self._uri) if self._read_only else libvirt.open(self._uri)
         # Drivers without keepalive or close callbacks (test:///) have no transport to lose.
@@ -262,7 +266,7 @@ class LibvirtSource:
             # accept one and never release it, which kept this whole source alive (~30 KB per
             # connection removed by SIGHUP); now only the small trampoline stays.
             conn.registerCloseCallback(_WeakCloseCallback(self), generation)
-        ids = [
+        pool_ids = [
             conn.storagePoolEventRegisterAny(
                 None,
                 libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
@@ -273,16 +277,19 @@ class LibvirtSource:
                 None, libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH, self._on_refresh, generation
             ),
         ]
+        # Guests: which of them live in the pools, and which a full pool has paused.
+        domain_ids = domain_events.register(conn, generation, self._emit)
+        ids = [(False, i) for i in pool_ids] + [(True, i) for i in domain_ids]
         return conn, ids, str(conn.getHostname())
 
-    def _release_opened(self, opened: asyncio.Future[tuple[Any, list[int], str]]) -> None:
+    def _release_opened(self, opened: asyncio.Future[tuple[Any, _CallbackIds, str]]) -> None:
         if not opened.cancelled() and opened.exception() is None:
             conn, ids, _ = opened.result()
             threading.Thread(
                 target=self._teardown, args=(conn, ids), name="libvirt-teardown", daemon=True
             ).start()
 
-    def _release(self, conn: Any, callback_ids: list[int], lock: threading.Lock) -> None:
+    def _release(self, conn: Any, callback_ids: _CallbackIds, lock: threading.Lock) -> None:
         """Blocking: tear a connection down once no call runs on it (see ``_serialized``)."""
         # Keepalive ends a call stuck in a hung libvirtd within about call_timeout. A call that
         # takes longer on a live daemon must not hold up the reconnect: release the connection
@@ -301,12 +308,15 @@ class LibvirtSource:
         ).start()
 
     @staticmethod
-    def _teardown(conn: Any, callback_ids: list[int]) -> None:
+    def _teardown(conn: Any, callback_ids: _CallbackIds) -> None:
         """Blocking: release a connection that is lost or no longer wanted."""
         # Each step may fail on a dead connection, which forgets its callbacks anyway.
-        for callback_id in callback_ids:
+        for is_domain, callback_id in callback_ids:
             with contextlib.suppress(libvirt.libvirtError):
-                conn.storagePoolEventDeregisterAny(callback_id)
+                if is_domain:
+                    domain_events.deregister(conn, callback_id)
+                else:
+                    conn.storagePoolEventDeregisterAny(callback_id)
         with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()  # breaks the reference cycle through the callback
         with contextlib.suppress(libvirt.libvirtError):
@@ -346,10 +356,16 @@ class LibvirtSource:
         changed = PoolChanged(pool.name(), pool.UUIDString(), PoolEventKind.REFRESHED)
         self._hand_over(self._deliver, generation, changed)
 
-    def _deliver(self, generation: int, event: PoolChanged) -> None:
+    def _emit(self, generation: int, event: SourceEvent) -> None:
+        self._hand_over(self._deliver, generation, event)
+
+    def _deliver(self, generation: int, event: SourceEvent) -> None:
         if generation != self._generation:
             return  # from a connection already given up
-        if event.kind in (PoolEventKind.DEFINED, PoolEventKind.UNDEFINED):
+        if isinstance(event, PoolChanged) and event.kind in (
+            PoolEventKind.DEFINED,
+            PoolEventKind.UNDEFINED,
+        ):
             self._descriptions.pop(event.uuid, None)
         self._events.put_nowait(event)
 
@@ -384,6 +400,8 @@ class LibvirtSource:
                 raise SourceUnavailable(exc.get_error_message()) from None
             if code == libvirt.VIR_ERR_NO_STORAGE_POOL:
                 raise PoolNotFound(exc.get_error_message()) from None
+            if code == libvirt.VIR_ERR_NO_DOMAIN:
+                raise GuestNotFound(exc.get_error_message()) from None
             raise SourceError(exc.get_error_message(), code=code) from None
 
     async def execute(self, fn: Callable[[Any], T]) -> T:
@@ -434,6 +452,18 @@ class LibvirtSource:
                 out.extend(described)
                 rest = rest[done:]
         return out
+
+    async def list_guests(self) -> list[GuestSnapshot]:
+        return await self._call(domains.read_domains)
+
+    async def read_guest(self, uuid: str) -> GuestSnapshot:
+        return await self._call(domains.read_guest, uuid, urgent=True)
+
+    async def resume_guest(self, uuid: str) -> None:
+        await self._call(domains.resume_guest, uuid, urgent=True)
+
+    async def destroy_guest(self, uuid: str) -> None:
+        await self._call(domains.destroy_guest, uuid, urgent=True)
 
 
 class _WeakCloseCallback:

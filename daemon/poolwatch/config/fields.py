@@ -37,9 +37,11 @@ from poolwatch.config.units import (
     format_clear,
     format_duration,
     format_limit,
+    format_size,
     parse_clear,
     parse_duration,
     parse_limit,
+    parse_size,
     too_long,
 )
 from poolwatch.policies.rules import FreeBelow, Limit, UsedRatio
@@ -295,6 +297,26 @@ def _clear(value: Any, info: ValidationInfo) -> Hysteresis:
         raise PydanticCustomError("clear", str(exc)) from None
 
 
+def _free_above(value: Any, info: ValidationInfo) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and not _from_file(info):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.startswith(">"):
+        raise PydanticCustomError(
+            "free_above",
+            'must be a quoted string such as "> 2GiB" (got {value})',
+            {"value": toml_repr(value)},
+        )
+    try:
+        return parse_size(text[1:])
+    except ValueError as exc:
+        raise PydanticCustomError("free_above", str(exc)) from None
+
+
+def _format_free_above(size: int) -> str:
+    return f"> {format_size(size)}"
+
+
 def _hook_references(names: tuple[str, ...]) -> tuple[str, ...]:
     first_index: dict[str, int] = {}
     duplicates: list[InitErrorDetails] = []
@@ -318,6 +340,7 @@ Glob = Annotated[str, AfterValidator(_glob)]
 LimitValue = Annotated[Limit, PlainValidator(_limit), PlainSerializer(format_limit)]
 ClearValue = Annotated[Hysteresis, PlainValidator(_clear), PlainSerializer(format_clear)]
 HookReferences = Annotated[Array[str], AfterValidator(_hook_references)]
+FreeAboveValue = Annotated[int, PlainValidator(_free_above), PlainSerializer(_format_free_above)]
 
 
 # --- hooks ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The policy sections of the config: `[[autostart]]` and `[[threshold]]` rules and `[hooks.NAME]`.
+"""The policy sections of the config: `[[autostart]]`, `[[threshold]]` and `[[resume]]` rules and
+`[hooks.NAME]`.
 
 Each model checks what spans its keys (critical beyond warning, backoff_max not below backoff,
 exec or webhook) and turns into the policies' own frozen rule value with `to_rule()` or
@@ -16,6 +17,7 @@ from pydantic_core import PydanticCustomError
 from poolwatch.config.fields import (
     ClearValue,
     ExecArgv,
+    FreeAboveValue,
     Glob,
     HeaderName,
     HeaderValue,
@@ -37,6 +39,8 @@ from poolwatch.policies.rules import (
     FreeBelow,
     Hook,
     Limit,
+    ResumeAction,
+    ResumeRule,
     Selector,
     ThresholdRule,
     UsedRatio,
@@ -261,6 +265,36 @@ class ThresholdConfig(Model):
             time_to_full_warning=self.time_to_full_warning,
             time_to_full_critical=self.time_to_full_critical,
             forecast_window=self.forecast_window,
+            hooks=self.hooks,
+        )
+
+
+class ResumeConfig(Model):
+    """One `[[resume]]` rule: what becomes of guests that a full pool paused."""
+
+    pool: Glob = "*"
+    type: Glob | None = None
+    guest: Glob = "*"
+    # "leave" by default: poolwatch resumes or destroys guests only where a rule says so.
+    action: Literal["resume", "leave", "kill"] = "leave"
+    free_above: FreeAboveValue = 2**30  # "> 1GiB"
+    delay: NonNegativeDuration = 30.0
+    window: NonNegativeDuration = 600.0
+    hooks: HookReferences = ()
+
+    @property
+    def writes(self) -> bool:
+        """Whether this rule may change libvirt (resume or destroy guests)."""
+        return self.action != "leave"
+
+    def to_rule(self) -> ResumeRule:
+        return ResumeRule(
+            selector=Selector(self.pool, self.type),
+            guest=self.guest,
+            action=ResumeAction(self.action),
+            free_above=self.free_above,
+            delay=self.delay,
+            window=self.window,
             hooks=self.hooks,
         )
 

@@ -38,9 +38,9 @@ from poolwatch.config.fields import (
     reraisable,
 )
 from poolwatch.config.messages import TOML, describe_errors, quote
-from poolwatch.config.rules import AutostartConfig, HookConfig, ThresholdConfig
+from poolwatch.config.rules import AutostartConfig, HookConfig, ResumeConfig, ThresholdConfig
 from poolwatch.errors import ConfigError
-from poolwatch.policies.rules import AutostartRule, Hook, ThresholdRule
+from poolwatch.policies.rules import AutostartRule, Hook, ResumeRule, ThresholdRule
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "console", "json"]
@@ -126,6 +126,7 @@ class Config(Model):
     # In file order: the first matching rule applies.
     autostart: Array[AutostartConfig] = ()
     thresholds: Array[ThresholdConfig] = Field(default=(), validation_alias="threshold")
+    resume: Array[ResumeConfig] = ()
     hooks: Table[HookName, HookConfig] = ()
 
     @model_validator(mode="wrap")
@@ -185,9 +186,14 @@ class Config(Model):
         return connections
 
     def needs_write(self) -> bool:
-        """Whether poolwatch writes to libvirt: refreshing pools, or an autostart rule that
-        starts pools or sets their autostart flag. read_only = "auto" connections follow it."""
-        return self.poll.refresh_interval > 0 or any(rule.writes for rule in self.autostart)
+        """Whether poolwatch writes to libvirt: refreshing pools, an autostart rule that starts
+        pools or sets their autostart flag, or a resume rule that resumes or destroys guests.
+        read_only = "auto" connections follow it."""
+        return (
+            self.poll.refresh_interval > 0
+            or any(rule.writes for rule in self.autostart)
+            or any(rule.writes for rule in self.resume)
+        )
 
     def threshold_rules(self) -> tuple[ThresholdRule, ...]:
         """The `[[threshold]]` rules in file order (the first matching rule applies)."""
@@ -196,6 +202,10 @@ class Config(Model):
     def autostart_rules(self) -> tuple[AutostartRule, ...]:
         """The `[[autostart]]` rules in file order (the first matching rule applies)."""
         return tuple(rule.to_rule() for rule in self.autostart)
+
+    def resume_rules(self) -> tuple[ResumeRule, ...]:
+        """The `[[resume]]` rules in file order (the first rule matching pool and guest applies)."""
+        return tuple(rule.to_rule() for rule in self.resume)
 
     def hook_definitions(self) -> dict[str, Hook]:
         """The `[hooks.NAME]` tables by name."""
@@ -216,8 +226,13 @@ class Config(Model):
         `web_config_file=""` removes the web config file."""
         # The policy sections go back in as the validated models they are: flags never change
         # them, and their dump is not TOML (`for` is dumped as `hold`).
-        data = self.model_dump(exclude={"autostart", "thresholds", "hooks"})
-        data.update(autostart=self.autostart, threshold=self.thresholds, hooks=self.hooks)
+        data = self.model_dump(exclude={"autostart", "thresholds", "resume", "hooks"})
+        data.update(
+            autostart=self.autostart,
+            threshold=self.thresholds,
+            resume=self.resume,
+            hooks=self.hooks,
+        )
         if listen is not None:
             data["web"]["listen"] = list(listen)
         if web_config_file is not None:
@@ -246,12 +261,12 @@ def _unknown_hook_references(data: Any) -> list[InitErrorDetails]:
     defined = sorted(str(name) for name in hooks)
     known = ", ".join(defined) if defined else "none"
     errors: list[InitErrorDetails] = []
-    for section in ("autostart", "threshold", "thresholds"):
+    for section in ("autostart", "threshold", "thresholds", "resume"):
         rules = data.get(section)
         if not isinstance(rules, list | tuple):
             continue
         for index, rule in enumerate(rules):
-            if isinstance(rule, AutostartConfig | ThresholdConfig):
+            if isinstance(rule, AutostartConfig | ThresholdConfig | ResumeConfig):
                 names: Any = rule.hooks
             elif isinstance(rule, Mapping):
                 names = rule.get("hooks")

@@ -19,6 +19,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from poolwatch.exporter.guest_metrics import guest_families
 from poolwatch.exporter.policy_metrics import policy_families
 from poolwatch.inventory import Inventory
 from poolwatch.model import HostSnapshot, VolumeScan
@@ -45,8 +46,12 @@ class InventoryCollector:
         version: str,
         libvirt_version: str,
         python_version: str,
+        max_guests_per_pool: Callable[[], int] = lambda: 1000,
         log_lines_dropped: Callable[[], int] = lambda: 0,
     ) -> None:
+        """``max_guests_per_pool``: the cap of poolwatch_pool_guest_info per pool, read on every
+        collect (the daemon passes poll.max_volumes_per_pool, which a reload may change)."""
+        self._max_guests = max_guests_per_pool
         self._inventory = inventory
         self._telemetry = telemetry
         self._log_lines_dropped = log_lines_dropped
@@ -83,6 +88,7 @@ class InventoryCollector:
             _pool_event_family(stats),
             *_connection_families(stats),
             *policy_families(inventory, telemetry, keys),
+            *guest_families(stats, max_guests_per_pool=self._max_guests()),
             *self._daemon_families(),
         ]
         # Families without samples would only add HELP/TYPE noise (the Go client drops them too).

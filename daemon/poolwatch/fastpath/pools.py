@@ -1,9 +1,9 @@
 """Which pools of one connection take the fast path, and what it reads for them.
 
-The watcher asks ``space`` on every reading of a pool: a ``PoolSpace`` where the pool is on the
-fast path (its directory then watched for files that come and go), None where libvirt's figures
-stand. ``scan`` and ``sweep`` read its volumes; the sweep also compares the pool's figures with
-libvirt's own after a refresh.
+The watcher makes every reading of a pool a snapshot here: with the figures of ``space``, a
+``PoolSpace`` where the pool is on the fast path (its directory then watched for files that come
+and go), or libvirt's where it is not. ``scan`` and ``sweep`` read its volumes; the sweep also
+compares the pool's figures with libvirt's own after a refresh.
 """
 
 from __future__ import annotations
@@ -56,6 +56,41 @@ class LocalPools:
         self._refresher = PoolRefresher(self._refresh, rescan)
         self._changes = DirectoryChanges(self._refresher.changed)
         self._on: set[str] = set()  # pools on the fast path as of their last reading
+
+    def snapshot(
+        self,
+        host: str,
+        reading: PoolReading,
+        target: tuple[FilesystemStat | None, bool | None],
+        scan: VolumeScan | None,
+        last_refresh: float | None,
+        now: float,
+    ) -> PoolSnapshot:
+        """The pool as the inventory keeps it: ``target`` is its filesystem and whether it is
+        mounted, ``scan`` its volumes (dropped if it is not running)."""
+        filesystem, mounted = target
+        space = self.space(reading, filesystem)
+        return PoolSnapshot(
+            host=host,
+            name=reading.name,
+            uuid=reading.uuid,
+            type=reading.type,
+            target_path=reading.target_path,
+            source=reading.source,
+            state=reading.state,
+            active=reading.active,
+            persistent=reading.persistent,
+            autostart=reading.autostart,
+            capacity=reading.capacity if space is None else space.capacity,
+            allocation=reading.allocation if space is None else space.allocation,
+            available=reading.available if space is None else space.available,
+            filesystem=filesystem,
+            volumes=scan if reading.active else None,
+            last_refresh=last_refresh,
+            target_mounted=mounted,
+            read_at=now,
+            fast_path=space is not None,
+        )
 
     def space(self, reading: PoolReading, filesystem: FilesystemStat | None) -> PoolSpace | None:
         """The pool's figures from statvfs, or None where they must come from libvirt."""

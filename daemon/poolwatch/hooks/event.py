@@ -11,7 +11,9 @@ from typing import Any, Literal
 class HookEvent:
     """One alarm transition, as hooks see it (POOLWATCH_* variables, webhook JSON body)."""
 
-    action: str  # "warning", "critical", "recovery", "not_mounted", "mounted", "gave_up"
+    # "warning", "critical", "recovery", "not_mounted", "mounted", "gave_up", "guest_paused",
+    # "guest_resumed", "guest_killed", "guest_left_paused"
+    action: str
     # The inventory key of the pool's libvirt connection, which names it uniquely (two
     # connections may report the same host name). Poolwatch's own: hooks are not given it.
     connection: str
@@ -30,6 +32,8 @@ class HookEvent:
     time_to_full_seconds: float | None
     episode: str  # one id per alarm episode; the idempotency key is f"{episode}:{action}"
     snapshot: Mapping[str, Any]  # JSON-able description of the pool, sent in the webhook body
+    guest: str = ""  # guest_paused, guest_resumed, guest_killed: the guest's name
+    guests: tuple[str, ...] = ()  # every guest with a disk in the pool, by name
 
 
 HookResult = Literal["ok", "failed", "timeout", "dropped", "dry_run"]

@@ -76,6 +76,9 @@ def hook_environment(
         # Whole seconds: what a shell's `[ "$X" -lt 3600 ]` can compare.
         POOLWATCH_TIME_TO_FULL_SECONDS=_fixed(event.time_to_full_seconds, 0),
         POOLWATCH_EPISODE=event.episode,
+        POOLWATCH_GUEST=event.guest,
+        # One name per line: a guest's name may hold spaces, never a newline (libvirt refuses).
+        POOLWATCH_GUESTS="\n".join(event.guests),
     )
     return env
 

@@ -235,7 +235,9 @@ def _log_action(
 
     The keys shared with the actuator's libvirt actions come first, so one log filter on
     `event=policy_action` sees every action; `alarm` is the transition the hook was run for.
+    A guest action's run (guest_paused, guest_resumed...) names the guest, as the resume does.
     """
+    guest = {"guest": event.guest} if event.guest else {}
     emit(
         "policy_action",
         host=event.host,
@@ -244,6 +246,7 @@ def _log_action(
         result=result,
         alarm=event.action,
         episode=event.episode,
+        **guest,
         **details,
     )
 

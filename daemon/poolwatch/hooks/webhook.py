@@ -58,6 +58,8 @@ def webhook_body(event: HookEvent, *, sent_at: float) -> dict[str, Any]:
         "time_to_full_seconds": _finite(event.time_to_full_seconds),
         "episode": event.episode,
         "snapshot": dict(event.snapshot),  # any Mapping; json.dumps takes only dicts
+        "guest": event.guest or None,
+        "guests": list(event.guests),
         "sent_at": datetime.fromtimestamp(sent_at, UTC).isoformat(timespec="milliseconds"),
     }
 

@@ -84,6 +84,30 @@ class AutostartRule:
     hooks: tuple[str, ...]  # run when the not_mounted alarm is raised or cleared, and on give-up
 
 
+class ResumeAction(enum.StrEnum):
+    RESUME = "resume"  # resume once the pool has room again, one guest at a time
+    LEAVE = "leave"  # only alarm: an operator resumes
+    KILL = "kill"  # destroy the guest, as oVirt's KILL resume behaviour
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRule:
+    """What to do with guests that a full pool (an I/O error on their disk in it) paused."""
+
+    selector: Selector  # the pools
+    guest: str  # glob on the guest's name
+    action: ResumeAction
+    free_above: int  # resume only while the pool has more than this many bytes free
+    delay: float  # seconds between two resumes on one pool
+    window: float  # a guest that pauses again within this many seconds of a resume stays paused
+    hooks: tuple[str, ...]  # run on guest_paused, guest_resumed, guest_killed, guest_left_paused
+
+    def matches(self, pool_name: str, pool_type: str, guest_name: str) -> bool:
+        return self.selector.matches(pool_name, pool_type) and fnmatch.fnmatchcase(
+            guest_name, self.guest
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ExecHook:
     name: str

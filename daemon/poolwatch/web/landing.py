@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from poolwatch.documents import level_name
 from poolwatch.inventory import Inventory
-from poolwatch.model import HostSnapshot, PoolPolicy, PoolSnapshot
+from poolwatch.model import GuestState, HostSnapshot, PoolGuest, PoolPolicy, PoolSnapshot
 from poolwatch.web.sparkline import sparkline
 
 # Display only, in percent, for pools without a threshold rule; with a rule, the bar follows the
@@ -257,6 +257,9 @@ def _attention_section(hosts: list[_HostView]) -> str:
     for view in hosts:
         for row_id, pool, policy in view.sorted_pools():
             problems = _problems(policy)
+            paused = _paused_guests(view.host.pool_guests.get(pool.name, ()))
+            if paused:
+                problems.append(paused)
             if problems:
                 items.append(
                     f"<li><a href='#{row_id}'>{_e(view.host.name)} / {_e(pool.name)}</a> "
@@ -309,16 +312,24 @@ def _host_section(view: _HostView, now: float) -> str:
         f"<th class='hide-narrow'>Type</th><th>State</th><th title='{_e(_USED_TITLE)}'>Used</th>"
         f"<th class='num hide-narrow'>Size</th><th class='num' title='{_e(_FREE_TITLE)}'>Free</th>"
         "<th>Alarm</th><th>Forecast</th><th class='hide-narrow'>Autostart</th>"
-        "<th class='num hide-narrow'>Volumes</th><th class='hide-narrow'>Last action</th>"
+        "<th class='num hide-narrow'>Volumes</th><th>Guests</th>"
+        "<th class='hide-narrow'>Last action</th>"
         "</tr></thead>\n<tbody>\n"
     )
     for row_id, pool, policy in view.sorted_pools():
-        parts.append(_pool_row(row_id, pool, policy, now))
+        guests = view.host.pool_guests.get(pool.name, ())
+        parts.append(_pool_row(row_id, pool, policy, guests, now))
     parts.append("</tbody>\n</table></div>\n</section>\n")
     return "".join(parts)
 
 
-def _pool_row(row_id: str, pool: PoolSnapshot, policy: PoolPolicy | None, now: float) -> str:
+def _pool_row(
+    row_id: str,
+    pool: PoolSnapshot,
+    policy: PoolPolicy | None,
+    guests: tuple[PoolGuest, ...],
+    now: float,
+) -> str:
     state = pool.state.name.lower()
     details = f"uuid {pool.uuid}\ntarget {pool.target_path or '-'}\nsource {pool.source or '-'}"
     level = None if policy is None else policy.level
@@ -344,8 +355,31 @@ def _pool_row(row_id: str, pool: PoolSnapshot, policy: PoolPolicy | None, now: f
         f"<td>{_forecast(pool, policy)}</td>"
         f"<td class='note hide-narrow'>{_autostart(pool, policy, now)}</td>"
         f"<td class='num hide-narrow'>{volumes}</td>"
+        f"<td class='note'>{_guests(guests)}</td>"
         f"<td class='note hide-narrow'>{_last_action(policy, now)}</td></tr>\n"
     )
+
+
+def _paused_guests(guests: tuple[PoolGuest, ...]) -> str:
+    """The pool's paused guests as an HTML fragment, "" when none is paused."""
+    paused = [
+        f"{_e(g.name)} ({_e(g.io_error)})" if g.io_error else _e(g.name)
+        for g in guests
+        if g.state in (GuestState.PAUSED, GuestState.PAUSED_IO_ERROR)
+    ]
+    if not paused:
+        return ""
+    return f"<span class='problem'>paused: {', '.join(paused)}</span>"
+
+
+def _guests(guests: tuple[PoolGuest, ...]) -> str:
+    if not guests:
+        return _NONE
+    running = sum(1 for g in guests if g.state is GuestState.RUNNING)
+    names = ", ".join(_e(g.name) for g in guests)
+    text = f"<span title='{names}'>{len(guests)} ({running} running)</span>"
+    paused = _paused_guests(guests)
+    return f"{text} · {paused}" if paused else text
 
 
 def _row_class(policy: PoolPolicy | None) -> str:
