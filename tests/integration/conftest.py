@@ -3,6 +3,7 @@ are gone after the test (test_events_during_long_call has a `pools` of its own),
 filesystems for the threshold policies, and the running dir and fs pools of the daemon tests.
 """
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,26 +40,33 @@ def pools(libvirtd: Libvirtd) -> Iterator[list[str]]:
 
 @pytest.fixture
 def half_full(libvirtd: Libvirtd) -> Iterator[Callable[[Path], None]]:
-    """Mounts a 4 MiB tmpfs, half filled, on a directory in libvirtd's mount namespace.
+    """Mounts a 4 MiB tmpfs, half filled, on a directory: one in libvirtd's mount namespace and an
+    identical one in this process's.
 
     The threshold tests need a pool that is already past "1%": they must not count on whatever
-    holds tmp_path being that full (a tmpfs /tmp is all but empty). Only libvirtd, which measures
-    the pool, sees the mount; the unmount on the way out is lazy, as the pool may still be running.
+    holds tmp_path being that full (a tmpfs /tmp is all but empty). libvirtd measures the pool in
+    its namespace, and poolwatch, running in this process, measures a `dir` pool's target itself
+    (the local fast path): both must see the same filesystem, as they do on a host. The unmounts
+    on the way out are lazy, as the pool may still be running.
     """
     mounted: list[Path] = []
 
     def mount(target: Path) -> None:
         target.mkdir(exist_ok=True)
-        libvirtd.nsenter(
-            "mount", "-n", "-t", "tmpfs", "-o", "size=4m", "poolwatch-full", str(target)
-        )
-        mounted.append(target)
         fill = target / "fill"
-        libvirtd.nsenter("dd", "if=/dev/zero", f"of={fill}", "bs=1M", "count=2", "status=none")
+        for run in (libvirtd.nsenter, _here):
+            run("mount", "-n", "-t", "tmpfs", "-o", "size=4m", "poolwatch-full", str(target))
+            run("dd", "if=/dev/zero", f"of={fill}", "bs=1M", "count=2", "status=none")
+        mounted.append(target)
 
     yield mount
     for target in mounted:
         libvirtd.nsenter("umount", "-n", "-l", str(target), check=False)
+        _here("umount", "-n", "-l", str(target), check=False)
+
+
+def _here(*argv: str, check: bool = True) -> None:
+    subprocess.run(argv, check=check, capture_output=True)
 
 
 @pytest.fixture
