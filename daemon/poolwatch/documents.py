@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, NotRequired, TypedDict
+from typing import TYPE_CHECKING, NamedTuple, NotRequired, TypedDict
 
 from poolwatch.model import (
     FilesystemStat,
@@ -149,11 +149,35 @@ class EventsDoc(TypedDict):
 
 
 def pools_document(inventory: Inventory, *, with_volumes: bool = False) -> PoolsDoc:
+    return pools_document_of(snapshot_of(inventory), with_volumes=with_volumes)
+
+
+class InventorySnapshot(NamedTuple):
+    """What the pools document is built from, copied out of the inventory at one generation.
+
+    The host and policy snapshots are immutable; only the mappings holding them change in the
+    inventory, so a copy of those is enough to build the document in another thread.
+    """
+
+    generation: int
+    hosts: Mapping[str, HostSnapshot]
+    policies: Mapping[str, Mapping[str, PoolPolicy]]
+
+
+def snapshot_of(inventory: Inventory) -> InventorySnapshot:
+    """A copy of the inventory's mappings: cheap (one entry per host), on the loop thread."""
+    hosts = dict(inventory.hosts)
+    return InventorySnapshot(
+        inventory.generation, hosts, {key: dict(inventory.policies(key)) for key in hosts}
+    )
+
+
+def pools_document_of(snapshot: InventorySnapshot, *, with_volumes: bool = False) -> PoolsDoc:
     return {
-        "generation": inventory.generation,
+        "generation": snapshot.generation,
         "hosts": [
-            _host_doc(key, host, inventory.policies(key), with_volumes=with_volumes)
-            for key, host in inventory.hosts.items()
+            _host_doc(key, host, snapshot.policies[key], with_volumes=with_volumes)
+            for key, host in snapshot.hosts.items()
         ],
     }
 

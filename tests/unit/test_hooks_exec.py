@@ -27,6 +27,7 @@ from tests.unit.hook_runs import (
     running,
     running_members,
     sh,
+    wait_for_line,
 )
 
 
@@ -42,6 +43,8 @@ async def test_exec_hook_gets_the_event_in_its_environment_and_nothing_else(
     assert env["PATH"] == os.environ["PATH"]
     assert "POOLWATCH_TEST_DAEMON_SECRET" not in env
     poolwatch = {name: value for name, value in env.items() if name.startswith("POOLWATCH_")}
+    run = poolwatch.pop("POOLWATCH_HOOK_RUN")  # a token of this run, to find its processes
+    assert len(run) == 16
     assert poolwatch == {
         "POOLWATCH_ACTION": "warning",
         "POOLWATCH_HOST": "alpha",
@@ -190,24 +193,77 @@ async def test_hook_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Pat
     assert process_gone(int(pids.read_text()))
 
 
-async def test_escaped_descendant_holding_the_pipes_does_not_hang_the_runner(
-    tmp_path: Path,
-) -> None:
+def _setsid() -> None:
     if shutil.which("setsid") is None:
         unavailable("setsid is missing (Debian package util-linux)")
+
+
+async def test_descendant_in_a_session_of_its_own_is_killed_on_timeout(tmp_path: Path) -> None:
+    _setsid()
     pids = tmp_path / "pids"
-    # setsid leaves the hook's process group, so killing the group cannot reach it; the runner
-    # must stop reading its pipes instead of waiting for their EOF.
-    hook = sh('setsid sleep 300 & echo "$!" > "$1"; sleep 300', pids, timeout=0.3)
+    # setsid leaves the hook's process group (and session), so killing the group missed it;
+    # it stays the hook's child, and a grandchild of its own session is found through it.
+    hook = sh(
+        'setsid sh -c "setsid sleep 300 & echo \\$\\$ \\$! >> $1; wait" &'
+        ' while [ ! -s "$1" ]; do sleep 0.01; done; sleep 300',
+        pids,
+        timeout=0.3,
+    )
     try:
         async with running([hook]) as (runner, results):
             started = time.monotonic()
             runner.submit("h", alarm(), on_result=results)
             assert await results.wait(1) == ["timeout"]
             assert time.monotonic() - started < 0.3 + 2 * KILL_GRACE + 1.0
+        escaped = [int(pid) for pid in pids.read_text().split()]
+        assert len(escaped) == 2
+        assert all(process_gone(pid) for pid in escaped)
     finally:
-        if pids.exists():
-            os.kill(int(pids.read_text()), signal.SIGKILL)
+        _kill_all(pids)
+
+
+async def test_double_forked_daemon_that_left_the_tree_is_killed_on_timeout(
+    tmp_path: Path,
+) -> None:
+    _setsid()
+    pids = tmp_path / "pids"
+    # fork, setsid, fork, exit: the daemon's parent is init now, in no group of the hook's.
+    hook = sh('(setsid sh -c "sleep 300 & echo \\$! >> $1" &); sleep 300', pids, timeout=0.3)
+    try:
+        async with running([hook]) as (runner, results):
+            runner.submit("h", alarm(), on_result=results)
+            await wait_for_line(pids)
+            daemon = int(pids.read_text())
+            assert _parent(daemon) != os.getpid()
+            assert await results.wait(1) == ["timeout"]
+        assert process_gone(daemon)
+    finally:
+        _kill_all(pids)
+
+
+async def test_detached_child_of_a_hook_that_exits_in_time_is_left_running(
+    tmp_path: Path,
+) -> None:
+    pids = tmp_path / "pids"
+    hook = sh('setsid sleep 300 >/dev/null 2>&1 & echo "$!" > "$1"; exit 0', pids, timeout=0.3)
+    try:
+        async with running([hook]) as (runner, results):
+            runner.submit("h", alarm(), on_result=results)
+            assert await results.wait(1) == ["ok"]
+            await asyncio.sleep(0.5)  # past the timeout: nothing was left to kill
+        assert not process_gone(int(pids.read_text()))
+    finally:
+        _kill_all(pids)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _kill_all(pids: Path) -> None:
+    for pid in pids.read_text().split() if pids.exists() else ():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 async def test_cancelled_while_starting_stops_the_group_and_returns(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ the landing page as served, and how the server binds, fails and closes."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -230,6 +231,21 @@ async def test_pools_api_with_volumes(served: Served) -> None:
         "allocation": GIB,
         "physical": None,
     }
+
+
+async def test_pools_api_gzip_when_asked() -> None:
+    async with serve(sample_inventory(), sample_telemetry(), auto_decompress=False) as served:
+        async with served.session.get("/api/v1/pools", headers=PLAIN) as response:
+            assert "Content-Encoding" not in response.headers
+            plain = await response.read()
+        async with served.session.get(
+            "/api/v1/pools", headers={"Accept-Encoding": "gzip"}
+        ) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert response.headers["Vary"] == "Accept-Encoding"
+            assert response.content_type == "application/json"
+            compressed = await response.read()
+    assert json.loads(gzip.decompress(compressed)) == json.loads(plain)
 
 
 async def test_pools_api_policies() -> None:

@@ -156,7 +156,7 @@ class HookRunner:
             lane.worker = self._start_lane(name, lane)
 
     async def close(self) -> None:
-        """Stop every worker; running exec hooks have their process groups killed.
+        """Stop every worker; running exec hooks have their processes killed.
 
         Events still queued or running are abandoned without their `on_result` call.
         """

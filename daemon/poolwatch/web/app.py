@@ -31,7 +31,7 @@ import structlog
 from aiohttp import hdrs, web
 
 from poolwatch.addresses import parse_listen_address
-from poolwatch.documents import events_document, pools_document
+from poolwatch.documents import events_document
 from poolwatch.errors import StartupError
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.inventory import Inventory
@@ -44,6 +44,7 @@ from poolwatch.web.connections import (
     connection_limit,
     track_requests,
 )
+from poolwatch.web.documents_cache import PoolsDocumentCache
 from poolwatch.web.landing import render_landing
 from poolwatch.web.listener import GuardedSite, descriptor_limit
 from poolwatch.web.reload import CHECK_INTERVAL, WebSecurity
@@ -56,6 +57,7 @@ TELEMETRY = web.AppKey("telemetry", Telemetry)
 EXPOSITION = web.AppKey("exposition", Exposition)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 SECURITY = web.AppKey("web_security", WebSecurity)
+POOLS_DOCUMENTS = web.AppKey("pools_documents", PoolsDocumentCache)
 
 # The route the web config's protection leaves open. Matched by route, not by path text, so an
 # unknown path (a 404) still needs credentials and reveals nothing.
@@ -96,6 +98,8 @@ def create_app(
     app[TELEMETRY] = telemetry
     app[EXPOSITION] = exposition
     app[CLOCK] = clock
+    app[POOLS_DOCUMENTS] = PoolsDocumentCache(inventory)
+    app.on_cleanup.append(_close_pools_documents)
     # add_get also answers HEAD, with the same headers and no body.
     app.router.add_get("/", _landing)
     app.router.add_get("/metrics", _metrics)
@@ -140,7 +144,17 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _pools(request: web.Request) -> web.Response:
     with_volumes = parse_flag(request.query.get("volumes"))
-    return web.json_response(pools_document(request.app[INVENTORY], with_volumes=with_volumes))
+    # Built once per inventory generation, not per request (see PoolsDocumentCache).
+    body, headers = await request.app[POOLS_DOCUMENTS].answer(
+        with_volumes=with_volumes, accept_encoding=request.headers.get(hdrs.ACCEPT_ENCODING)
+    )
+    response = web.Response(body=body, headers=headers)
+    response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+    return response
+
+
+async def _close_pools_documents(app: web.Application) -> None:
+    app[POOLS_DOCUMENTS].close()
 
 
 async def _events(request: web.Request) -> web.Response:
