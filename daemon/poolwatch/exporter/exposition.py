@@ -3,9 +3,11 @@
 A page is rendered at most once per generation and negotiated format (the generation is the
 collector's: see ``InventoryCollector.generation``); every further scrape of an unchanged
 inventory and telemetry is a dict lookup, so the cost of /metrics does not grow with the number
-of scrapers (spec §3). A render encodes again only what changed: the text of each
-pool's volume series is kept until its volumes change, so a pool event costs a render of the
-pool-level series, not of every volume. ``render`` is called on the event loop thread only.
+of scrapers (spec §3). A render encodes again only what changed: the text of each pool's part of
+every per-pool family (its pool-level gauges, volumes, policy gauges and event counters; see
+exporter/parts.py) is kept until that part changes, so a pool event costs the encoding of that
+pool's lines and of the few per-connection and daemon families, not of every pool.
+``render`` is called on the event loop thread only.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 
-from poolwatch.exporter.collector import PartedFamily
+from poolwatch.exporter.parts import PartedFamily
 
 # zlib's default level. Measured on a 50 pools x 200 volumes page (3.4 MB): level 9, gzip's
 # default, takes 50 ms against 13 ms here, for a page only a fifth smaller.
@@ -32,7 +34,7 @@ GZIP_LEVEL = 6
 # keeps a client that varies them from growing the cache within one generation.
 MAX_CACHED_VARIANTS = 16
 
-# Formats whose per-pool volume text is kept between renders (the most recently used ones).
+# Formats whose per-pool text is kept between renders (the most recently used ones).
 # Prometheus asks for one format; a few more cover people with curl. Each costs about the
 # size of the plain page.
 MAX_PARTED_FORMATS = 3
