@@ -46,6 +46,15 @@ class Shape:
             raise ValueError(f"{volumes} volumes do not spread evenly over {pools} pools")
         return cls(pools, volumes // pools)
 
+    @classmethod
+    def parse(cls, text: str) -> Shape:
+        """ "50x200": 50 dir pools of 200 volumes each."""
+        pools, per_pool = text.lower().split("x")
+        return cls(int(pools), int(per_pool))
+
+    def __str__(self) -> str:
+        return f"{self.pools}x{self.per_pool}"
+
     @property
     def volumes(self) -> int:
         """The dir pools' volumes; the fs pool's `lost+found` is not counted."""

@@ -13,6 +13,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 
+from poolwatch.exporter import exposition as exposition_module
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import (
     OPENMETRICS_1_0_0,
@@ -22,7 +23,7 @@ from poolwatch.exporter.exposition import (
     negotiate,
 )
 from poolwatch.inventory import Inventory
-from poolwatch.model import PoolEventKind, VolumeScan
+from poolwatch.model import PoolEventKind, PoolPolicy, PoolState, VolumeScan
 from poolwatch.telemetry import Telemetry
 from tests.unit.factories import (
     HOST_A,
@@ -321,3 +322,83 @@ async def test_page_stays_what_prometheus_client_encodes_as_volumes_change(
     # And back: the stopped pool's volumes return with it.
     inventory.put_pool(HOST_A, running)
     assert (await assert_whole()).count(b'volume="x"') == 3  # capacity, allocation, physical
+
+
+# Families whose samples name a pool but that are built whole on every collect: counters of
+# the telemetry that only pools with corrections or actions have.
+WHOLE_FAMILIES = {
+    "poolwatch_fastpath_corrections",
+    "poolwatch_autostart_attempts",
+    "poolwatch_actions",
+}
+
+
+def count_encoded_pools(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """From now on, how many encoder calls encoded lines of each pool (per-pool families)."""
+    counts: dict[str, int] = {}
+    real = exposition_module._encode_family
+
+    def counting(encoder: object, family: Metric, trailer: bytes) -> bytes:
+        if family.name not in WHOLE_FAMILIES:
+            for name in {s.labels.get("storage_pool") for s in family.samples} - {None}:
+                assert name is not None
+                counts[name] = counts.get(name, 0) + 1
+        return real(encoder, family, trailer)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exposition_module, "_encode_family", counting)
+    return counts
+
+
+@pytest.mark.parametrize("accept", [None, OPENMETRICS], ids=["text", "openmetrics"])
+async def test_a_change_to_one_pool_re_encodes_only_that_pools_lines(
+    inventory: Inventory,
+    telemetry: Telemetry,
+    collector: CountingCollector,
+    exposition: Exposition,
+    monkeypatch: pytest.MonkeyPatch,
+    accept: str | None,
+) -> None:
+    inventory.set_policy(HOST_A, "default", PoolPolicy(level=0))
+    inventory.set_policy(HOST_A, "nfs", PoolPolicy(level=1))
+    await exposition.render(accept, None)
+    encoded = count_encoded_pools(monkeypatch)
+    # An event on "nfs": it stopped, its policy and event count moved.
+    nfs = inventory.hosts[HOST_A].pools["nfs"]
+    inventory.put_pool(HOST_A, replace(nfs, state=PoolState.INACTIVE, active=False))
+    inventory.set_policy(HOST_A, "nfs", PoolPolicy(level=2))
+    telemetry.record_pool_event(HOST_A, event("nfs", PoolEventKind.STOPPED))
+    body, _ = await exposition.render(accept, None)
+    assert set(encoded) == {"nfs"}
+    # One call per family it has lines in: state, info, active, persistent and autostart (a
+    # stopped pool has no figures, nor volume lines), its threshold level, its event counters.
+    assert encoded["nfs"] == 7
+    registry = CollectorRegistry()
+    registry.register(collector)
+    full = generate_latest if accept is None else generate_openmetrics
+    assert body == full(registry)
+
+
+async def test_pools_read_again_unchanged_re_encode_no_pool_lines(
+    inventory: Inventory,
+    collector: CountingCollector,
+    exposition: Exposition,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An info poll reads every pool again: new snapshots (and scans) with the same figures,
+    as on an idle host. The page is rendered again (the poll's timestamp moves) but no pool's
+    lines are encoded again."""
+    await exposition.render(None, None)
+    collects = collector.collects
+    encoded = count_encoded_pools(monkeypatch)
+    pools = dict(inventory.hosts[HOST_A].pools)
+    for name, snapshot in pools.items():
+        scan = snapshot.volumes
+        rescan = None if scan is None else replace(scan, scanned_at=scan.scanned_at + 15)
+        pools[name] = replace(snapshot, read_at=snapshot.read_at + 15, volumes=rescan)
+    inventory.replace_pools(HOST_A, pools)
+    second, _ = await exposition.render(None, None)
+    assert collector.collects == collects + 1
+    assert encoded == {}
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert second == generate_latest(registry)

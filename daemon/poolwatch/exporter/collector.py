@@ -2,13 +2,15 @@
 
 The collector reads memory only (the inventory's snapshots, the telemetry's counters), so it is
 safe to run inside a scrape on the event loop: a hung libvirtd cannot reach it. Families are built
-fresh each time, so an undefined pool's series disappear from the next scrape without bookkeeping.
+fresh each time, so an undefined pool's series disappear from the next scrape without bookkeeping;
+the per-pool ones are made of parts (exporter/parts.py) that are rebuilt only for the pools whose
+series changed, which is what lets the encoder re-encode only those pools' lines.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -16,23 +18,28 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from poolwatch.exporter.guest_metrics import guest_families
-from poolwatch.exporter.policy_metrics import policy_families
+from poolwatch.exporter.guest_metrics import guest_families, guest_parts
+from poolwatch.exporter.parts import FamilySpec, PartCache, PartRows
+from poolwatch.exporter.policy_metrics import policy_families, policy_parts
+from poolwatch.exporter.pool_families import (
+    POOL_FAMILIES,
+    VOLUME_FAMILIES,
+    pool_part,
+    pool_token,
+    volumes_part,
+    volumes_token,
+)
 from poolwatch.inventory import Inventory
-from poolwatch.model import HostSnapshot, VolumeScan
+from poolwatch.model import HostSnapshot, PoolEventKind, PoolSnapshot, VolumeScan
 from poolwatch.telemetry import ConnectionStats, Histogram, Telemetry
 
 # floatToGoString is untyped upstream; binding it to a typed name keeps mypy --strict honest
 # about what we pass in without an ignore comment.
 _go_float: Callable[[float], str] = floatToGoString
 
-POOL_LABELS = ("host", "storage_pool")
-INFO_LABELS = ("host", "storage_pool", "uuid", "type", "target_path", "source", "filesystem")
 EVENT_LABELS = ("host", "storage_pool", "event")
-VOLUME_LABELS = ("host", "storage_pool", "volume")
 
 
 class InventoryCollector:
@@ -56,7 +63,17 @@ class InventoryCollector:
         self._telemetry = telemetry
         self._log_lines_dropped = log_lines_dropped
         self._build_labels = [version, libvirt_version, python_version]
-        self._volume_cache: dict[tuple[str, str], _VolumeSamples] = {}
+        # Per (host, pool) parts of the per-pool families, kept across collects.
+        self._pools: PartCache[PoolSnapshot] = PartCache(POOL_FAMILIES, pool_part, pool_token)
+        self._volumes: PartCache[VolumeScan] = PartCache(
+            VOLUME_FAMILIES, volumes_part, volumes_token
+        )
+        # The telemetry updates its event counts in place: compared by value every collect.
+        self._events: PartCache[Mapping[PoolEventKind, int]] = PartCache(
+            EVENT_FAMILIES, _events_part, _events_token, frozen=False
+        )
+        self._policies = policy_parts()
+        self._guests = guest_parts()
 
     def describe(self) -> list[Metric]:
         # Empty on purpose: the registry would otherwise run a full collect at registration to
@@ -83,16 +100,41 @@ class InventoryCollector:
                 continue
             keys.append(key)
         families = [
-            *_pool_families(hosts.values()),
-            *_volume_families(hosts.values(), self._volume_cache),
-            _pool_event_family(stats),
+            *self._pool_families(hosts.values()),
+            *self._event_families(stats),
             *_connection_families(stats),
-            *policy_families(inventory, telemetry, keys),
-            *guest_families(stats, max_guests_per_pool=self._max_guests()),
+            *policy_families(inventory, telemetry, keys, self._policies),
+            *guest_families(stats, self._guests, max_guests_per_pool=self._max_guests()),
             *self._daemon_families(),
         ]
         # Families without samples would only add HELP/TYPE noise (the Go client drops them too).
         return [family for family in families if family.samples]
+
+    def _pool_families(self, hosts: Iterable[HostSnapshot]) -> list[Metric]:
+        parts = self._pools
+        volumes = self._volumes
+        parts.begin()
+        volumes.begin()
+        for host in hosts:
+            host_name = host.name
+            pools = host.pools
+            for name in sorted(pools):
+                pool = pools[name]
+                parts.add(host_name, name, pool)
+                scan = pool.volumes
+                if scan is not None and pool.active:
+                    volumes.add(host_name, name, scan)
+        return [*parts.end(), *volumes.end()]
+
+    def _event_families(
+        self, stats: Iterable[tuple[HostSnapshot, ConnectionStats]]
+    ) -> list[Metric]:
+        events = self._events
+        events.begin()
+        for host, counters in stats:
+            for pool_name, by_kind in counters.pool_events.items():
+                events.add(host.name, pool_name, by_kind)
+        return list(events.end())
 
     def _daemon_families(self) -> list[Metric]:
         telemetry = self._telemetry
@@ -150,255 +192,26 @@ class InventoryCollector:
         return [*families, build, closed]
 
 
-def _pool_families(hosts: Iterable[HostSnapshot]) -> list[Metric]:
-    state = GaugeMetricFamily(
-        "libvirt_storage_pool_state",
-        "Storage pool state: 0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible.",
-        labels=POOL_LABELS,
-    )
-    capacity = GaugeMetricFamily(
-        "libvirt_storage_pool_capacity_bytes",
-        "Size of the storage pool in bytes as libvirt reports it; running pools only.",
-        labels=POOL_LABELS,
-    )
-    allocation = GaugeMetricFamily(
-        "libvirt_storage_pool_allocation_bytes",
-        "Bytes allocated in the storage pool as of its last refresh; running pools only.",
-        labels=POOL_LABELS,
-    )
-    available = GaugeMetricFamily(
-        "libvirt_storage_pool_available_bytes",
-        "Free bytes in the storage pool as libvirt reports it (includes root-reserved blocks "
-        "on filesystems); running pools only.",
-        labels=POOL_LABELS,
-    )
-    fs_avail = GaugeMetricFamily(
-        "libvirt_storage_pool_filesystem_avail_bytes",
-        "Bytes a non-root writer such as QEMU can still write to the filesystem under the "
-        "pool's target (statvfs f_bavail); local running pools only.",
-        labels=POOL_LABELS,
-    )
-    fs_size = GaugeMetricFamily(
-        "libvirt_storage_pool_filesystem_size_bytes",
-        "Size in bytes of the filesystem under the pool's target (statvfs); local running "
-        "pools only.",
-        labels=POOL_LABELS,
-    )
-    info = GaugeMetricFamily(
-        "libvirt_storage_pool_info",
-        "Always 1; labels describe the pool. Pools with the same filesystem label share one "
-        "filesystem.",
-        labels=INFO_LABELS,
-    )
-    active = GaugeMetricFamily(
-        "libvirt_storage_pool_active",
-        "Whether the storage pool is running: 1 yes, 0 no.",
-        labels=POOL_LABELS,
-    )
-    persistent = GaugeMetricFamily(
-        "libvirt_storage_pool_persistent",
-        "Whether the storage pool is persistent (defined, not transient): 1 yes, 0 no.",
-        labels=POOL_LABELS,
-    )
-    autostart = GaugeMetricFamily(
-        "libvirt_storage_pool_autostart",
-        "Whether libvirt starts the storage pool at boot: 1 yes, 0 no.",
-        labels=POOL_LABELS,
-    )
-    volumes = GaugeMetricFamily(
-        "libvirt_storage_pool_volumes",
-        "Number of volumes in the storage pool as of the last volume scan.",
-        labels=POOL_LABELS,
-    )
-    volumes_capacity = GaugeMetricFamily(
-        "libvirt_storage_pool_volumes_capacity_bytes",
-        "Sum of the capacities of all volumes in the pool: the space promised to guests "
-        "(thin overcommit = this / pool capacity).",
-        labels=POOL_LABELS,
-    )
-    volumes_allocation = GaugeMetricFamily(
-        "libvirt_storage_pool_volumes_allocation_bytes",
-        "Sum of the bytes allocated by all volumes in the pool.",
-        labels=POOL_LABELS,
-    )
-    unexported = GaugeMetricFamily(
-        "poolwatch_volumes_unexported",
-        "Volumes of the pool left out of the libvirt_storage_volume_* series by the "
-        "max_volumes_per_pool cap.",
-        labels=POOL_LABELS,
-    )
-    last_refresh = GaugeMetricFamily(
-        "libvirt_storage_pool_last_refresh_timestamp_seconds",
-        "Unix time of the last successful refresh of the pool, by poolwatch or anyone else.",
-        labels=POOL_LABELS,
-    )
-
-    for host in hosts:
-        host_name = host.name
-        pools = host.pools
-        for name in sorted(pools):
-            pool = pools[name]
-            labels = (host_name, name)
-            state.add_metric(labels, pool.state)
-            active.add_metric(labels, pool.active)
-            persistent.add_metric(labels, pool.persistent)
-            autostart.add_metric(labels, pool.autostart)
-            fs = pool.filesystem
-            info.add_metric(
-                (
-                    host_name,
-                    name,
-                    pool.uuid,
-                    pool.type,
-                    pool.target_path,
-                    pool.source,
-                    "" if fs is None else fs.device,
-                ),
-                1,
-            )
-            if pool.last_refresh is not None:
-                last_refresh.add_metric(labels, pool.last_refresh)
-            if not pool.active:
-                continue  # libvirt's figures for a stopped pool are stale
-            capacity.add_metric(labels, pool.capacity)
-            allocation.add_metric(labels, pool.allocation)
-            available.add_metric(labels, pool.available)
-            if fs is not None:
-                fs_avail.add_metric(labels, fs.avail_bytes)
-                fs_size.add_metric(labels, fs.size_bytes)
-            scan = pool.volumes
-            if scan is not None:
-                volumes.add_metric(labels, scan.count)
-                volumes_capacity.add_metric(labels, scan.capacity_bytes)
-                volumes_allocation.add_metric(labels, scan.allocation_bytes)
-                unexported.add_metric(labels, scan.count - len(scan.volumes))
-
-    return [
-        state,
-        capacity,
-        allocation,
-        available,
-        fs_avail,
-        fs_size,
-        info,
-        active,
-        persistent,
-        autostart,
-        volumes,
-        volumes_capacity,
-        volumes_allocation,
-        unexported,
-        last_refresh,
-    ]
-
-
-class PartedFamily(GaugeMetricFamily):
-    """A gauge family made of per-pool parts, in order; ``samples`` holds them all as well.
-
-    A part's sample list is the same object for as long as its pool's volumes are unchanged,
-    so an encoder may keep each part's text and re-encode only the parts that changed.
-    """
-
-    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
-        super().__init__(name, documentation, labels=labels)
-        self.parts: list[tuple[tuple[str, str], list[Sample]]] = []
-
-    def add_part(self, key: tuple[str, str], samples: list[Sample]) -> None:
-        self.parts.append((key, samples))
-        self.samples.extend(samples)
-
-
-# Per (host, pool): the scan the samples were built from, and the pool's samples of the three
-# volume families. A scan is immutable and replaced by a new object when it changes.
-_VolumeSamples = tuple[VolumeScan, list[Sample], list[Sample], list[Sample]]
-_VOLUME_NAMES = (
-    "libvirt_storage_volume_capacity_bytes",
-    "libvirt_storage_volume_allocation_bytes",
-    "libvirt_storage_volume_physical_bytes",
-)
-
-
-def _volume_families(
-    hosts: Iterable[HostSnapshot], cache: dict[tuple[str, str], _VolumeSamples]
-) -> list[Metric]:
-    capacity = PartedFamily(
-        _VOLUME_NAMES[0],
-        "Virtual size of the volume in bytes (what the guest sees).",
-        VOLUME_LABELS,
-    )
-    allocation = PartedFamily(
-        _VOLUME_NAMES[1],
-        "Bytes the volume occupies in the pool.",
-        VOLUME_LABELS,
-    )
-    physical = PartedFamily(
-        _VOLUME_NAMES[2],
-        "Physical size of the volume's file or device in bytes, where the driver reports it "
-        "(libvirt leaves out a size of 0).",
-        VOLUME_LABELS,
-    )
-    # This loop produces most of the page (thousands of volumes) and runs on the event loop:
-    # a pool's samples are built once and reused by every collect until a scan finds its
-    # volumes changed (measured: building them took ~70% of the loop's busy time under scrapes
-    # at 10,000 volumes). The samples are the ones add_metric would make.
-    seen = set()
-    for host in hosts:
-        host_name = host.name
-        pools = host.pools
-        for name in sorted(pools):
-            pool = pools[name]
-            scan = pool.volumes
-            if scan is None or not pool.active:
-                continue
-            key = (host_name, name)
-            seen.add(key)
-            cached = cache.get(key)
-            if cached is None or cached[0] is not scan:
-                if cached is not None and cached[0].volumes is scan.volumes:
-                    # A rescan that found nothing changed (the watcher keeps the tuple): the
-                    # same lists tell the encoder so.
-                    cached = (scan, *cached[1:])
-                else:
-                    cached = (scan, *_volume_samples(host_name, name, scan))
-                cache[key] = cached
-            capacity.add_part(key, cached[1])
-            allocation.add_part(key, cached[2])
-            physical.add_part(key, cached[3])
-    for key in cache.keys() - seen:
-        del cache[key]
-    return [capacity, allocation, physical]
-
-
-def _volume_samples(
-    host_name: str, pool_name: str, scan: VolumeScan
-) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    capacity: list[Sample] = []
-    allocation: list[Sample] = []
-    physical: list[Sample] = []
-    capacity_name, allocation_name, physical_name = _VOLUME_NAMES
-    for volume in scan.volumes:
-        # One labels dict serves the three samples of a volume; encoders only read it.
-        labels = {"host": host_name, "storage_pool": pool_name, "volume": volume.name}
-        capacity.append(Sample(capacity_name, labels, volume.capacity))
-        allocation.append(Sample(allocation_name, labels, volume.allocation))
-        if volume.physical is not None:
-            physical.append(Sample(physical_name, labels, volume.physical))
-    return capacity, allocation, physical
-
-
-def _pool_event_family(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) -> Metric:
-    events = CounterMetricFamily(
+EVENT_FAMILIES = (
+    FamilySpec(
         "libvirt_storage_pool_events",
         "Storage pool events received from libvirt since poolwatch started, by kind; includes "
         "pools that have since been undefined.",
-        labels=EVENT_LABELS,
-    )
-    for host, counters in stats:
-        host_name = host.name
-        for pool_name, by_kind in counters.pool_events.items():
-            for kind, count in by_kind.items():
-                events.add_metric((host_name, pool_name, kind.value), count)
-    return events
+        EVENT_LABELS,
+        "counter",
+    ),
+)
+
+
+def _events_token(by_kind: Mapping[PoolEventKind, int]) -> Hashable:
+    return tuple(by_kind.items())
+
+
+def _events_part(
+    rows: PartRows, host_name: str, pool_name: str, by_kind: Mapping[PoolEventKind, int]
+) -> None:
+    for kind, count in by_kind.items():
+        rows.add(0, (host_name, pool_name, kind.value), count)
 
 
 def _connection_families(stats: Iterable[tuple[HostSnapshot, ConnectionStats]]) -> list[Metric]:
