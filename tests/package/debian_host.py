@@ -153,7 +153,11 @@ class DebianHost:
         """Run a bash command inside (cwd /root), returning its exit code and output."""
         return subprocess.run(
             [
-                *("nsenter", "-t", str(self._pid1), "-a", "env", "-i", "HOME=/root"),
+                # --root/--wd: entering the container's mount namespace alone puts a caller that
+                # is itself chrooted (as in fresh-run) at that namespace's real root, outside
+                # the container: nspawn moved the container's root over the chroot, not over /.
+                *("nsenter", "-t", str(self._pid1), "-a", "--root", "--wd"),
+                *("env", "-i", "HOME=/root"),
                 *(f"PATH={INSIDE_PATH}", "LANG=C.UTF-8", "TERM=dumb"),
                 *("DEBIAN_FRONTEND=noninteractive", "bash", "-c", f"cd /root && {command}"),
             ],
@@ -213,6 +217,54 @@ def _find_pid1(nspawn: subprocess.Popen[bytes], timeout: float) -> int | None:
     return None
 
 
+def _check_inside(host: DebianHost, hostname: str) -> None:
+    """Commands must run in the container's own root, not in the caller's filesystem: there,
+    apt-get would install onto this machine and systemctl would see no container."""
+    seen = host.run("cat /etc/hostname", timeout=30)
+    if seen.returncode != 0 or seen.stdout.strip() != hostname:
+        raise HostError(
+            f"commands entered with nsenter do not run in the container's root (its "
+            f"/etc/hostname says {seen.stdout.strip() or seen.stderr.strip()!r}, not {hostname!r})"
+        )
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_booted(host: DebianHost, console: Path, timeout: float) -> None:
+    """Wait until the container's systemd has started every unit of its boot ("degraded": some
+    failed, listed in the error when the boot does not end). Raises HostError saying why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = host.run("systemctl is-system-running", timeout=30)
+        status = state.stdout.strip() or state.stderr.strip() or f"exit {state.returncode}"
+        if status in ("running", "degraded"):
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    report = [
+        f"the container's systemd did not finish booting in {timeout:.0f}s: "
+        f"`systemctl is-system-running` says {status!r}"
+    ]
+    for title, command in (
+        ("jobs still queued (what the boot waits for)", "systemctl list-jobs --no-pager"),
+        ("failed units", "systemctl --failed --no-pager"),
+        ("journal, last lines", "journalctl -b --no-pager -n 40"),
+    ):
+        try:
+            out = host.run(command, timeout=30)
+            text = f"{out.stdout}{out.stderr}".rstrip() or f"(nothing; exit {out.returncode})"
+        except subprocess.TimeoutExpired:
+            text = "(timed out)"
+        report.append(f"--- {title}: {command}\n{text}")
+    report.append(
+        f"--- console ({console}), last lines\n{_tail(console.read_text(errors='replace'), 30)}"
+    )
+    raise HostError("\n".join(report))
+
+
 @contextlib.contextmanager
 def booted_host(logs: Path, hostname: str = "poolhost") -> Iterator[DebianHost]:
     """A fresh copy of the base, booted with its own systemd and a private network, until the
@@ -241,12 +293,8 @@ def booted_host(logs: Path, hostname: str = "poolhost") -> Iterator[DebianHost]:
             if pid1 is None:
                 raise HostError(f"the container did not boot, see {logs / 'boot.log'}")
             host = DebianHost(root, nspawn, pid1)
-            try:
-                host.wait_for(
-                    "s=$(systemctl is-system-running); [ $s = running ] || [ $s = degraded ]", 90
-                )
-            except AssertionError as exc:
-                raise HostError(f"the container's systemd did not finish booting: {exc}") from exc
+            _check_inside(host, hostname)
+            _wait_booted(host, logs / "boot.log", timeout=90)
             yield host
         finally:
             if host is not None:
