@@ -39,6 +39,27 @@ INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NSPAWN_ARGS = ("--register=no", "--keep-unit", "--quiet")
 
 
+# Run from a chroot (as in fresh-run), the container's processes stay "chrooted" for the kernel:
+# nspawn moves the container's root over the chroot, not over the mount namespace's own root, and
+# the kernel refuses user namespaces to chrooted processes, so poolwatch.service's PrivateUsers=
+# fails (status 217/USER). Run nspawn in a private mount namespace where the chroot is stacked
+# over that namespace's root: the same files, but no longer a chroot.
+UNCHROOT = (
+    "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+    'outer=$(nsenter --mount=/proc/self/ns/mnt readlink /proc/$$/root) && '
+    'nsenter --mount=/proc/self/ns/mnt mount --rbind "$outer" / && '
+    'exec nsenter --mount=/proc/self/ns/mnt "$@"',
+    "unchroot",
+)  # fmt: skip
+
+
+def _chrooted() -> bool:
+    with contextlib.suppress(OSError):
+        here, init = os.stat("/"), os.stat("/proc/1/root")
+        return (here.st_dev, here.st_ino) != (init.st_dev, init.st_ino)
+    return False
+
+
 class HostError(Exception):
     """The base could not be built or the container could not boot."""
 
@@ -280,6 +301,7 @@ def booted_host(logs: Path, hostname: str = "poolhost") -> Iterator[DebianHost]:
         boot_log = (logs / "boot.log").open("w")
         nspawn = subprocess.Popen(
             [
+                *(UNCHROOT if _chrooted() else ()),
                 *("systemd-nspawn", *NSPAWN_ARGS, "-D", str(root), "--private-network"),
                 *("--boot", "--console=pipe"),
             ],
