@@ -197,16 +197,19 @@ class DebianHost:
         )
         return result.stdout
 
-    def wait_for(self, command: str, timeout: float = 60) -> str:
-        """Run a command until it succeeds (the service reaches a state in its own time)."""
+    def wait_for(self, command: str, timeout: float = 60, explain: str = "") -> str:
+        """Run a command until it succeeds (the service reaches a state in its own time); when
+        it never does, the error also shows the output of `explain` (e.g. the unit's journal)."""
         deadline = time.monotonic() + timeout
         while True:
             result = self.run(command)
             if result.returncode == 0:
                 return result.stdout
             if time.monotonic() > deadline:
+                why = self.run(explain, timeout=60) if explain else None
                 raise AssertionError(
                     f"{command!r} still fails after {timeout}s:\n{result.stdout}{result.stderr}"
+                    + (f"--- {explain}\n{why.stdout}{why.stderr}" if why else "")
                 )
             time.sleep(1)
 
