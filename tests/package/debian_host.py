@@ -39,6 +39,27 @@ INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NSPAWN_ARGS = ("--register=no", "--keep-unit", "--quiet")
 
 
+# Run from a chroot (as in fresh-run), the container's processes stay "chrooted" for the kernel:
+# nspawn moves the container's root over the chroot, not over the mount namespace's own root, and
+# the kernel refuses user namespaces to chrooted processes, so poolwatch.service's PrivateUsers=
+# fails (status 217/USER). Run nspawn in a private mount namespace where the chroot is stacked
+# over that namespace's root: the same files, but no longer a chroot.
+UNCHROOT = (
+    "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+    'outer=$(nsenter --mount=/proc/self/ns/mnt readlink /proc/$$/root) && '
+    'nsenter --mount=/proc/self/ns/mnt mount --rbind "$outer" / && '
+    'exec nsenter --mount=/proc/self/ns/mnt "$@"',
+    "unchroot",
+)  # fmt: skip
+
+
+def _chrooted() -> bool:
+    with contextlib.suppress(OSError):
+        here, init = os.stat("/"), os.stat("/proc/1/root")
+        return (here.st_dev, here.st_ino) != (init.st_dev, init.st_ino)
+    return False
+
+
 class HostError(Exception):
     """The base could not be built or the container could not boot."""
 
@@ -153,7 +174,11 @@ class DebianHost:
         """Run a bash command inside (cwd /root), returning its exit code and output."""
         return subprocess.run(
             [
-                *("nsenter", "-t", str(self._pid1), "-a", "env", "-i", "HOME=/root"),
+                # --root/--wd: entering the container's mount namespace alone puts a caller that
+                # is itself chrooted (as in fresh-run) at that namespace's real root, outside
+                # the container: nspawn moved the container's root over the chroot, not over /.
+                *("nsenter", "-t", str(self._pid1), "-a", "--root", "--wd"),
+                *("env", "-i", "HOME=/root"),
                 *(f"PATH={INSIDE_PATH}", "LANG=C.UTF-8", "TERM=dumb"),
                 *("DEBIAN_FRONTEND=noninteractive", "bash", "-c", f"cd /root && {command}"),
             ],
@@ -172,16 +197,19 @@ class DebianHost:
         )
         return result.stdout
 
-    def wait_for(self, command: str, timeout: float = 60) -> str:
-        """Run a command until it succeeds (the service reaches a state in its own time)."""
+    def wait_for(self, command: str, timeout: float = 60, explain: str = "") -> str:
+        """Run a command until it succeeds (the service reaches a state in its own time); when
+        it never does, the error also shows the output of `explain` (e.g. the unit's journal)."""
         deadline = time.monotonic() + timeout
         while True:
             result = self.run(command)
             if result.returncode == 0:
                 return result.stdout
             if time.monotonic() > deadline:
+                why = self.run(explain, timeout=60) if explain else None
                 raise AssertionError(
                     f"{command!r} still fails after {timeout}s:\n{result.stdout}{result.stderr}"
+                    + (f"--- {explain}\n{why.stdout}{why.stderr}" if why else "")
                 )
             time.sleep(1)
 
@@ -213,6 +241,54 @@ def _find_pid1(nspawn: subprocess.Popen[bytes], timeout: float) -> int | None:
     return None
 
 
+def _check_inside(host: DebianHost, hostname: str) -> None:
+    """Commands must run in the container's own root, not in the caller's filesystem: there,
+    apt-get would install onto this machine and systemctl would see no container."""
+    seen = host.run("cat /etc/hostname", timeout=30)
+    if seen.returncode != 0 or seen.stdout.strip() != hostname:
+        raise HostError(
+            f"commands entered with nsenter do not run in the container's root (its "
+            f"/etc/hostname says {seen.stdout.strip() or seen.stderr.strip()!r}, not {hostname!r})"
+        )
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_booted(host: DebianHost, console: Path, timeout: float) -> None:
+    """Wait until the container's systemd has started every unit of its boot ("degraded": some
+    failed, listed in the error when the boot does not end). Raises HostError saying why not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = host.run("systemctl is-system-running", timeout=30)
+        status = state.stdout.strip() or state.stderr.strip() or f"exit {state.returncode}"
+        if status in ("running", "degraded"):
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    report = [
+        f"the container's systemd did not finish booting in {timeout:.0f}s: "
+        f"`systemctl is-system-running` says {status!r}"
+    ]
+    for title, command in (
+        ("jobs still queued (what the boot waits for)", "systemctl list-jobs --no-pager"),
+        ("failed units", "systemctl --failed --no-pager"),
+        ("journal, last lines", "journalctl -b --no-pager -n 40"),
+    ):
+        try:
+            out = host.run(command, timeout=30)
+            text = f"{out.stdout}{out.stderr}".rstrip() or f"(nothing; exit {out.returncode})"
+        except subprocess.TimeoutExpired:
+            text = "(timed out)"
+        report.append(f"--- {title}: {command}\n{text}")
+    report.append(
+        f"--- console ({console}), last lines\n{_tail(console.read_text(errors='replace'), 30)}"
+    )
+    raise HostError("\n".join(report))
+
+
 @contextlib.contextmanager
 def booted_host(logs: Path, hostname: str = "poolhost") -> Iterator[DebianHost]:
     """A fresh copy of the base, booted with its own systemd and a private network, until the
@@ -228,6 +304,7 @@ def booted_host(logs: Path, hostname: str = "poolhost") -> Iterator[DebianHost]:
         boot_log = (logs / "boot.log").open("w")
         nspawn = subprocess.Popen(
             [
+                *(UNCHROOT if _chrooted() else ()),
                 *("systemd-nspawn", *NSPAWN_ARGS, "-D", str(root), "--private-network"),
                 *("--boot", "--console=pipe"),
             ],
@@ -241,12 +318,8 @@ def booted_host(logs: Path, hostname: str = "poolhost") -> Iterator[DebianHost]:
             if pid1 is None:
                 raise HostError(f"the container did not boot, see {logs / 'boot.log'}")
             host = DebianHost(root, nspawn, pid1)
-            try:
-                host.wait_for(
-                    "s=$(systemctl is-system-running); [ $s = running ] || [ $s = degraded ]", 90
-                )
-            except AssertionError as exc:
-                raise HostError(f"the container's systemd did not finish booting: {exc}") from exc
+            _check_inside(host, hostname)
+            _wait_booted(host, logs / "boot.log", timeout=90)
             yield host
         finally:
             if host is not None:

@@ -101,6 +101,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 build.wait()
 
 
+# Why the service is not active, for a test that waits for it in vain.
+SERVICE_LOG = "systemctl status poolwatch --no-pager -l; journalctl -u poolwatch -n 30 --no-pager"
+
+
 def _main_pid(host: DebianHost) -> str:
     return host.check("systemctl show -p MainPID --value poolwatch").strip()
 
@@ -120,7 +124,7 @@ def test_install_needs_no_compiler_and_no_network(site: Site) -> None:
 
 def test_service_enabled_and_running_as_poolwatch(site: Site) -> None:
     host = site.host
-    host.wait_for("systemctl is-active poolwatch")
+    host.wait_for("systemctl is-active poolwatch", explain=SERVICE_LOG)
     assert host.check("systemctl is-enabled poolwatch").strip() == "enabled"
     pid = _main_pid(site.host)
     assert host.check(f"ps -o user= -p {pid}").strip() == "poolwatch"
@@ -157,7 +161,7 @@ def test_upgrade_keeps_the_edited_config_and_restarts(site: Site) -> None:
     assert version == site.packages.upgrade_version
     assert EDIT in host.check(f"cat {CONFIG}")
     assert host.check("ls /etc/poolwatch").split() == ["poolwatch.toml"]  # no .dpkg-dist
-    host.wait_for("systemctl is-active poolwatch")
+    host.wait_for("systemctl is-active poolwatch", explain=SERVICE_LOG)
     assert _main_pid(host) != pid, "the upgrade did not restart the service"
     host.wait_for(WARNING_LEVEL)
 
