@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
@@ -42,53 +42,48 @@ def free_port() -> int:
         return port
 
 
-class PrometheusServer:
-    """``prometheus`` with ``config`` (a prometheus.yml as a dict), stopped by :meth:`stop`.
+class LoopbackServer:
+    """A server of the Prometheus family (Prometheus, Alertmanager) run for a test: its files
+    under a private directory, started on a free loopback port (again on another port if that
+    one was taken meanwhile) until ``/-/ready`` answers, stopped by its pid; see :meth:`stop`.
 
-    ``files`` are written next to the configuration first (file_sd target files, say), so
-    relative paths in ``config`` resolve the way they do in a real installation.
+    Subclasses name themselves, write their configuration and give their command line.
     """
 
-    def __init__(
-        self, binary: Path, config: dict[str, Any], files: dict[str, str] | None = None
-    ) -> None:
+    name = "server"
+
+    def __init__(self, binary: Path) -> None:
         self.binary = binary
-        self.config = config
-        self.files = files or {}
-        self.dir = Path(tempfile.mkdtemp(prefix="poolwatch-e2e-prometheus-"))
-        self.log = self.dir / "prometheus.log"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"poolwatch-e2e-{self.name.lower()}-"))
+        self.log = self.dir / f"{self.name.lower()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.address = ""  # 127.0.0.1:PORT
         self.url = ""
 
-    async def start(self) -> PrometheusServer:
-        for name, text in self.files.items():
-            path = self.dir / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        config = self.dir / "prometheus.yml"
-        config.write_text(json.dumps(self.config, indent=2))  # JSON is YAML
-        # The port is free when chosen but could be taken before Prometheus binds it: retry.
+    def write_config(self) -> Path:
+        raise NotImplementedError
+
+    def argv(self, config: Path) -> list[str]:
+        """The command line after the binary, listening on ``self.address``."""
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        config = self.write_config()
         for _ in range(3):
-            port = free_port()
-            self.url = f"http://127.0.0.1:{port}"
-            self._spawn(config, port)
+            self.address = f"127.0.0.1:{free_port()}"
+            self.url = f"http://{self.address}"
+            self._spawn(config)
             if await self._ready():
                 return self
             self.stop_process()
             if "address already in use" not in self.log.read_text(errors="replace"):
                 break
-        raise AssertionError(f"Prometheus did not become ready:\n{self.log_tail()}")
+        raise AssertionError(f"{self.name} did not become ready:\n{self.log_tail()}")
 
-    def _spawn(self, config: Path, port: int) -> None:
+    def _spawn(self, config: Path) -> None:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    str(self.binary),
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self.dir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=info",
-                ],
+                [str(self.binary), *self.argv(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
@@ -112,6 +107,60 @@ class PrometheusServer:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+    def stop_process(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()  # SIGTERM to this pid only
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Stop the server and remove its configuration and data."""
+        try:
+            self.stop_process()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrometheusServer(LoopbackServer):
+    """``prometheus`` with ``config`` (a prometheus.yml as a dict), stopped by :meth:`stop`.
+
+    ``files`` are written next to the configuration first (file_sd target files, say), so
+    relative paths in ``config`` resolve the way they do in a real installation.
+    """
+
+    name = "Prometheus"
+
+    def __init__(
+        self, binary: Path, config: dict[str, Any], files: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(binary)
+        self.config = config
+        self.files = files or {}
+
+    def write_config(self) -> Path:
+        for name, text in self.files.items():
+            path = self.dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        config = self.dir / "prometheus.yml"
+        config.write_text(json.dumps(self.config, indent=2))  # JSON is YAML
+        return config
+
+    def argv(self, config: Path) -> list[str]:
+        return [
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.dir / 'data'}",
+            f"--web.listen-address={self.address}",
+            "--log.level=info",
+        ]
 
     async def api(self, path: str, **params: str) -> Any:
         """The ``data`` of a Prometheus HTTP API answer; fails on an error answer."""
@@ -143,23 +192,3 @@ class PrometheusServer:
                 f"{what}: {expr} is {last[0]} after {within}s\n{self.log_tail()}"
             ) from None
         return last[0]
-
-    def stop_process(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()  # SIGTERM to this pid only
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_TIMEOUT)
-        self.proc = None
-
-    def stop(self) -> None:
-        """Stop Prometheus and remove its configuration and data."""
-        try:
-            self.stop_process()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
