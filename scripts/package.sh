@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the Debian package: dist/poolwatch_VERSION_ARCH.deb (VERSION from pyproject.toml, which
-# debian/changelog must match). As root, installs what the build needs with apt first, like
+# Build the Debian package: dist/poolwatch_VERSION_ARCH.deb (VERSION from
+# daemon/poolwatch/__init__.py, which debian/changelog must match). As root, installs what the build needs with apt first, like
 # bootstrap.sh. The build runs with Debian's tools (dpkg-buildpackage, debhelper, dh-virtualenv)
 # in a copy of this tree, so the checkout keeps its .venv and the parent folder stays clean; pip
 # fetches poolwatch's dependencies from the indexes it is configured with. lintian checks the
@@ -36,9 +36,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- versions -------------------------------------------------------------------------------
-version=$(/usr/bin/python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' daemon/poolwatch/__init__.py)
 deb_version=$(dpkg-parsechangelog -S Version)
-[ "$version" = "$deb_version" ] || die "pyproject.toml says $version but debian/changelog $deb_version: add a debian/changelog entry for $version (e.g. dch -v $version)"
+[ "$version" = "$deb_version" ] || die "daemon/poolwatch/__init__.py says $version but debian/changelog $deb_version: add a debian/changelog entry for $version (e.g. dch -v $version)"
 arch=$(dpkg --print-architecture)
 
 # --- build ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -92,6 +93,15 @@ def test_module_entry_point_runs_main() -> None:
     )
 
     assert (result.returncode, result.stdout) == (0, f"poolwatch {__version__}\n")
+
+
+def test_one_version_for_the_command_the_wheel_and_the_debian_package() -> None:
+    # A release bumps __init__.py; the wheel's metadata reads it there, and the .deb must say
+    # the same, or `poolwatch --version` contradicts `dpkg -l` on a host.
+    changelog = (Path(__file__).parents[2] / "debian" / "changelog").read_text(encoding="utf-8")
+    debian = changelog.split("(", 1)[1].split(")", 1)[0].split("-", 1)[0]
+
+    assert (importlib.metadata.version("poolwatch"), debian) == (__version__, __version__)
 
 
 # --- bad flag values --------------------------------------------------------------------------
