@@ -10,7 +10,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "daemon" / "poolwatch"
 
 # Low to high. A module may import its own layer and the layers below it, never one above.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("poolwatch", "errors", "addresses", "model", "poolxml", "filesystem", "source", "sdnotify"),
+    (
+        "poolwatch",
+        "errors",
+        "addresses",
+        "tasks",
+        "model",
+        "poolxml",
+        "filesystem",
+        "source",
+        "sdnotify",
+    ),
     # Figures read from the local filesystem (statvfs, stat, inotify): no libvirt, no config.
     ("fastpath",),
     # Pure decisions, with the rule values they take; config builds those values from TOML.

@@ -9,11 +9,9 @@ the result back here (``hook_finished``) to be counted and kept.
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import structlog
 
@@ -27,6 +25,7 @@ from poolwatch.policies.autostart import AutostartAction
 from poolwatch.policies.rules import AutostartRule, Level, ThresholdRule
 from poolwatch.policies.thresholds import Measurement, Transition
 from poolwatch.source import PoolNotFound, SourceError, SourceUnavailable
+from poolwatch.tasks import TaskSet
 from poolwatch.telemetry import Telemetry
 
 log = structlog.get_logger()
@@ -59,13 +58,11 @@ class Actions:
         self._clock = clock
         self._rng = rng
         self._state_of = state_of
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     async def stop(self) -> None:
         """Cancel the libvirt calls still under way."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     # -- libvirt ---------------------------------------------------------------------------
 
@@ -94,7 +91,7 @@ class Actions:
         if connection is None:
             ctx.state.autostart = replace(ctx.state.autostart, in_flight=False)
             return
-        self._spawn(self._perform(ctx, connection, rule, action))
+        self._tasks.spawn(self._perform(ctx, connection, rule, action))
 
     async def _perform(
         self,
@@ -222,8 +219,3 @@ class Actions:
     def _record(self, ctx: PoolContext, action: str, result: str, detail: str) -> None:
         ctx.state.note(f"{action} {result}", ctx.now)
         self._telemetry.record_action(ctx.key, ctx.pool.name, action, result, detail=detail)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

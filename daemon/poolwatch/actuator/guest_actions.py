@@ -8,10 +8,8 @@ logged and told to the rule's hooks; so is every resume and destroy that libvirt
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import structlog
 
@@ -24,6 +22,7 @@ from poolwatch.inventory import Inventory
 from poolwatch.policies import resume
 from poolwatch.policies.resume import Decision, GuestAction
 from poolwatch.source import GuestNotFound, SourceError, SourceUnavailable
+from poolwatch.tasks import TaskSet
 from poolwatch.telemetry import Telemetry
 
 log = structlog.get_logger()
@@ -53,12 +52,10 @@ class GuestActions:
         self._dry_run = dry_run
         self._clock = clock
         self._state_of = state_of
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def handle(self, ctx: PoolContext, decision: Decision) -> None:
         if decision.action in _CALLS:
@@ -93,7 +90,7 @@ class GuestActions:
         connection = self._connections(ctx.key)
         if connection is None:
             return
-        self._spawn(self._perform(ctx, connection, decision))
+        self._tasks.spawn(self._perform(ctx, connection, decision))
 
     async def _perform(self, ctx: PoolContext, connection: Connection, decision: Decision) -> None:
         action = _CALLS[decision.action]
@@ -156,8 +153,3 @@ class GuestActions:
         self._telemetry.record_action(
             ctx.key, ctx.pool.name, action, result, detail=guest, guest=guest
         )
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
