@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -12,9 +13,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
+from prometheus_client.samples import Sample
 
-from poolwatch.exporter import exposition as exposition_module
 from poolwatch.exporter.collector import InventoryCollector
+from poolwatch.exporter.encoding import Encoder
 from poolwatch.exporter.exposition import (
     OPENMETRICS_1_0_0,
     TEXT_0_0_4,
@@ -336,16 +338,16 @@ WHOLE_FAMILIES = {
 def count_encoded_pools(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """From now on, how many encoder calls encoded lines of each pool (per-pool families)."""
     counts: dict[str, int] = {}
-    real = exposition_module._encode_family
+    real = Encoder.samples
 
-    def counting(encoder: object, family: Metric, trailer: bytes) -> bytes:
+    def counting(encoder: Encoder, family: Metric, samples: Sequence[Sample]) -> bytes | None:
         if family.name not in WHOLE_FAMILIES:
-            for name in {s.labels.get("storage_pool") for s in family.samples} - {None}:
+            for name in {s.labels.get("storage_pool") for s in samples} - {None}:
                 assert name is not None
                 counts[name] = counts.get(name, 0) + 1
-        return real(encoder, family, trailer)  # type: ignore[arg-type]
+        return real(encoder, family, samples)
 
-    monkeypatch.setattr(exposition_module, "_encode_family", counting)
+    monkeypatch.setattr(Encoder, "samples", counting)
     return counts
 
 
