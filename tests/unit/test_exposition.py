@@ -267,6 +267,25 @@ async def test_a_change_during_a_render_is_served_by_the_next_scrape(
     assert b'storage_pool="late"' in (await exposition.render(None, None))[0]
 
 
+async def test_a_scrape_during_an_older_render_is_served_the_change(
+    inventory: Inventory, exposition: Exposition, collector: CountingCollector
+) -> None:
+    """An event lands while a render of the page before it is in flight: the scrapes that
+    came after the event get a page showing it, not the older one, and share one render."""
+    first = asyncio.ensure_future(exposition.render(None, None))
+    await asyncio.sleep(0)  # the render is collected and now encoding in its thread
+    inventory.put_pool(HOST_A, pool("late"))
+    later = [asyncio.ensure_future(exposition.render(None, None)) for _ in range(5)]
+    assert b'storage_pool="late"' not in (await first)[0]
+    pages = [page for page, _headers in await asyncio.gather(*later)]
+    assert all(b'storage_pool="late"' in page for page in pages)
+    assert collector.collects == 2
+    # A gzip scrape meanwhile is compressed from the plain page it got: the same change.
+    inventory.put_pool(HOST_A, pool("later"))
+    zipped, _ = await exposition.render(None, "gzip")
+    assert b'storage_pool="later"' in gzip.decompress(zipped)
+
+
 def scan(*names: str, allocation: int = 1) -> VolumeScan:
     volumes = tuple(volume(name, allocation=allocation) for name in sorted(names))
     return VolumeScan(

@@ -116,7 +116,10 @@ class Exposition:
         self._generation = generation
         self._cached_generation: int | None = None
         self._cache: dict[tuple[str, bool], bytes] = {}  # (encoding, gzip) -> body
-        self._rendering: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
+        # (encoding, gzip) -> the generation being rendered, and its render in flight
+        self._rendering: dict[tuple[str, bool], tuple[int | None, asyncio.Future[bytes]]] = {}
+        # (encoding, gzip) -> the render to start when the one in flight ends (plain pages)
+        self._queued: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "metrics-render")
         self._compressor = concurrent.futures.ThreadPoolExecutor(1, "metrics-gzip")
         # Per encoding; touched by the render thread only.
@@ -138,48 +141,110 @@ class Exposition:
         fmt = negotiate(accept)
         compress = gzip_accepted(accept_encoding or "")
 
-        generation = self._generation()
-        if generation != self._cached_generation:
-            self._cache.clear()
-            self._cached_generation = generation
+        self._sync_generation()
 
         def encode() -> Callable[[], bytes]:
             families = list(self._registry.collect())  # on the loop
             return functools.partial(self._encode, fmt.encoding, families)
 
-        plain = await self._page((fmt.encoding, False), encode, self._encoder)
+        plain = await self._page((fmt.encoding, False), encode, self._encoder, fresh=True)
         body = plain
         if compress:
             body = await self._page(
-                (fmt.encoding, True), lambda: functools.partial(_gzip, plain), self._compressor
+                (fmt.encoding, True),
+                lambda: functools.partial(_gzip, plain),
+                self._compressor,
+                fresh=False,
             )
         return body, self._headers[(fmt, compress)]
+
+    def _sync_generation(self) -> None:
+        """Drop the cached pages when what they show has changed since they were rendered."""
+        generation = self._generation()
+        if generation != self._cached_generation:
+            self._cache.clear()
+            self._cached_generation = generation
 
     async def _page(
         self,
         key: tuple[str, bool],
         prepare: Callable[[], Callable[[], bytes]],
         executor: concurrent.futures.Executor,
+        *,
+        fresh: bool,
     ) -> bytes:
+        """The page of ``key``, from the cache, the render in flight, or a new render.
+
+        A render in flight of an older generation is not joined by a second one running beside
+        it: under constant change the work stays one render at a time. ``fresh`` (the plain
+        page, the one that shows an event first): the scrape waits for the render queued
+        after it, which collects when it starts, so the page is never older than the scrape
+        (at most one render is queued per key, shared by all who wait). Otherwise (a gzip
+        page, compressed from a plain page the caller already has) the one in flight is
+        served, at most one render old.
+        """
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        # A render still in flight, even of an older generation, is awaited rather than
-        # joined by another: under constant change the work stays one render at a time, and
-        # the page served is at most one render old.
-        rendering = self._rendering.get(key)
-        if rendering is None:
-            work = prepare()
-            rendering = asyncio.get_running_loop().run_in_executor(executor, work)
-            self._rendering[key] = rendering
-            done = functools.partial(self._rendered, self._cached_generation, key)
-            rendering.add_done_callback(done)
-        return await asyncio.shield(rendering)
+        flight = self._rendering.get(key)
+        if flight is None:
+            return await asyncio.shield(self._start(key, prepare, executor))
+        generation, rendering = flight
+        if not fresh or generation == self._cached_generation:
+            return await asyncio.shield(rendering)
+        queued = self._queued.get(key)
+        if queued is None:
+            queued = self._queued[key] = asyncio.get_running_loop().create_future()
+            rendering.add_done_callback(lambda _done: self._start_queued(key, prepare, executor))
+        return await asyncio.shield(queued)
+
+    def _start(
+        self,
+        key: tuple[str, bool],
+        prepare: Callable[[], Callable[[], bytes]],
+        executor: concurrent.futures.Executor,
+    ) -> asyncio.Future[bytes]:
+        self._sync_generation()
+        generation = self._cached_generation
+        work = prepare()
+        rendering = asyncio.get_running_loop().run_in_executor(executor, work)
+        self._rendering[key] = (generation, rendering)
+        rendering.add_done_callback(functools.partial(self._rendered, generation, key))
+        return rendering
+
+    def _start_queued(
+        self,
+        key: tuple[str, bool],
+        prepare: Callable[[], Callable[[], bytes]],
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        """After the render in flight: the queued one starts, collecting what is current now."""
+        queued = self._queued.pop(key)
+        if queued.done():
+            return
+        try:
+            rendering = self._start(key, prepare, executor)
+        except Exception as exc:  # a failed collect, or the executor shut down at close
+            queued.set_exception(exc)
+            return
+
+        def deliver(done: asyncio.Future[bytes]) -> None:
+            if queued.done():
+                return
+            if done.cancelled():
+                queued.cancel()
+            elif (error := done.exception()) is not None:
+                queued.set_exception(error)
+            else:
+                queued.set_result(done.result())
+
+        rendering.add_done_callback(deliver)
 
     def _rendered(
         self, generation: int | None, key: tuple[str, bool], rendering: asyncio.Future[bytes]
     ) -> None:
-        del self._rendering[key]
+        if self._rendering.get(key, (None, None))[1] is rendering:
+            del self._rendering[key]
         if rendering.cancelled() or rendering.exception() is not None:
             return
         if generation == self._cached_generation:
