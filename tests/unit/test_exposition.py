@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -12,9 +13,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
+from prometheus_client.samples import Sample
 
-from poolwatch.exporter import exposition as exposition_module
 from poolwatch.exporter.collector import InventoryCollector
+from poolwatch.exporter.encoding import Encoder
 from poolwatch.exporter.exposition import (
     OPENMETRICS_1_0_0,
     TEXT_0_0_4,
@@ -265,6 +267,25 @@ async def test_a_change_during_a_render_is_served_by_the_next_scrape(
     assert b'storage_pool="late"' in (await exposition.render(None, None))[0]
 
 
+async def test_a_scrape_during_an_older_render_is_served_the_change(
+    inventory: Inventory, exposition: Exposition, collector: CountingCollector
+) -> None:
+    """An event lands while a render of the page before it is in flight: the scrapes that
+    came after the event get a page showing it, not the older one, and share one render."""
+    first = asyncio.ensure_future(exposition.render(None, None))
+    await asyncio.sleep(0)  # the render is collected and now encoding in its thread
+    inventory.put_pool(HOST_A, pool("late"))
+    later = [asyncio.ensure_future(exposition.render(None, None)) for _ in range(5)]
+    assert b'storage_pool="late"' not in (await first)[0]
+    pages = [page for page, _headers in await asyncio.gather(*later)]
+    assert all(b'storage_pool="late"' in page for page in pages)
+    assert collector.collects == 2
+    # A gzip scrape meanwhile is compressed from the plain page it got: the same change.
+    inventory.put_pool(HOST_A, pool("later"))
+    zipped, _ = await exposition.render(None, "gzip")
+    assert b'storage_pool="later"' in gzip.decompress(zipped)
+
+
 def scan(*names: str, allocation: int = 1) -> VolumeScan:
     volumes = tuple(volume(name, allocation=allocation) for name in sorted(names))
     return VolumeScan(
@@ -336,16 +357,16 @@ WHOLE_FAMILIES = {
 def count_encoded_pools(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """From now on, how many encoder calls encoded lines of each pool (per-pool families)."""
     counts: dict[str, int] = {}
-    real = exposition_module._encode_family
+    real = Encoder.samples
 
-    def counting(encoder: object, family: Metric, trailer: bytes) -> bytes:
+    def counting(encoder: Encoder, family: Metric, samples: Sequence[Sample]) -> bytes | None:
         if family.name not in WHOLE_FAMILIES:
-            for name in {s.labels.get("storage_pool") for s in family.samples} - {None}:
+            for name in {s.labels.get("storage_pool") for s in samples} - {None}:
                 assert name is not None
                 counts[name] = counts.get(name, 0) + 1
-        return real(encoder, family, trailer)  # type: ignore[arg-type]
+        return real(encoder, family, samples)
 
-    monkeypatch.setattr(exposition_module, "_encode_family", counting)
+    monkeypatch.setattr(Encoder, "samples", counting)
     return counts
 
 

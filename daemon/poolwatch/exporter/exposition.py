@@ -25,7 +25,6 @@ from typing import NamedTuple
 from prometheus_client.exposition import (
     CONTENT_TYPE_LATEST,
     CONTENT_TYPE_PLAIN_0_0_4,
-    generate_latest,
     gzip_accepted,
 )
 from prometheus_client.metrics_core import Metric
@@ -33,6 +32,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 
+from poolwatch.exporter.encoding import Encoder
 from poolwatch.exporter.parts import PartedFamily
 
 # zlib's default level. Measured on a 50 pools x 200 volumes page (3.4 MB): level 9, gzip's
@@ -95,37 +95,20 @@ def _version(parameters: list[str]) -> tuple[int, ...] | None:
     return None
 
 
-# An encoder of prometheus_client (text or OpenMetrics) over anything with collect()
-_Encoder = Callable[[CollectorRegistry], bytes]
-# The encoder of each encoding: prometheus_client's own, escaping underscores (their default).
-_ENCODERS: dict[str, _Encoder] = {
-    "text": generate_latest,
-    "openmetrics": functools.partial(openmetrics.generate_latest, version="1.0.0"),
-}
-
-
-class _Collected:
-    """Metric families collected on the loop, handed to an encoder in another thread."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
-
-
 Page = tuple[bytes, dict[str, str]]
 
 
 class Exposition:
     """Renders ``registry`` in the format a scraper asks for, cached per ``generation()``.
 
-    Collecting reads the inventory and telemetry, so it runs on the loop (a few ms); encoding is the
-    expensive part (prometheus_client escapes every sample in Python: ~130 ms for 30,000
-    series) and runs in a thread of its own, so scrapes and events are not held up behind it,
-    and only for the parts of the page that changed. Concurrent scrapes share one render in
-    flight; a gzip page is compressed from the plain one. The cache holds at most a plain and a
-    gzip body per encoding: four pages, whatever the clients send.
+    Collecting reads the inventory and telemetry, so it runs on the loop (a few ms); encoding
+    (exporter/encoding.py: ~1 µs a sample) runs in a thread of its own, so scrapes and events
+    are not held up behind it, and only for the parts of the page that changed. Compressing
+    runs in another thread (zlib releases the GIL), so a plain render, the one that shows an
+    event to a scraper without gzip, never waits behind a gzip of an older page. Concurrent
+    scrapes share one render in flight; a gzip page is compressed from the plain one. The
+    cache holds at most a plain and a gzip body per encoding: four pages, whatever the clients
+    send.
     """
 
     def __init__(self, registry: CollectorRegistry, generation: Callable[[], int]) -> None:
@@ -133,8 +116,12 @@ class Exposition:
         self._generation = generation
         self._cached_generation: int | None = None
         self._cache: dict[tuple[str, bool], bytes] = {}  # (encoding, gzip) -> body
-        self._rendering: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
+        # (encoding, gzip) -> the generation being rendered, and its render in flight
+        self._rendering: dict[tuple[str, bool], tuple[int | None, asyncio.Future[bytes]]] = {}
+        # (encoding, gzip) -> the render to start when the one in flight ends (plain pages)
+        self._queued: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "metrics-render")
+        self._compressor = concurrent.futures.ThreadPoolExecutor(1, "metrics-gzip")
         # Per encoding; touched by the render thread only.
         self._parts: dict[str, _PartCache] = {}
         self._headers = {
@@ -154,43 +141,110 @@ class Exposition:
         fmt = negotiate(accept)
         compress = gzip_accepted(accept_encoding or "")
 
-        generation = self._generation()
-        if generation != self._cached_generation:
-            self._cache.clear()
-            self._cached_generation = generation
+        self._sync_generation()
 
         def encode() -> Callable[[], bytes]:
             families = list(self._registry.collect())  # on the loop
             return functools.partial(self._encode, fmt.encoding, families)
 
-        plain = await self._page((fmt.encoding, False), encode)
+        plain = await self._page((fmt.encoding, False), encode, self._encoder, fresh=True)
         body = plain
         if compress:
-            body = await self._page((fmt.encoding, True), lambda: functools.partial(_gzip, plain))
+            body = await self._page(
+                (fmt.encoding, True),
+                lambda: functools.partial(_gzip, plain),
+                self._compressor,
+                fresh=False,
+            )
         return body, self._headers[(fmt, compress)]
 
+    def _sync_generation(self) -> None:
+        """Drop the cached pages when what they show has changed since they were rendered."""
+        generation = self._generation()
+        if generation != self._cached_generation:
+            self._cache.clear()
+            self._cached_generation = generation
+
     async def _page(
-        self, key: tuple[str, bool], prepare: Callable[[], Callable[[], bytes]]
+        self,
+        key: tuple[str, bool],
+        prepare: Callable[[], Callable[[], bytes]],
+        executor: concurrent.futures.Executor,
+        *,
+        fresh: bool,
     ) -> bytes:
+        """The page of ``key``, from the cache, the render in flight, or a new render.
+
+        A render in flight of an older generation is not joined by a second one running beside
+        it: under constant change the work stays one render at a time. ``fresh`` (the plain
+        page, the one that shows an event first): the scrape waits for the render queued
+        after it, which collects when it starts, so the page is never older than the scrape
+        (at most one render is queued per key, shared by all who wait). Otherwise (a gzip
+        page, compressed from a plain page the caller already has) the one in flight is
+        served, at most one render old.
+        """
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        # A render still in flight, even of an older generation, is awaited rather than
-        # joined by another: under constant change the work stays one render at a time, and
-        # the page served is at most one render old.
-        rendering = self._rendering.get(key)
-        if rendering is None:
-            work = prepare()
-            rendering = asyncio.get_running_loop().run_in_executor(self._encoder, work)
-            self._rendering[key] = rendering
-            done = functools.partial(self._rendered, self._cached_generation, key)
-            rendering.add_done_callback(done)
-        return await asyncio.shield(rendering)
+        flight = self._rendering.get(key)
+        if flight is None:
+            return await asyncio.shield(self._start(key, prepare, executor))
+        generation, rendering = flight
+        if not fresh or generation == self._cached_generation:
+            return await asyncio.shield(rendering)
+        queued = self._queued.get(key)
+        if queued is None:
+            queued = self._queued[key] = asyncio.get_running_loop().create_future()
+            rendering.add_done_callback(lambda _done: self._start_queued(key, prepare, executor))
+        return await asyncio.shield(queued)
+
+    def _start(
+        self,
+        key: tuple[str, bool],
+        prepare: Callable[[], Callable[[], bytes]],
+        executor: concurrent.futures.Executor,
+    ) -> asyncio.Future[bytes]:
+        self._sync_generation()
+        generation = self._cached_generation
+        work = prepare()
+        rendering = asyncio.get_running_loop().run_in_executor(executor, work)
+        self._rendering[key] = (generation, rendering)
+        rendering.add_done_callback(functools.partial(self._rendered, generation, key))
+        return rendering
+
+    def _start_queued(
+        self,
+        key: tuple[str, bool],
+        prepare: Callable[[], Callable[[], bytes]],
+        executor: concurrent.futures.Executor,
+    ) -> None:
+        """After the render in flight: the queued one starts, collecting what is current now."""
+        queued = self._queued.pop(key)
+        if queued.done():
+            return
+        try:
+            rendering = self._start(key, prepare, executor)
+        except Exception as exc:  # a failed collect, or the executor shut down at close
+            queued.set_exception(exc)
+            return
+
+        def deliver(done: asyncio.Future[bytes]) -> None:
+            if queued.done():
+                return
+            if done.cancelled():
+                queued.cancel()
+            elif (error := done.exception()) is not None:
+                queued.set_exception(error)
+            else:
+                queued.set_result(done.result())
+
+        rendering.add_done_callback(deliver)
 
     def _rendered(
         self, generation: int | None, key: tuple[str, bool], rendering: asyncio.Future[bytes]
     ) -> None:
-        del self._rendering[key]
+        if self._rendering.get(key, (None, None))[1] is rendering:
+            del self._rendering[key]
         if rendering.cancelled() or rendering.exception() is not None:
             return
         if generation == self._cached_generation:
@@ -198,26 +252,23 @@ class Exposition:
 
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)
+        self._compressor.shutdown(wait=False, cancel_futures=True)
 
     def _encode(self, encoding: str, families: list[Metric]) -> bytes:
         """In the render thread: the page, from each family's text in order."""
-        encoder = _ENCODERS[encoding]
+        encoder = Encoder(encoding)
         parts = self._parts.setdefault(encoding, {})
-        # OpenMetrics ends the page with "# EOF", once; the text format ends with nothing.
-        trailer = encoder(_Collected([]))  # type: ignore[arg-type]
         chunks: list[bytes] = []
         seen = set()
         for family in families:
             if not isinstance(family, PartedFamily):
-                chunks.append(_encode_family(encoder, family, trailer))
+                chunks.append(encoder.family(family))
                 continue
             name = family.name
             seen.add(name)
             cache = parts.get(name)
             if cache is None:
                 cache = parts[name] = {}
-            header = _encode_family(encoder, _with_samples(family, []), trailer)
-            chunks.append(header)
             family_parts = family.parts
             # The loops below run once per pool and family on every render (~9,000 times at
             # 500 pools): kept to a dict lookup and an identity check each.
@@ -226,8 +277,11 @@ class Exposition:
                 for key, samples in family_parts
                 if (cached := cache.get(key)) is None or cached[0] is not samples
             ]
-            if stale:
-                _encode_parts(encoder, family, stale, header, trailer, cache)
+            if stale and not _encode_parts(encoder, family, stale, cache):
+                chunks.append(encoder.family(family))  # prometheus_client's encoder's text
+                cache.clear()
+                continue
+            chunks.append(encoder.header(family))
             chunks.extend([cache[key][1] for key, _samples in family_parts])
             if len(cache) > len(family_parts):  # pools gone since the last render
                 keep = {key for key, _samples in family_parts}
@@ -235,7 +289,7 @@ class Exposition:
                     del cache[gone]
         for gone_family in parts.keys() - seen:
             del parts[gone_family]
-        chunks.append(trailer)
+        chunks.append(encoder.trailer)
         return b"".join(chunks)
 
 
@@ -246,47 +300,20 @@ _PartCache = dict[str, _FamilyParts]
 
 
 def _encode_parts(
-    encoder: _Encoder,
+    encoder: Encoder,
     family: Metric,
     stale: list[tuple[tuple[str, str], list[Sample]]],
-    header: bytes,
-    trailer: bytes,
     parts: _FamilyParts,
-) -> None:
-    """Encode the changed parts of one family into ``parts``, in one encoder call.
-
-    One call per part would cost more than the whole family at once where many parts changed
-    (a filesystem shared by hundreds of pools moves all their figures at every info poll): the
-    encoder's fixed cost per call is many times that of a sample. Each of these samples is one
-    line in both formats (label values escape their newlines), so the text splits back into
-    the parts by their sample counts; should it not, each part is encoded on its own.
-    """
-    samples = [sample for _key, part in stale for sample in part]
-    text = _encode_family(encoder, _with_samples(family, samples), trailer)[len(header) :]
-    lines = text.splitlines(keepends=True)
-    if len(lines) != len(samples):
-        for key, part in stale:
-            alone = _encode_family(encoder, _with_samples(family, part), trailer)
-            parts[key] = (part, alone[len(header) :])
-        return
-    start = 0
-    for key, part in stale:
-        end = start + len(part)
-        parts[key] = (part, b"".join(lines[start:end]))
-        start = end
-
-
-def _encode_family(encoder: _Encoder, family: Metric, trailer: bytes) -> bytes:
-    """The text of one family (HELP and TYPE lines, then its samples), escaped by
-    prometheus_client's own encoder, without the page's trailer."""
-    text = encoder(_Collected([family]))  # type: ignore[arg-type]  # collect() will do
-    return text[: len(text) - len(trailer)]
-
-
-def _with_samples(family: Metric, samples: list[Sample]) -> Metric:
-    copy = Metric(family.name, family.documentation, family.type, family.unit)
-    copy.samples = samples
-    return copy
+) -> bool:
+    """Encode the changed parts of one family into ``parts``; False when a sample needs
+    prometheus_client's own encoder (never for the samples the collector makes), so the
+    family must be encoded whole."""
+    for key, samples in stale:
+        text = encoder.samples(family, samples)
+        if text is None:
+            return False
+        parts[key] = (samples, text)
+    return True
 
 
 def _gzip(plain: bytes) -> bytes:
