@@ -286,6 +286,30 @@ async def test_a_scrape_during_an_older_render_is_served_the_change(
     assert b'storage_pool="later"' in gzip.decompress(zipped)
 
 
+async def test_a_gzip_page_shows_the_same_generation_as_the_plain_one(
+    inventory: Inventory, exposition: Exposition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event lands as a render ends, before its page is compressed: the gzip of that older
+    page goes to the scrape that asked for it, and to no scrape after the event."""
+    loop = asyncio.get_running_loop()
+    encode = exposition._encode
+
+    def encode_then_an_event(encoding: str, families: list[Metric]) -> bytes:
+        page = encode(encoding, families)
+        loop.call_soon_threadsafe(inventory.put_pool, HOST_A, pool("late"))
+        return page
+
+    monkeypatch.setattr(exposition, "_encode", encode_then_an_event)
+    first, _ = await exposition.render(None, "gzip")
+    monkeypatch.undo()
+    assert b'storage_pool="late"' not in gzip.decompress(first)
+    for accept_encoding in ("gzip", "gzip", None):
+        page, _ = await exposition.render(None, accept_encoding)
+        if accept_encoding:
+            page = gzip.decompress(page)
+        assert b'storage_pool="late"' in page
+
+
 def scan(*names: str, allocation: int = 1) -> VolumeScan:
     volumes = tuple(volume(name, allocation=allocation) for name in sorted(names))
     return VolumeScan(

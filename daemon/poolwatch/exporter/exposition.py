@@ -115,11 +115,15 @@ class Exposition:
         self._registry = registry
         self._generation = generation
         self._cached_generation: int | None = None
-        self._cache: dict[tuple[str, bool], bytes] = {}  # (encoding, gzip) -> body
-        # (encoding, gzip) -> the generation being rendered, and its render in flight
-        self._rendering: dict[tuple[str, bool], tuple[int | None, asyncio.Future[bytes]]] = {}
-        # (encoding, gzip) -> the render to start when the one in flight ends (plain pages)
-        self._queued: dict[tuple[str, bool], asyncio.Future[bytes]] = {}
+        self._cache: dict[str, bytes] = {}  # encoding -> plain body of the cached generation
+        # encoding -> the generation being rendered, and its render in flight
+        self._rendering: dict[str, tuple[int | None, asyncio.Future[bytes]]] = {}
+        # encoding -> the render to start when the one in flight ends
+        self._queued: dict[str, asyncio.Future[bytes]] = {}
+        # encoding -> (the cached plain body, its gzip); compressions in flight by plain body,
+        # so a gzip page is always the compression of the very page it was asked for
+        self._gzipped: dict[str, tuple[bytes, bytes]] = {}
+        self._compressing: dict[str, tuple[bytes, asyncio.Future[bytes]]] = {}
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "metrics-render")
         self._compressor = concurrent.futures.ThreadPoolExecutor(1, "metrics-gzip")
         # Per encoding; touched by the render thread only.
@@ -147,15 +151,8 @@ class Exposition:
             families = list(self._registry.collect())  # on the loop
             return functools.partial(self._encode, fmt.encoding, families)
 
-        plain = await self._page((fmt.encoding, False), encode, self._encoder, fresh=True)
-        body = plain
-        if compress:
-            body = await self._page(
-                (fmt.encoding, True),
-                lambda: functools.partial(_gzip, plain),
-                self._compressor,
-                fresh=False,
-            )
+        plain = await self._page(fmt.encoding, encode)
+        body = await self._gzip(fmt.encoding, plain) if compress else plain
         return body, self._headers[(fmt, compress)]
 
     def _sync_generation(self) -> None:
@@ -163,67 +160,49 @@ class Exposition:
         generation = self._generation()
         if generation != self._cached_generation:
             self._cache.clear()
+            self._gzipped.clear()
             self._cached_generation = generation
 
-    async def _page(
-        self,
-        key: tuple[str, bool],
-        prepare: Callable[[], Callable[[], bytes]],
-        executor: concurrent.futures.Executor,
-        *,
-        fresh: bool,
-    ) -> bytes:
-        """The page of ``key``, from the cache, the render in flight, or a new render.
+    async def _page(self, key: str, prepare: Callable[[], Callable[[], bytes]]) -> bytes:
+        """The plain page of encoding ``key``: cached, or the render in flight or queued.
 
         A render in flight of an older generation is not joined by a second one running beside
-        it: under constant change the work stays one render at a time. ``fresh`` (the plain
-        page, the one that shows an event first): the scrape waits for the render queued
-        after it, which collects when it starts, so the page is never older than the scrape
-        (at most one render is queued per key, shared by all who wait). Otherwise (a gzip
-        page, compressed from a plain page the caller already has) the one in flight is
-        served, at most one render old.
+        it: under constant change the work stays one render at a time. A scrape that finds one
+        waits for the render queued after it, which collects when it starts, so the page is
+        never older than the scrape (at most one render is queued per encoding, shared by all
+        who wait).
         """
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         flight = self._rendering.get(key)
         if flight is None:
-            return await asyncio.shield(self._start(key, prepare, executor))
+            return await asyncio.shield(self._start(key, prepare))
         generation, rendering = flight
-        if not fresh or generation == self._cached_generation:
+        if generation == self._cached_generation:
             return await asyncio.shield(rendering)
         queued = self._queued.get(key)
         if queued is None:
             queued = self._queued[key] = asyncio.get_running_loop().create_future()
-            rendering.add_done_callback(lambda _done: self._start_queued(key, prepare, executor))
+            rendering.add_done_callback(lambda _done: self._start_queued(key, prepare))
         return await asyncio.shield(queued)
 
-    def _start(
-        self,
-        key: tuple[str, bool],
-        prepare: Callable[[], Callable[[], bytes]],
-        executor: concurrent.futures.Executor,
-    ) -> asyncio.Future[bytes]:
+    def _start(self, key: str, prepare: Callable[[], Callable[[], bytes]]) -> asyncio.Future[bytes]:
         self._sync_generation()
         generation = self._cached_generation
         work = prepare()
-        rendering = asyncio.get_running_loop().run_in_executor(executor, work)
+        rendering = asyncio.get_running_loop().run_in_executor(self._encoder, work)
         self._rendering[key] = (generation, rendering)
         rendering.add_done_callback(functools.partial(self._rendered, generation, key))
         return rendering
 
-    def _start_queued(
-        self,
-        key: tuple[str, bool],
-        prepare: Callable[[], Callable[[], bytes]],
-        executor: concurrent.futures.Executor,
-    ) -> None:
+    def _start_queued(self, key: str, prepare: Callable[[], Callable[[], bytes]]) -> None:
         """After the render in flight: the queued one starts, collecting what is current now."""
         queued = self._queued.pop(key)
         if queued.done():
             return
         try:
-            rendering = self._start(key, prepare, executor)
+            rendering = self._start(key, prepare)
         except Exception as exc:  # a failed collect, or the executor shut down at close
             queued.set_exception(exc)
             return
@@ -240,15 +219,37 @@ class Exposition:
 
         rendering.add_done_callback(deliver)
 
-    def _rendered(
-        self, generation: int | None, key: tuple[str, bool], rendering: asyncio.Future[bytes]
-    ) -> None:
+    def _rendered(self, generation: int | None, key: str, rendering: asyncio.Future[bytes]) -> None:
         if self._rendering.get(key, (None, None))[1] is rendering:
             del self._rendering[key]
         if rendering.cancelled() or rendering.exception() is not None:
             return
         if generation == self._cached_generation:
             self._cache[key] = rendering.result()
+
+    async def _gzip(self, key: str, plain: bytes) -> bytes:
+        """``plain`` compressed, once per plain page: scrapes that got the same page share it."""
+        done = self._gzipped.get(key)
+        if done is not None and done[0] is plain:
+            return done[1]
+        flight = self._compressing.get(key)
+        if flight is None or flight[0] is not plain:
+            compressing = asyncio.get_running_loop().run_in_executor(
+                self._compressor, _gzip_level, plain
+            )
+            flight = self._compressing[key] = (plain, compressing)
+            compressing.add_done_callback(functools.partial(self._compressed, key, plain))
+        return await asyncio.shield(flight[1])
+
+    def _compressed(self, key: str, plain: bytes, compressing: asyncio.Future[bytes]) -> None:
+        flight = self._compressing.get(key)
+        if flight is not None and flight[1] is compressing:
+            del self._compressing[key]
+        if compressing.cancelled() or compressing.exception() is not None:
+            return
+        # Kept only beside the plain page it compresses, and dropped with it.
+        if self._cache.get(key) is plain:
+            self._gzipped[key] = (plain, compressing.result())
 
     def close(self) -> None:
         self._encoder.shutdown(wait=False, cancel_futures=True)
@@ -316,6 +317,6 @@ def _encode_parts(
     return True
 
 
-def _gzip(plain: bytes) -> bytes:
+def _gzip_level(plain: bytes) -> bytes:
     # mtime=0: the same page compresses to the same bytes.
     return gzip.compress(plain, compresslevel=GZIP_LEVEL, mtime=0)
