@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -53,6 +53,9 @@ class FakeSource:
         self.volumes: dict[str, list[VolumeSnapshot]] = {}
         self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
         self.list_gate: asyncio.Event | None = None
+        # Awaited after each pool a listing reads: its jobs end between two pools when an event's
+        # re-read waits (LibvirtSource.list_pools).
+        self.between_pools: Callable[[str], Awaitable[None]] | None = None
         self.connected = False
         self.scans = 0
         self.guests: dict[str, GuestSnapshot] = {}  # by uuid
@@ -89,6 +92,12 @@ class FakeSource:
 
     async def list_pools(self) -> list[PoolReading]:
         self._check()
+        if self.between_pools is not None:
+            readings = []
+            for name in list(self.pools):
+                readings.append(self.pools[name])
+                await self.between_pools(name)
+            return readings
         snapshot = list(self.pools.values())
         if self.list_gate is not None:
             await self.list_gate.wait()
@@ -379,3 +388,27 @@ async def test_a_rescan_that_finds_nothing_changed_keeps_the_volumes_tuple(
     source.emit("images", PoolEventKind.STARTED)
     await until(lambda: volumes() is not before, inventory)
     assert volumes()[0].allocation == 3 * GiB
+
+
+async def test_an_event_reread_between_two_parts_of_a_listing_is_not_undone(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    """The listing read "images" running; "images" stopped and its event's re-read ran before
+    the listing read "isos": the older reading must not come back."""
+    source, inventory = watched
+
+    async def stop_images(name: str) -> None:
+        if name == "images":
+            source.pools["images"] = reading("images", active=False)
+            source.emit("images", PoolEventKind.STOPPED)
+            await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+
+    source.between_pools = stop_images
+    synced_before = inventory.hosts["kvm01"].last_poll_success
+    source.disconnect()
+    source.connect()
+    await until(lambda: inventory.hosts["kvm01"].last_poll_success != synced_before, inventory)
+    pool = inventory.pool("kvm01", "images")
+    assert pool is not None
+    assert not pool.active
+    assert pool.volumes is None

@@ -69,6 +69,9 @@ BACKOFF_MAX = 4.0
 # Volumes per executor job: a pool with thousands of volumes is read in several short jobs, so
 # no single job comes near call_timeout (an urgent call ends a job early: see _Turn).
 VOLUME_CHUNK = 200
+# Pools per executor job of the info poll's listing (two or three RPCs each), for the same reason;
+# like a volume-scan job, it ends early when an event's re-read waits.
+POOL_CHUNK = 100
 
 
 def _serialized(lock: threading.Lock, call: Callable[[], T]) -> T:
@@ -172,6 +175,10 @@ class LibvirtSource:
         self._lost: asyncio.Future[str] | None = None
         self._callback_ids: _CallbackIds = []  # (domain event?, id)
         self._descriptions: dict[str, PoolDescription] = {}  # by uuid, per connection
+        # Definition events so far, and the last one per uuid: a listing drops what it parsed
+        # of a pool redefined while it ran (see list_pools).
+        self._definitions = 0
+        self._defined_at: dict[str, int] = {}
 
     @property
     def events(self) -> asyncio.Queue[SourceEvent]:
@@ -246,6 +253,7 @@ class LibvirtSource:
             self._conn, self._callback_ids = conn, ids
             self._conn_lock = threading.Lock()  # a call stuck on the old one must not block us
             self._descriptions.clear()
+            self._defined_at.clear()
             self._lost = loop.create_future()
             log.info("libvirt_connected", uri=self._uri_label, hostname=hostname)
             self._events.put_nowait(Connected(hostname=hostname))
@@ -367,15 +375,26 @@ class LibvirtSource:
             PoolEventKind.UNDEFINED,
         ):
             self._descriptions.pop(event.uuid, None)
+            self._definitions += 1
+            self._defined_at[event.uuid] = self._definitions
         self._events.put_nowait(event)
 
     # -- calls -----------------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
         """Run ``fn(conn, *args)`` in the worker, bounded by call_timeout."""
+        result, _ = await self._call_on(None, fn, *args, urgent=urgent)
+        return result
+
+    async def _call_on(
+        self, expected: int | None, fn: Callable[..., T], *args: Any, urgent: bool = False
+    ) -> tuple[T, int]:
+        """``_call``, and the generation of the connection it ran on. With ``expected``, only
+        on that connection: the pool or volume objects of a listing belong to the connection
+        that listed them, and a later job of the same read must not use them on another."""
         await self._turn.acquire(urgent=urgent)
         conn, lock, generation = self._conn, self._conn_lock, self._generation
-        if conn is None:
+        if conn is None or expected not in (None, generation):
             self._turn.release()
             raise SourceUnavailable("not connected")
         loop = asyncio.get_running_loop()
@@ -389,7 +408,7 @@ class LibvirtSource:
             # poll timer that lost its cancellation that way kept a stopping daemon waiting
             # forever. asyncio.timeout() delivers both.
             async with asyncio.timeout(self._call_timeout):
-                return await asyncio.wrap_future(future, loop=loop)
+                return await asyncio.wrap_future(future, loop=loop), generation
         except TimeoutError:
             self._mark_lost(generation, "call_timeout")
             raise SourceUnavailable(f"libvirt call timed out after {self._call_timeout}s") from None
@@ -409,8 +428,31 @@ class LibvirtSource:
         return await self._call(fn)
 
     async def list_pools(self) -> list[PoolReading]:
-        readings, descriptions = await self._call(reader.read_pools, dict(self._descriptions))
-        self._descriptions = descriptions
+        # One listing, then the pools chunk after chunk, each job ending early when an urgent
+        # call waits: an event's re-read waits for one pool's reading at most, not for the
+        # 1,000+ RPCs of a listing of 500 pools. The watcher drops the readings of pools that
+        # had an event since the listing began (Watcher._poll_info).
+        started = self._definitions
+        cached = dict(self._descriptions)
+        listing, generation = await self._call_on(None, reader.list_pools)
+        readings: list[PoolReading] = []
+        kept: dict[str, PoolDescription] = {}
+        for start in range(0, len(listing.pools), POOL_CHUNK):
+            rest = listing.pools[start : start + POOL_CHUNK]
+            while rest:
+                (read, described, done), _ = await self._call_on(
+                    generation, reader.read_pools, listing, rest, cached, self._turn.give_way
+                )
+                readings.extend(read)
+                kept.update(described)
+                rest = rest[done:]
+        # A pool redefined meanwhile may have been parsed from its old XML: read it again next
+        # time.
+        self._descriptions = {
+            uuid: description
+            for uuid, description in kept.items()
+            if self._defined_at.get(uuid, 0) <= started
+        }
         return readings
 
     async def read_pool(self, name: str) -> PoolReading:
@@ -437,17 +479,19 @@ class LibvirtSource:
         self, name: str, volumes: Sequence[str] | None = None
     ) -> list[VolumeDescription]:
         if volumes is None:
-            found = await self._call(reader.list_volumes, name)
+            found, generation = await self._call_on(None, reader.list_volumes, name)
         else:
-            found = await self._call(reader.look_up_volumes, name, list(volumes))
+            found, generation = await self._call_on(
+                None, reader.look_up_volumes, name, list(volumes)
+            )
         out: list[VolumeDescription] = []
         # Chunk after chunk, each job ending early when an urgent call waits: an event's
         # re-read waits for one XMLDesc() at most, not for a chunk or a queue of them.
         for start in range(0, len(found), VOLUME_CHUNK):
             rest = found[start : start + VOLUME_CHUNK]
             while rest:
-                described, done = await self._call(
-                    reader.describe_volumes, rest, self._turn.give_way
+                (described, done), _ = await self._call_on(
+                    generation, reader.describe_volumes, rest, self._turn.give_way
                 )
                 out.extend(described)
                 rest = rest[done:]
