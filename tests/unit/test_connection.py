@@ -1,31 +1,17 @@
-"""Whose turn it is on a connection's one worker (adapter/connection.py ``_Turn``), and the
-pool listing that gives way to an event's re-read between two pools."""
+"""A connection (adapter/connection.py): the pool listing gives way to an event's re-read between
+two pools; the volume names of many pools come in a few jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
-from poolwatch.adapter.connection import LibvirtSource, _Turn
+import libvirt
+
+from poolwatch.adapter.connection import LibvirtSource
+from poolwatch.source import PoolNotFound
 from tests.unit.test_reader import FakePool
-
-
-async def test_a_waiting_urgent_call_asks_the_running_job_to_give_way() -> None:
-    turn = _Turn()
-    await turn.acquire(urgent=False)  # a volume-scan job runs
-    routine = asyncio.create_task(turn.acquire(urgent=False))
-    await asyncio.sleep(0)
-    assert not turn.give_way.is_set()  # routine calls wait their turn
-    urgent = asyncio.create_task(turn.acquire(urgent=True))
-    await asyncio.sleep(0)
-    assert turn.give_way.is_set()
-    turn.release()
-    await urgent  # before the routine call queued ahead of it
-    assert not routine.done()
-    assert not turn.give_way.is_set()
-    turn.release()
-    await routine
-    turn.release()
 
 
 class FakeConnection:
@@ -73,4 +59,45 @@ async def test_an_event_reread_does_not_wait_for_the_whole_pool_listing() -> Non
         assert [r.name for r in readings] == [f"p{i:03d}" for i in range(250)]
     finally:
         source._conn = None  # nothing to tear down
+        await source.close()
+
+
+class VolumesConnection:
+    """Running pools with one volume each; ``jobs`` counts the worker's jobs that listed."""
+
+    def __init__(self, count: int) -> None:
+        self.calls: list[str] = []
+        self._pools = {f"p{i:03d}": FakePool(f"p{i:03d}", self.calls) for i in range(count)}
+
+    def storagePoolLookupByName(self, name: str) -> Any:
+        if name not in self._pools:
+            error = libvirt.libvirtError("no pool")
+            error.err = (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_FROM_STORAGE, "no pool")
+            raise error
+        return self._pools[name]
+
+
+async def test_the_volume_names_of_many_pools_come_in_a_few_jobs() -> None:
+    source = LibvirtSource(uri="qemu:///system", read_only=True, call_timeout=10)
+    source._loop = asyncio.get_running_loop()
+    source._conn, source._generation = VolumesConnection(250), 1
+    jobs = 0
+    submit = source._calls.submit
+
+    def counting(*args: Any) -> Any:
+        nonlocal jobs
+        jobs += 1
+        return submit(*args)
+
+    source._calls.submit = counting  # type: ignore[method-assign]
+    try:
+        names = [f"p{i:03d}" for i in range(250)] + ["gone"]
+        found = await asyncio.gather(
+            *(source.list_volume_names(n) for n in names), return_exceptions=True
+        )
+        assert found[:250] == [[f"p{i:03d}.img"] for i in range(250)]
+        assert isinstance(found[250], PoolNotFound)  # that pool's scan only
+        assert jobs == 3  # POOL_CHUNK pools a job, not a job per pool
+    finally:
+        source._conn = None
         await source.close()

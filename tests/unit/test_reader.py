@@ -151,6 +151,10 @@ class FakePool:
     def autostart(self) -> int:
         return 0
 
+    def listAllVolumes(self, flags: int) -> list[FakeVolume]:
+        self._calls.append(f"{self._name}.listAllVolumes")
+        return [FakeVolume(f"{self._name}.img", "")]
+
 
 def test_a_pool_listing_job_gives_way_to_an_urgent_call_after_the_pool_in_hand() -> None:
     calls: list[str] = []

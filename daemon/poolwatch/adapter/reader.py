@@ -214,9 +214,27 @@ def look_up_volumes(conn: Any, name: str, names: list[str]) -> list[Any]:
     return found
 
 
-def list_volume_names(conn: Any, name: str) -> list[str]:
-    # name() is local to each volume object: the listing is the only RPC.
-    return [vol.name() for vol in conn.storagePoolLookupByName(name).listAllVolumes(0)]
+def list_volume_names(
+    conn: Any, names: list[str], give_way: threading.Event | None = None
+) -> tuple[dict[str, list[str] | libvirt.libvirtError], int]:
+    """The volume names of each pool of ``names``, or the error its listing failed with.
+
+    Two RPCs per pool (name() is local to each volume object). Stops early once ``give_way``
+    is set and returns how many pools it went through, like ``describe_volumes``.
+    """
+    found: dict[str, list[str] | libvirt.libvirtError] = {}
+    done = 0
+    for name in names:
+        if give_way is not None and give_way.is_set() and done:
+            break
+        done += 1
+        try:
+            volumes = conn.storagePoolLookupByName(name).listAllVolumes(0)
+        except libvirt.libvirtError as exc:
+            found[name] = exc
+            continue
+        found[name] = [vol.name() for vol in volumes]
+    return found, done
 
 
 def _describe_volume(vol: Any) -> VolumeDescription:
