@@ -373,11 +373,8 @@ class Watcher:
             self._telemetry.record_pool_gone(self.key, name)
             self._local.forget(name)
         self._inventory.replace_pools(self.key, pools)
-        if scanned is not None:
-            # A resync: the volume poll that follows lists every pool's volumes anyway; a
-            # fast-path pool's stat() here and its scan there would read its files twice.
-            stale_scans += restat
-            restat = []
+        if scanned is not None:  # a resync, whose volume poll lists them: scan once, here
+            stale_scans, restat = stale_scans + restat, []
         if restat:
             await self._scan_into_inventory(restat, listed=False)
         if stale_scans:
