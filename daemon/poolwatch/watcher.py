@@ -22,7 +22,7 @@ import structlog
 
 from poolwatch.addresses import default_host_name, without_credentials
 from poolwatch.fastpath.pools import LocalPools
-from poolwatch.filesystem import TargetInspector
+from poolwatch.filesystem import Target, TargetInspector
 from poolwatch.guests import GuestTracker
 from poolwatch.inventory import Inventory
 from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
@@ -345,11 +345,8 @@ class Watcher:
     async def _poll_info(self, *, scanned: list[str] | None = None) -> None:
         seq = self._event_seq
         readings = await self._source.list_pools()
-        targets = await asyncio.gather(
-            *(
-                self._targets.inspect(r.type, r.target_path, active=r.active, pool=r.name)
-                for r in readings
-            )
+        targets = await self._targets.inspect_all(
+            [Target(r.name, r.type, r.target_path, r.active) for r in readings]
         )
         if self._detached:
             return
@@ -376,6 +373,8 @@ class Watcher:
             self._telemetry.record_pool_gone(self.key, name)
             self._local.forget(name)
         self._inventory.replace_pools(self.key, pools)
+        if scanned is not None:  # a resync, whose volume poll lists them: scan once, here
+            stale_scans, restat = stale_scans + restat, []
         if restat:
             await self._scan_into_inventory(restat, listed=False)
         if stale_scans:

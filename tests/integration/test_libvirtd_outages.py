@@ -82,7 +82,7 @@ async def test_frozen_libvirtd_never_hangs_metrics(libvirtd: Libvirtd, dir_pool:
         bound = CALL_TIMEOUT + KEEPALIVE + 1  # the call times out, or keepalive gives up
         # Frozen past the keepalive timeout, so calls stuck in libvirtd are aborted before it
         # returns: with calls from several threads on one connection, libvirt < 10.3 clients
-        # crashed right there (CVE-2024-4418; see poolwatch.adapter.connection._serialized).
+        # crashed right there (CVE-2024-4418; see poolwatch.adapter.turns.serialized).
         hold = CALL_TIMEOUT + KEEPALIVE + 0.5
         try:
             await asyncio.to_thread(libvirtd.freeze)

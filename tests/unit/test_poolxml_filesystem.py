@@ -1,14 +1,20 @@
-"""Pool XML labels, hostile XML, and which targets poolwatch may statvfs."""
+"""Pool XML labels, hostile XML, which targets poolwatch may statvfs, and their inspection off
+the event loop (many in one worker job; a hung target holds up only itself)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from poolwatch import filesystem
 from poolwatch.addresses import without_credentials
-from poolwatch.filesystem import is_local_uri, stat_target
+from poolwatch.filesystem import Target, TargetInspector, is_local_uri, stat_target
 from poolwatch.poolxml import PoolXMLError, parse_pool_xml
 
 
@@ -115,3 +121,71 @@ def test_missing_or_foreign_targets_report_nothing(tmp_path: Path) -> None:
     assert stat_target("dir", str(tmp_path / "missing")) is None
     assert stat_target("logical", "/dev/vg0") is None
     assert stat_target("dir", "") is None
+
+
+class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        self.jobs = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+class RecordingLog:
+    def __init__(self) -> None:
+        self.warnings: list[dict[str, Any]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warnings.append({"event": event, **fields})
+
+
+async def test_many_targets_are_inspected_in_one_worker_job(tmp_path: Path) -> None:
+    executor = CountingExecutor(2)
+    log = RecordingLog()
+    inspector = TargetInspector(executor, enabled=True, timeout=lambda: 5, log=lambda: log)
+    targets = [Target(f"p{i}", "dir", str(tmp_path), True) for i in range(50)]
+    targets.append(Target("vg", "logical", "/dev/vg", True))
+    found = await inspector.inspect_all(targets)
+    assert executor.jobs == 1
+    assert all(stat is not None and mounted is False for stat, mounted in found[:50])
+    assert found[50] == (None, None)
+    executor.shutdown()
+
+
+async def test_a_hung_target_holds_up_only_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead NFS server blocks its statvfs: the pools after it in the job are still measured,
+    and it is not asked again until its call returns."""
+    hung, released = str(tmp_path / "nfs"), threading.Event()
+    real = filesystem.inspect_target
+
+    def inspect(pool_type: str, path: str, *, active: bool) -> Any:
+        if path == hung:
+            released.wait(10)
+        return real(pool_type, path, active=active)
+
+    monkeypatch.setattr(filesystem, "inspect_target", inspect)
+    executor = concurrent.futures.ThreadPoolExecutor(2)
+    log = RecordingLog()
+    inspector = TargetInspector(executor, enabled=True, timeout=lambda: 0.2, log=lambda: log)
+    targets = [
+        Target("a", "dir", str(tmp_path), True),
+        Target("nfs", "dir", hung, True),
+        Target("b", "dir", str(tmp_path), True),
+    ]
+    try:
+        first = await inspector.inspect_all(targets)
+        assert first[0][0] is not None
+        assert first[1] == (None, None)
+        assert first[2][0] is not None
+        assert [w["pool"] for w in log.warnings] == ["nfs"]
+        again = await inspector.inspect_all(targets)  # still hung: not asked, not waited for
+        assert again[1] == (None, None)
+        assert again[2][0] is not None
+        assert len(log.warnings) == 1
+    finally:
+        released.set()
+        executor.shutdown(wait=True)

@@ -1,4 +1,5 @@
-"""Volume figures read from libvirt's XML description of each volume (adapter/reader.py)."""
+"""Pool and volume figures read from libvirt (adapter/reader.py): the XML description of
+each volume, and the listing of the pools in jobs that give way to an urgent call."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from xml.sax.saxutils import escape
 import libvirt
 import pytest
 
-from poolwatch.adapter.reader import describe_volumes
+from poolwatch.adapter.reader import PoolListing, describe_volumes, read_pools
 from poolwatch.model import VolumeSnapshot
 from poolwatch.source import VolumeDescription
 
@@ -115,3 +116,66 @@ def test_a_job_gives_way_to_an_urgent_call_after_the_volume_in_hand() -> None:
     volumes = [FakeVolume(n, description(n)) for n in ("a", "b", "c")]
     described, done = describe_volumes(None, volumes, give_way)
     assert (done, [d.volume.name for d in described]) == (1, ["a"])
+
+
+class FakePool:
+    """A running dir pool; ``calls`` records every RPC made on it, in order."""
+
+    def __init__(self, name: str, calls: list[str]) -> None:
+        self._name, self._calls = name, calls
+
+    def name(self) -> str:
+        return self._name
+
+    def UUIDString(self) -> str:
+        return f"uuid-{self._name}"
+
+    def XMLDesc(self, flags: int) -> str:
+        self._calls.append(f"{self._name}.XMLDesc")
+        return f"<pool type='dir'><name>{self._name}</name><uuid>uuid-{self._name}</uuid></pool>"
+
+    def info(self) -> list[int]:
+        self._calls.append(f"{self._name}.info")
+        return [2, 100, 10, 90]
+
+    def numOfVolumes(self) -> int:
+        self._calls.append(f"{self._name}.numOfVolumes")
+        return 0
+
+    def isActive(self) -> int:
+        return 1
+
+    def isPersistent(self) -> int:
+        return 1
+
+    def autostart(self) -> int:
+        return 0
+
+    def listAllVolumes(self, flags: int) -> list[FakeVolume]:
+        self._calls.append(f"{self._name}.listAllVolumes")
+        return [FakeVolume(f"{self._name}.img", "")]
+
+
+def test_a_pool_listing_job_gives_way_to_an_urgent_call_after_the_pool_in_hand() -> None:
+    calls: list[str] = []
+    pools = [FakePool(f"p{i}", calls) for i in range(3)]
+    names = frozenset(p.name() for p in pools)
+    listing = PoolListing(pools, active=names, persistent=names, autostart=frozenset())
+    give_way = threading.Event()
+    give_way.set()
+    readings, described, done = read_pools(None, listing, pools, {}, give_way)
+    assert done == 1
+    assert [r.name for r in readings] == ["p0"]
+    assert list(described) == ["uuid-p0"]
+    assert calls == ["p0.XMLDesc", "p0.info", "p0.numOfVolumes"]
+    # The rest, later: a pool's description is parsed once per definition, not once per poll.
+    calls.clear()
+    readings, _, done = read_pools(None, listing, pools[1:], described)
+    assert (done, [r.name for r in readings]) == (2, ["p1", "p2"])
+    readings, _, _ = read_pools(None, listing, pools[:1], described)
+    assert (readings[0].active, readings[0].persistent, readings[0].autostart) == (
+        True,
+        True,
+        False,
+    )
+    assert "p0.XMLDesc" not in calls

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from poolwatch.source import (
     PoolReading,
     SourceEvent,
     SourceUnavailable,
+    VolumeDescription,
 )
 from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
@@ -53,8 +57,12 @@ class FakeSource:
         self.volumes: dict[str, list[VolumeSnapshot]] = {}
         self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
         self.list_gate: asyncio.Event | None = None
+        # Awaited after each pool a listing reads: its jobs end between two pools when an event's
+        # re-read waits (LibvirtSource.list_pools).
+        self.between_pools: Callable[[str], Awaitable[None]] | None = None
         self.connected = False
         self.scans = 0
+        self.listings: list[str] = []  # pools whose volume names were listed, in order
         self.guests: dict[str, GuestSnapshot] = {}  # by uuid
         self.resumed: list[str] = []
 
@@ -89,6 +97,12 @@ class FakeSource:
 
     async def list_pools(self) -> list[PoolReading]:
         self._check()
+        if self.between_pools is not None:
+            readings = []
+            for name in list(self.pools):
+                readings.append(self.pools[name])
+                await self.between_pools(name)
+            return readings
         snapshot = list(self.pools.values())
         if self.list_gate is not None:
             await self.list_gate.wait()
@@ -112,9 +126,25 @@ class FakeSource:
             scanned_at=float(self.scans),  # every scan is news, as with the real clock
         )
 
-    async def refresh_pool(self, name: str) -> None:
+    async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
         self._check()
         self.emit(name, PoolEventKind.REFRESHED)
+
+    async def list_volume_names(self, name: str) -> list[str]:
+        self._check()
+        self.listings.append(name)
+        return [v.name for v in self.volumes.get(name, [])]
+
+    async def describe_volumes(
+        self, name: str, volumes: Sequence[str] | None = None
+    ) -> list[VolumeDescription]:
+        self._check()
+        target = self.pools[name].target_path
+        return [
+            VolumeDescription(v, os.path.join(target, v.name), "raw")
+            for v in self.volumes.get(name, [])
+            if volumes is None or v.name in volumes
+        ]
 
     async def start_pool(self, name: str) -> None:
         self._check()
@@ -379,3 +409,84 @@ async def test_a_rescan_that_finds_nothing_changed_keeps_the_volumes_tuple(
     source.emit("images", PoolEventKind.STARTED)
     await until(lambda: volumes() is not before, inventory)
     assert volumes()[0].allocation == 3 * GiB
+
+
+async def test_an_event_reread_between_two_parts_of_a_listing_is_not_undone(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    """The listing read "images" running; "images" stopped and its event's re-read ran before
+    the listing read "isos": the older reading must not come back."""
+    source, inventory = watched
+
+    async def stop_images(name: str) -> None:
+        if name == "images":
+            source.pools["images"] = reading("images", active=False)
+            source.emit("images", PoolEventKind.STOPPED)
+            await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+
+    source.between_pools = stop_images
+    synced_before = inventory.hosts["kvm01"].last_poll_success
+    source.disconnect()
+    source.connect()
+    await until(lambda: inventory.hosts["kvm01"].last_poll_success != synced_before, inventory)
+    pool = inventory.pool("kvm01", "images")
+    assert pool is not None
+    assert not pool.active
+    assert pool.volumes is None
+
+
+async def test_a_resync_reads_the_files_of_a_fast_path_pool_once(tmp_path: Path) -> None:
+    """After a reconnect a fast-path pool's volumes are listed and stat()ed once, not stat()ed
+    by the info poll and then listed and stat()ed again by the volume poll."""
+    (tmp_path / "a.img").write_bytes(b"x" * 4096)
+    source = FakeSource(
+        dataclasses.replace(reading("images", volumes=1), target_path=str(tmp_path))
+    )
+    source.volumes["images"] = [VolumeSnapshot("a.img", 0, 4096, 4096, 4096)]
+    inventory, telemetry = Inventory(), Telemetry()
+    poll = PollConfig(interval=3600.0, volumes_interval=3600.0, refresh_interval=3600.0)
+    watcher = Watcher(
+        key="kvm01",
+        uri="qemu:///system",
+        name=None,
+        source=source,
+        inventory=inventory,
+        telemetry=telemetry,
+        poll=poll,
+        stat_filesystems=True,
+    )
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith("a.img"):
+            stats.append(str(path))
+        return real_stat(path, *args, **kwargs)
+
+    def resyncs() -> int:
+        if "kvm01" not in inventory.hosts:
+            return 0
+        durations = telemetry.stats("kvm01").poll_durations.get("volumes")
+        return 0 if durations is None else durations.count
+
+    async def resynced(count: int) -> None:
+        async with asyncio.timeout(2):
+            # Counted in the telemetry after the last inventory change, and it has no event.
+            while resyncs() < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(watcher.run())
+    try:
+        await resynced(1)
+        assert inventory.pool("kvm01", "images").fast_path  # type: ignore[union-attr]
+        source.listings.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "stat", counting_stat)
+            source.disconnect()
+            source.connect()
+            await resynced(2)
+        assert source.listings == ["images"]
+        assert len(stats) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

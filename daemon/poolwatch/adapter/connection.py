@@ -2,7 +2,7 @@
 
 Blocking libvirt calls never run on the event loop thread. They run in a small executor of
 their own, one job at a time per worker, never two at once on one connection (see
-``_serialized``), each bounded by ``call_timeout``. A call that outlives its timeout (a frozen
+``serialized``), each bounded by ``call_timeout``. A call that outlives its timeout (a frozen
 libvirtd) or fails with a transport error marks the connection lost: the watcher sees
 ``Disconnected`` at once, the old connection is torn down in the background and a new one is
 opened with exponential backoff and jitter. Keepalive, derived from the timeout,
@@ -15,8 +15,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import heapq
-import itertools
 import random
 import threading
 import time
@@ -28,7 +26,9 @@ import libvirt
 import structlog
 
 from poolwatch.adapter import domain_events, domains, reader
+from poolwatch.adapter.coalesce import Coalesced
 from poolwatch.adapter.eventloop import ensure_event_loop
+from poolwatch.adapter.turns import Turn, serialized
 from poolwatch.addresses import without_credentials
 from poolwatch.model import GuestSnapshot, PoolEventKind, VolumeScan, volume_scan
 from poolwatch.poolxml import PoolDescription
@@ -67,66 +67,11 @@ BACKOFF_INITIAL = 0.25
 BACKOFF_MAX = 4.0
 
 # Volumes per executor job: a pool with thousands of volumes is read in several short jobs, so
-# no single job comes near call_timeout (an urgent call ends a job early: see _Turn).
+# no single job comes near call_timeout (an urgent call ends a job early: see adapter/turns.py).
 VOLUME_CHUNK = 200
-
-
-def _serialized(lock: threading.Lock, call: Callable[[], T]) -> T:
-    """Run a blocking libvirt call while no other thread is inside libvirt on its connection.
-
-    libvirt's RPC client before 10.3.0 (Debian 12 ships 9.0.0) has a stack use-after-free when
-    several threads share a connection (CVE-2024-4418): a thread that leaves the client's I/O loop
-    on an error, such as a keepalive timeout, leaves a GSource that points into its stack frame,
-    and the thread the buck passes to later dispatches it. Measured: with calls from several
-    workers in flight, a libvirtd frozen past the keepalive timeout and then thawed crashed the
-    process with SIGSEGV every time. One call at a time per connection never passes the buck.
-    """
-    with lock:
-        return call()
-
-
-class _Turn:
-    """Whose turn it is on the connection's one worker: urgent calls (an event's re-read, a
-    policy action) go before queued routine ones (volume scans, refreshes), so an event is not
-    held up behind a scan of thousands of volumes. ``give_way`` is set while an urgent call
-    waits: a running volume-scan job sees it between two volumes and ends early.
-    """
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-        self._urgent_waiting = 0
-        self.give_way = threading.Event()  # read by the worker thread
-
-    async def acquire(self, *, urgent: bool) -> None:
-        if not self._busy and not self._waiting:
-            self._busy = True
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), turn))
-        if urgent:
-            self._urgent_waiting += 1
-            self.give_way.set()
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self.release()  # it was our turn already: pass it on
-            raise
-        finally:
-            if urgent:
-                self._urgent_waiting -= 1
-                if not self._urgent_waiting:
-                    self.give_way.clear()
-
-    def release(self) -> None:
-        while self._waiting:
-            _, _, turn = heapq.heappop(self._waiting)
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self._busy = False
+# Pools per executor job of the info poll's listing (two or three RPCs each), for the same reason;
+# like a volume-scan job, it ends early when an event's re-read waits.
+POOL_CHUNK = 100
 
 
 def _is_transport_error(exc: libvirt.libvirtError) -> bool:
@@ -161,17 +106,22 @@ class LibvirtSource:
         self._task: asyncio.Task[None] | None = None
         # Calls and connects use separate threads so that a hung open() or close() never takes
         # a worker from the calls, and the calls never starve a reconnect.
-        # One worker: calls are serialized anyway (see _serialized), and with a single worker a
+        # One worker: calls are serialized anyway (see serialized), and with a single worker a
         # call's timeout measures the call itself, never the wait behind a slow one.
         self._calls = concurrent.futures.ThreadPoolExecutor(1, "libvirt-call")
         self._connects = concurrent.futures.ThreadPoolExecutor(1, "libvirt-connect")
-        self._turn = _Turn()
+        self._turn = Turn()
+        self._volume_names = Coalesced(self._list_volume_names)
         self._conn: Any = None  # libvirt.virConnect while connected
         self._conn_lock = threading.Lock()  # held by the thread inside libvirt on _conn
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
         self._callback_ids: _CallbackIds = []  # (domain event?, id)
         self._descriptions: dict[str, PoolDescription] = {}  # by uuid, per connection
+        # Definition events so far, and the last one per uuid: a listing drops what it parsed
+        # of a pool redefined while it ran (see list_pools).
+        self._definitions = 0
+        self._defined_at: dict[str, int] = {}
 
     @property
     def events(self) -> asyncio.Queue[SourceEvent]:
@@ -197,6 +147,7 @@ class LibvirtSource:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._volume_names.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(
@@ -246,6 +197,7 @@ class LibvirtSource:
             self._conn, self._callback_ids = conn, ids
             self._conn_lock = threading.Lock()  # a call stuck on the old one must not block us
             self._descriptions.clear()
+            self._defined_at.clear()
             self._lost = loop.create_future()
             log.info("libvirt_connected", uri=self._uri_label, hostname=hostname)
             self._events.put_nowait(Connected(hostname=hostname))
@@ -290,7 +242,7 @@ class LibvirtSource:
             ).start()
 
     def _release(self, conn: Any, callback_ids: _CallbackIds, lock: threading.Lock) -> None:
-        """Blocking: tear a connection down once no call runs on it (see ``_serialized``)."""
+        """Blocking: tear a connection down once no call runs on it (see ``serialized``)."""
         # Keepalive ends a call stuck in a hung libvirtd within about call_timeout. A call that
         # takes longer on a live daemon must not hold up the reconnect: release the connection
         # after it, from a thread of its own.
@@ -301,7 +253,7 @@ class LibvirtSource:
                 lock.release()
             return
         threading.Thread(
-            target=_serialized,
+            target=serialized,
             args=(lock, functools.partial(self._teardown, conn, callback_ids)),
             name="libvirt-teardown",
             daemon=True,
@@ -367,19 +319,30 @@ class LibvirtSource:
             PoolEventKind.UNDEFINED,
         ):
             self._descriptions.pop(event.uuid, None)
+            self._definitions += 1
+            self._defined_at[event.uuid] = self._definitions
         self._events.put_nowait(event)
 
     # -- calls -----------------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> T:
         """Run ``fn(conn, *args)`` in the worker, bounded by call_timeout."""
+        result, _ = await self._call_on(None, fn, *args, urgent=urgent)
+        return result
+
+    async def _call_on(
+        self, expected: int | None, fn: Callable[..., T], *args: Any, urgent: bool = False
+    ) -> tuple[T, int]:
+        """``_call``, and the generation of the connection it ran on. With ``expected``, only
+        on that connection: the pool or volume objects of a listing belong to the connection
+        that listed them, and a later job of the same read must not use them on another."""
         await self._turn.acquire(urgent=urgent)
         conn, lock, generation = self._conn, self._conn_lock, self._generation
-        if conn is None:
+        if conn is None or expected not in (None, generation):
             self._turn.release()
             raise SourceUnavailable("not connected")
         loop = asyncio.get_running_loop()
-        future = self._calls.submit(_serialized, lock, functools.partial(fn, conn, *args))
+        future = self._calls.submit(serialized, lock, functools.partial(fn, conn, *args))
         # The turn passes on when the thread is done, not when we stop waiting: a thread stuck
         # in a frozen libvirtd still occupies the worker (until keepalive ends the call).
         future.add_done_callback(lambda _f: self._hand_over(self._turn.release))
@@ -389,28 +352,55 @@ class LibvirtSource:
             # poll timer that lost its cancellation that way kept a stopping daemon waiting
             # forever. asyncio.timeout() delivers both.
             async with asyncio.timeout(self._call_timeout):
-                return await asyncio.wrap_future(future, loop=loop)
+                return await asyncio.wrap_future(future, loop=loop), generation
         except TimeoutError:
             self._mark_lost(generation, "call_timeout")
             raise SourceUnavailable(f"libvirt call timed out after {self._call_timeout}s") from None
         except libvirt.libvirtError as exc:
-            code = exc.get_error_code()
-            if _is_transport_error(exc):
-                self._mark_lost(generation, "error")
-                raise SourceUnavailable(exc.get_error_message()) from None
-            if code == libvirt.VIR_ERR_NO_STORAGE_POOL:
-                raise PoolNotFound(exc.get_error_message()) from None
-            if code == libvirt.VIR_ERR_NO_DOMAIN:
-                raise GuestNotFound(exc.get_error_message()) from None
-            raise SourceError(exc.get_error_message(), code=code) from None
+            raise self._failure(exc, generation) from None
+
+    def _failure(self, exc: libvirt.libvirtError, generation: int) -> Exception:
+        """What a call that failed with ``exc`` raises; a transport error loses the connection."""
+        code = exc.get_error_code()
+        if _is_transport_error(exc):
+            self._mark_lost(generation, "error")
+            return SourceUnavailable(exc.get_error_message())
+        if code == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            return PoolNotFound(exc.get_error_message())
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            return GuestNotFound(exc.get_error_message())
+        return SourceError(exc.get_error_message(), code=code)
 
     async def execute(self, fn: Callable[[Any], T]) -> T:
         """Run a blocking ``fn(conn)`` on this connection, like every other call."""
         return await self._call(fn)
 
     async def list_pools(self) -> list[PoolReading]:
-        readings, descriptions = await self._call(reader.read_pools, dict(self._descriptions))
-        self._descriptions = descriptions
+        # One listing, then the pools chunk after chunk, each job ending early when an urgent
+        # call waits: an event's re-read waits for one pool's reading at most, not for the
+        # 1,000+ RPCs of a listing of 500 pools. The watcher drops the readings of pools that
+        # had an event since the listing began (Watcher._poll_info).
+        started = self._definitions
+        cached = dict(self._descriptions)
+        listing, generation = await self._call_on(None, reader.list_pools)
+        readings: list[PoolReading] = []
+        kept: dict[str, PoolDescription] = {}
+        for start in range(0, len(listing.pools), POOL_CHUNK):
+            rest = listing.pools[start : start + POOL_CHUNK]
+            while rest:
+                (read, described, done), _ = await self._call_on(
+                    generation, reader.read_pools, listing, rest, cached, self._turn.give_way
+                )
+                readings.extend(read)
+                kept.update(described)
+                rest = rest[done:]
+        # A pool redefined meanwhile may have been parsed from its old XML: read it again next
+        # time.
+        self._descriptions = {
+            uuid: description
+            for uuid, description in kept.items()
+            if self._defined_at.get(uuid, 0) <= started
+        }
         return readings
 
     async def read_pool(self, name: str) -> PoolReading:
@@ -431,23 +421,40 @@ class LibvirtSource:
         return volume_scan([d.volume for d in described], limit, scanned_at)
 
     async def list_volume_names(self, name: str) -> list[str]:
-        return await self._call(reader.list_volume_names, name)
+        # The pools of a volume poll ask together: one job (per POOL_CHUNK) answers them all.
+        return await self._volume_names.get(name)
+
+    async def _list_volume_names(self, names: list[str]) -> dict[str, list[str] | Exception]:
+        out: dict[str, list[str] | Exception] = {}
+        for start in range(0, len(names), POOL_CHUNK):
+            rest = names[start : start + POOL_CHUNK]
+            while rest:
+                (found, done), generation = await self._call_on(
+                    None, reader.list_volume_names, rest, self._turn.give_way
+                )
+                for name, value in found.items():
+                    failed = isinstance(value, libvirt.libvirtError)
+                    out[name] = self._failure(value, generation) if failed else value
+                rest = rest[done:]
+        return out
 
     async def describe_volumes(
         self, name: str, volumes: Sequence[str] | None = None
     ) -> list[VolumeDescription]:
         if volumes is None:
-            found = await self._call(reader.list_volumes, name)
+            found, generation = await self._call_on(None, reader.list_volumes, name)
         else:
-            found = await self._call(reader.look_up_volumes, name, list(volumes))
+            found, generation = await self._call_on(
+                None, reader.look_up_volumes, name, list(volumes)
+            )
         out: list[VolumeDescription] = []
         # Chunk after chunk, each job ending early when an urgent call waits: an event's
         # re-read waits for one XMLDesc() at most, not for a chunk or a queue of them.
         for start in range(0, len(found), VOLUME_CHUNK):
             rest = found[start : start + VOLUME_CHUNK]
             while rest:
-                described, done = await self._call(
-                    reader.describe_volumes, rest, self._turn.give_way
+                (described, done), _ = await self._call_on(
+                    generation, reader.describe_volumes, rest, self._turn.give_way
                 )
                 out.extend(described)
                 rest = rest[done:]

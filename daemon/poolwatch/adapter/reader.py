@@ -2,7 +2,9 @@
 
 Each function makes as few RPCs as it can: the pool flags of every pool come from three
 filtered listAllStoragePools() calls instead of three calls per pool, and the XML description
-of a pool (its labels) is read once per definition, not once per poll.
+of a pool (its labels) is read once per definition, not once per poll. The functions that go
+through many pools or volumes take a ``give_way`` event and end early when it is set, so that
+one executor job never holds an event's re-read up for more than one pool or volume.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
@@ -59,17 +62,46 @@ def _reading(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PoolListing:
+    """Every pool of the host, with its flags: the four listAllStoragePools() calls."""
+
+    pools: list[Any]  # virStoragePool objects: name() and UUIDString() need no RPC
+    active: frozenset[str]
+    persistent: frozenset[str]
+    autostart: frozenset[str]
+
+
+def list_pools(conn: Any) -> PoolListing:
+    return PoolListing(
+        pools=list(conn.listAllStoragePools(0)),
+        active=frozenset(_names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)),
+        persistent=frozenset(_names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_PERSISTENT)),
+        autostart=frozenset(_names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_AUTOSTART)),
+    )
+
+
 def read_pools(
-    conn: Any, descriptions: dict[str, PoolDescription]
-) -> tuple[list[PoolReading], dict[str, PoolDescription]]:
-    """Every pool of the host; ``descriptions`` caches parsed XML by UUID across calls."""
-    pools = conn.listAllStoragePools(0)
-    active = _names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
-    persistent = _names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_PERSISTENT)
-    autostart = _names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_AUTOSTART)
+    _conn: Any,
+    listing: PoolListing,
+    pools: list[Any],
+    descriptions: dict[str, PoolDescription],
+    give_way: threading.Event | None = None,
+) -> tuple[list[PoolReading], dict[str, PoolDescription], int]:
+    """Readings of ``pools`` (a part of ``listing.pools``), two or three RPCs per pool.
+
+    ``descriptions`` caches parsed XML by UUID across calls; the descriptions of the pools read
+    come back with the readings. Stops early once ``give_way`` is set (an urgent call, an
+    event's re-read, waits for the connection) and returns how many pools it went through, so
+    the caller queues the rest.
+    """
     readings = []
     kept = {}
+    done = 0
     for pool in pools:
+        if give_way is not None and give_way.is_set() and done:
+            break
+        done += 1
         uuid = pool.UUIDString()
         name = pool.name()
         try:
@@ -77,9 +109,9 @@ def read_pools(
             reading = _reading(
                 pool,
                 description,
-                active=name in active,
-                persistent=name in persistent,
-                autostart=name in autostart,
+                active=name in listing.active,
+                persistent=name in listing.persistent,
+                autostart=name in listing.autostart,
             )
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
@@ -87,7 +119,7 @@ def read_pools(
             raise
         kept[uuid] = description
         readings.append(reading)
-    return readings, kept
+    return readings, kept, done
 
 
 def read_pool(conn: Any, name: str) -> PoolReading:
@@ -182,9 +214,27 @@ def look_up_volumes(conn: Any, name: str, names: list[str]) -> list[Any]:
     return found
 
 
-def list_volume_names(conn: Any, name: str) -> list[str]:
-    # name() is local to each volume object: the listing is the only RPC.
-    return [vol.name() for vol in conn.storagePoolLookupByName(name).listAllVolumes(0)]
+def list_volume_names(
+    conn: Any, names: list[str], give_way: threading.Event | None = None
+) -> tuple[dict[str, list[str] | libvirt.libvirtError], int]:
+    """The volume names of each pool of ``names``, or the error its listing failed with.
+
+    Two RPCs per pool (name() is local to each volume object). Stops early once ``give_way``
+    is set and returns how many pools it went through, like ``describe_volumes``.
+    """
+    found: dict[str, list[str] | libvirt.libvirtError] = {}
+    done = 0
+    for name in names:
+        if give_way is not None and give_way.is_set() and done:
+            break
+        done += 1
+        try:
+            volumes = conn.storagePoolLookupByName(name).listAllVolumes(0)
+        except libvirt.libvirtError as exc:
+            found[name] = exc
+            continue
+        found[name] = [vol.name() for vol in volumes]
+    return found, done
 
 
 def _describe_volume(vol: Any) -> VolumeDescription:
