@@ -10,7 +10,13 @@ from xml.sax.saxutils import escape
 import libvirt
 import pytest
 
-from poolwatch.adapter.reader import PoolListing, describe_volumes, read_pools
+from poolwatch.adapter.reader import (
+    LOOK_UP_BY_LISTING,
+    PoolListing,
+    describe_volumes,
+    look_up_volumes,
+    read_pools,
+)
 from poolwatch.model import VolumeSnapshot
 from poolwatch.source import VolumeDescription
 
@@ -121,8 +127,9 @@ def test_a_job_gives_way_to_an_urgent_call_after_the_volume_in_hand() -> None:
 class FakePool:
     """A running dir pool; ``calls`` records every RPC made on it, in order."""
 
-    def __init__(self, name: str, calls: list[str]) -> None:
+    def __init__(self, name: str, calls: list[str], volumes: int = 0) -> None:
         self._name, self._calls = name, calls
+        self.volumes = [f"{name}-{i}.img" for i in range(volumes)] or [f"{name}.img"]
 
     def name(self) -> str:
         return self._name
@@ -153,7 +160,34 @@ class FakePool:
 
     def listAllVolumes(self, flags: int) -> list[FakeVolume]:
         self._calls.append(f"{self._name}.listAllVolumes")
-        return [FakeVolume(f"{self._name}.img", "")]
+        return [FakeVolume(name, "") for name in self.volumes]
+
+    def storageVolLookupByName(self, name: str) -> FakeVolume:
+        self._calls.append(f"{self._name}.storageVolLookupByName")
+        if name not in self.volumes:
+            raise libvirt_error(libvirt.VIR_ERR_NO_STORAGE_VOL)
+        return FakeVolume(name, "")
+
+
+class FakeConnection:
+    def __init__(self, pool: FakePool) -> None:
+        self._pool = pool
+
+    def storagePoolLookupByName(self, name: str) -> FakePool:
+        return self._pool
+
+
+@pytest.mark.parametrize("asked", [3, 600])
+def test_volumes_looked_up_by_name_take_few_calls_and_skip_the_gone(asked: int) -> None:
+    calls: list[str] = []
+    pool = FakePool("p", calls, volumes=1000)
+    names = [*pool.volumes[:asked], "gone.img"]
+    found = look_up_volumes(FakeConnection(pool), "p", names)
+    assert [v.name() for v in found] == names[:-1]
+    # A few names are looked up one by one; hundreds (a restarted pool's volumes) in one
+    # listing, so no job of hundreds of calls holds up an event's re-read.
+    one_by_one = ["p.storageVolLookupByName"] * (asked + 1)
+    assert calls == (["p.listAllVolumes"] if asked > LOOK_UP_BY_LISTING else one_by_one)
 
 
 def test_a_pool_listing_job_gives_way_to_an_urgent_call_after_the_pool_in_hand() -> None:

@@ -201,9 +201,18 @@ def describe_volumes(
     return out, done
 
 
+# Above this many names, one listing of the pool's volumes is cheaper than a lookup per name,
+# and keeps the job short: measured at 5 pools x 6,000 volumes, the lookups of a restarted
+# pool's 6,000 volumes were one job of 2-4 s that an event's re-read had to wait behind.
+LOOK_UP_BY_LISTING = 50
+
+
 def look_up_volumes(conn: Any, name: str, names: list[str]) -> list[Any]:
     """The volume objects of ``names`` in one pool; names no longer there are left out."""
     pool = conn.storagePoolLookupByName(name)
+    if len(names) > LOOK_UP_BY_LISTING:
+        wanted = set(names)
+        return [volume for volume in pool.listAllVolumes(0) if volume.name() in wanted]
     found = []
     for volume in names:
         try:
