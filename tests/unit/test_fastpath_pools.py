@@ -181,7 +181,8 @@ async def test_a_pool_on_a_network_filesystem_reads_every_file_each_info_poll(
     async for local in local_pools(fake, executor, str(mountinfo)):
         pool = Pool(target, local)
         await pool.poll(listed=True)
-        await pool.poll(listed=False)
+        settled = await pool.poll(listed=False)
+        assert await pool.poll(listed=False) is settled  # every file read, no figure moved
         before = pool.allocation("b.img")
         pool.write_unseen()  # as another host writing: nothing this kernel sees
         await pool.poll(listed=False)

@@ -143,13 +143,13 @@ class LocalPools:
         """The pool's volumes from their files; None where libvirt must be asked instead.
         ``listed``: ask libvirt for their names first, else only stat() the volumes known, and
         of a pool whose writes inotify sees only those whose files changed since the last time:
-        ``pool.volumes`` itself when none did (or their figures did not move)."""
+        ``pool.volumes`` itself when no figure moved."""
         changed = None
         if not listed:
             self._changes.catch_up()
             changed = self._dirty.take(pool.name)
         try:
-            if changed is not None and pool.volumes is not None:
+            if not listed and pool.volumes is not None:
                 found = await self._volumes.restat(
                     pool.name, pool.uuid, changed, pool.volumes, limit=limit
                 )

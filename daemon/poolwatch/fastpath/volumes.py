@@ -90,13 +90,15 @@ class VolumeFollower:
         return FastScan(volume_scan(volumes, limit, scanned_at), vanished, described)
 
     async def restat(
-        self, pool: str, uuid: str, names: frozenset[str], last: VolumeScan, *, limit: int
+        self, pool: str, uuid: str, names: frozenset[str] | None, last: VolumeScan, *, limit: int
     ) -> FastScan:
-        """stat() only the known volumes among ``names``; ``last`` (the pool's current scan, the
-        very object) again if none of their figures moved."""
+        """stat() the known volumes among ``names`` (None: all of them); ``last`` (the pool's
+        current scan, the very object) again if none of their figures moved."""
         scanned_at = time.time()
         files = self._files(pool, uuid)
-        paths = {n: files.tracked[n].description.path for n in sorted(names & files.tracked.keys())}
+        known = files.tracked.keys()
+        chosen = known if names is None else names & known
+        paths = {n: files.tracked[n].description.path for n in sorted(chosen)}
         if not paths:
             return FastScan(last, (), 0)
         vanished, described, moved = await self._update(pool, files, paths)
