@@ -3,6 +3,7 @@ change, unless inotify cannot be trusted there (lost events, a network filesyste
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import dataclasses
 import mmap
@@ -16,6 +17,7 @@ from poolwatch.fastpath.pools import LocalPools
 from poolwatch.filesystem import stat_target
 from poolwatch.model import PoolSnapshot, PoolState, VolumeScan, VolumeSnapshot
 from poolwatch.source import PoolReading, VolumeDescription
+from tests.helpers import eventually
 
 MiB = 1 << 20
 
@@ -165,6 +167,22 @@ async def test_lost_events_make_the_next_info_poll_read_every_file(pool: Pool) -
     overflow(pool.target)
     await pool.poll(listed=False)
     assert pool.allocation("b.img") > before
+
+
+async def test_an_overflow_refreshes_the_pools_but_not_again_and_again(
+    pool: Pool, fake: FakeLibvirt
+) -> None:
+    await pool.poll(listed=True)
+    overflow(pool.target)  # files may have come or gone unseen: libvirt must look
+
+    async def refreshed() -> bool:
+        return fake.refreshed == ["p"]
+
+    await eventually(refreshed, within=5)
+    overflow(pool.target)  # guests writing hard in many pools overflow the queue again
+    await pool.poll(listed=False)  # reads the queue: every file read again, but no refresh yet
+    await asyncio.sleep(0.5)
+    assert fake.refreshed == ["p"]
 
 
 async def test_a_pool_on_a_network_filesystem_reads_every_file_each_info_poll(

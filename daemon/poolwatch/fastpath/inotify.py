@@ -62,9 +62,10 @@ class Batch:
     entries: set[str] = field(default_factory=set)  # entries came, went or moved
     files: dict[str, set[str]] = field(default_factory=dict)  # names changed (entries too)
     lost: set[str] = field(default_factory=set)  # events lost (overflow) or watch gone
+    overflow: bool = False  # the kernel's queue overflowed: events of every key were lost
 
     def __bool__(self) -> bool:
-        return bool(self.entries or self.files or self.lost)
+        return bool(self.entries or self.files or self.lost or self.overflow)
 
 
 class DirectoryChanges:
@@ -193,7 +194,7 @@ class DirectoryChanges:
             if mask & IN_Q_OVERFLOW:
                 # Events were lost: every directory may have gained, lost or changed files.
                 batch.lost |= set(self._watches)
-                batch.entries |= set(self._watches)
+                batch.overflow = True
                 continue
             key = self._keys.get(wd)
             if key is None:

@@ -31,6 +31,12 @@ from poolwatch.source import PoolReading, StorageSource
 
 log = structlog.get_logger()
 
+# After the kernel's inotify queue overflowed, files may have come or gone unseen in any pool:
+# every watched pool is refreshed, but at most once per this many seconds. Guests writing hard
+# in many pools at once can overflow the queue again and again (their write events merge only
+# when consecutive), and a refresh of every pool each time would load libvirtd for nothing.
+OVERFLOW_REFRESH_GAP = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
@@ -64,6 +70,8 @@ class LocalPools:
         self._dirty = DirtyFiles()
         self._seen: dict[str, bool] = {}  # pool -> inotify sees every write to its files
         self._on: set[str] = set()  # pools on the fast path as of their last reading
+        self._overflow_refresh: asyncio.TimerHandle | None = None  # refresh of all, when due
+        self._overflow_refreshed = float("-inf")  # loop time of the last one
 
     def snapshot(
         self,
@@ -201,6 +209,8 @@ class LocalPools:
         return Sweep(reading, scan, corrections)
 
     async def close(self) -> None:
+        if self._overflow_refresh is not None:
+            self._overflow_refresh.cancel()
         await self._refresher.close()
         self._changes.close()
 
@@ -235,9 +245,20 @@ class LocalPools:
             self._dirty.changed(name, files)
         # Another client's changes reach libvirt only through its refresh, which a read-only
         # connection cannot make: there the volume poll's listing catches up.
-        if not self._source.read_only:
-            for name in sorted(batch.entries):
-                self._refresher.changed(name)
+        if self._source.read_only:
+            return
+        for name in sorted(batch.entries):
+            self._refresher.changed(name)
+        if batch.overflow and self._overflow_refresh is None:
+            loop = asyncio.get_running_loop()
+            due = self._overflow_refreshed + OVERFLOW_REFRESH_GAP - loop.time()
+            self._overflow_refresh = loop.call_later(max(0.0, due), self._refresh_watched)
+
+    def _refresh_watched(self) -> None:
+        self._overflow_refresh = None
+        self._overflow_refreshed = asyncio.get_running_loop().time()
+        for name in sorted(self._changes.watched):
+            self._refresher.changed(name)
 
     async def _refresh(self, name: str) -> None:
         await self._source.refresh_pool(name, urgent=True)
