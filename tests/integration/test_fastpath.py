@@ -149,16 +149,19 @@ async def test_an_info_poll_rereads_only_the_volumes_whose_files_changed(
         async def written_shows(expected: int) -> bool:
             return allocation(await scrape(url), "written.img") == expected
 
-        # Let the first info polls read every file; a write inotify cannot see (a shared
-        # mapping) then a write it does see.
-        await asyncio.sleep(3 * POLL["interval"])
+        async def write_and_wait(size: int) -> None:
+            written = dir_pool.target / "written.img"
+            await asyncio.to_thread(write, written, size)
+            await eventually(lambda: written_shows(written.stat().st_blocks * 512), within=10)
+
+        # Twice: the second write can only show through an info poll, so the first info poll
+        # after poolwatch started watching (which reads every file) is behind us.
+        await write_and_wait(1 * MiB)
+        await write_and_wait(2 * MiB)
+        # A write inotify cannot see (a shared mapping), then one it does see.
         mapping[: 4 * MiB] = os.urandom(4 * MiB)
         mapping.flush()
-        await asyncio.to_thread(write, dir_pool.target / "written.img", 2 * MiB)
-        await eventually(
-            lambda: written_shows((dir_pool.target / "written.img").stat().st_blocks * 512),
-            within=10,
-        )
+        await write_and_wait(3 * MiB)
         # The info polls re-read the written volume only: the mapped one keeps its old figure,
         # over several of them, until a full scan (the volume poll's, here the one a new file
         # sets off) reads it.
