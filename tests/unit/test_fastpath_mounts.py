@@ -16,6 +16,7 @@ MOUNTINFO = """\
 31 27 0:46 / /srv/with\\040space rw,relatime - xfs /dev/sdb1 rw
 32 31 0:47 / /srv/with\\040space/gluster rw - fuse.glusterfs gl:/vol rw
 33 27 253:1 /var/vm /vm rw,relatime - ext4 /dev/vda1 rw
+36 27 0:50 / /srv/bébé rw - cifs //srv/share rw
 34 27 0:48 / /mnt/over rw - ext4 /dev/sdc1 rw
 35 34 0:49 / /mnt/over rw - cifs //srv/share rw
 """
@@ -37,6 +38,7 @@ def mountinfo(tmp_path: Path) -> str:
         ("9:9", "/srv/with space/gluster/p", "fuse.glusterfs"),  # escaped, and the deepest
         ("9:9", "/mnt/over", "cifs"),  # two mounts on one point: the one on top
         ("9:9", "/home/pools", "ext4"),
+        ("9:9", "/srv/bébé/pool", "cifs"),  # a name in UTF-8, as the kernel writes it
     ],
 )
 def test_the_filesystem_of_a_target(mountinfo: str, device: str, path: str, expected: str) -> None:

@@ -17,8 +17,10 @@ blocks on a server, unlike statfs of a hung NFS mount.
 from __future__ import annotations
 
 import os
+import re
 
 MOUNTINFO = "/proc/self/mountinfo"
+_OCTAL = re.compile(r"\\([0-7]{3})")
 
 # Disk and memory filesystems whose every change goes through this kernel.
 LOCAL_FILESYSTEMS = frozenset(
@@ -74,7 +76,5 @@ def writes_seen(pool_type: str, fstype: str | None) -> bool:
 
 
 def _unescape(field: str) -> str:
-    # mountinfo writes space, tab, newline and backslash in octal (\040 ...).
-    if "\\" not in field:
-        return field
-    return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+    # mountinfo writes space, tab, newline and backslash in octal (\040 ...), all else as is.
+    return _OCTAL.sub(lambda m: chr(int(m[1], 8)), field)
