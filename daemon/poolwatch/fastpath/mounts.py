@@ -11,7 +11,8 @@ The type comes from /proc/self/mountinfo, by the target's device number (``st_de
 the filesystem (statfs' ``f_type`` would need ctypes and a struct layout that differs between
 architectures, and a table of magic numbers). A type not in ``LOCAL_FILESYSTEMS`` counts as not
 seen: an unknown filesystem costs stat() calls, never a stale figure. Reading mountinfo never
-blocks on a server, unlike statfs of a hung NFS mount.
+blocks on a server, unlike statfs of a hung NFS mount, so this runs on the loop, once per pool
+run.
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def filesystem_type(device: str, path: str, mountinfo: str = MOUNTINFO) -> str |
         return None
     by_device: str | None = None
     by_path: tuple[int, str] | None = None
-    where = os.path.realpath(path)
+    # Not realpath(): it would stat each component, on the loop, and a dead NFS server hangs
+    # that. libvirt keeps pool targets as absolute paths; the device match comes first anyway.
+    where = os.path.normpath(path)
     for line in lines:
         fields = line.split(" ")
         try:
