@@ -353,7 +353,7 @@ class Watcher:
         current = self._inventory.hosts[self.key].pools
         pools: dict[str, PoolSnapshot] = {}
         stale_scans = []
-        restat = []  # fast-path pools: every volume's figures from stat(), each info poll
+        restat = []  # fast-path pools: volume figures from stat() of the files that changed
         for reading, target in zip(readings, targets, strict=True):
             if self._changed_since(reading.name, seq):
                 continue  # an event's re-read knows better than this listing
@@ -390,6 +390,7 @@ class Watcher:
 
     async def _scan_into_inventory(self, names: list[str], *, listed: bool = True) -> None:
         async def one(name: str) -> None:
+            before = self._inventory.pool(self.key, name)
             try:
                 scan = await self._scan(name, listed=listed)
             except PoolNotFound:
@@ -404,6 +405,8 @@ class Watcher:
             if current is None or not current.active:
                 return
             previous = current.volumes
+            if before is not None and scan is before.volumes:
+                return  # a restat found nothing moved: nothing new for the exporter either
             if previous is not None and previous.volumes == scan.volumes:
                 # Most scans find nothing changed: the same tuple tells the exporter so, and it
                 # reuses what it built and encoded from it.

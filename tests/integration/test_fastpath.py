@@ -10,6 +10,7 @@ where poolwatch and libvirtd share one namespace); unmounting it here is "the mo
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 import re
 import shutil
@@ -128,6 +129,54 @@ async def test_a_file_written_outside_libvirt_moves_pool_and_volume_allocation(
         # libvirt itself has not looked: its figures are those of before the write.
         after = await asyncio.to_thread(libvirtd.virsh, "pool-info", pool.name, "--bytes")
         assert after == before
+
+
+async def test_an_info_poll_rereads_only_the_volumes_whose_files_changed(
+    libvirtd: Libvirtd, dir_pool: Pool
+) -> None:
+    for name in ("written.img", "mapped.img"):
+        await virsh(libvirtd, "vol-create-as", dir_pool.name, name, "8M", "--allocation", "0")
+    mapped = dir_pool.target / "mapped.img"
+    with mapped.open("r+b") as f:  # shared mapping made before poolwatch watches
+        mapping = mmap.mmap(f.fileno(), 0)
+    async with running(config_for(libvirtd.uri, **POLL)) as daemon:
+        url = base_url(daemon)
+        await wait_running(url, dir_pool)
+
+        def allocation(text: str, volume: str) -> float | None:
+            return sample(text, "libvirt_storage_volume_allocation_bytes", volume=volume)
+
+        async def written_shows(expected: int) -> bool:
+            return allocation(await scrape(url), "written.img") == expected
+
+        async def write_and_wait(size: int) -> None:
+            written = dir_pool.target / "written.img"
+            await asyncio.to_thread(write, written, size)
+            await eventually(lambda: written_shows(written.stat().st_blocks * 512), within=10)
+
+        # Twice: the second write can only show through an info poll, so the first info poll
+        # after poolwatch started watching (which reads every file) is behind us.
+        await write_and_wait(1 * MiB)
+        await write_and_wait(2 * MiB)
+        # A write inotify cannot see (a shared mapping), then one it does see.
+        mapping[: 4 * MiB] = os.urandom(4 * MiB)
+        mapping.flush()
+        await write_and_wait(3 * MiB)
+        # The info polls re-read the written volume only: the mapped one keeps its old figure,
+        # over several of them, until a full scan (the volume poll's, here the one a new file
+        # sets off) reads it.
+        for _ in range(4):
+            await asyncio.sleep(POLL["interval"])
+            assert allocation(await scrape(url), "mapped.img") == 0
+        (dir_pool.target / "new.img").write_bytes(b"x" * 4096)
+        real = mapped.stat().st_blocks * 512
+        assert real >= 4 * MiB
+
+        async def mapped_shows() -> bool:
+            return allocation(await scrape(url), "mapped.img") == real
+
+        await eventually(mapped_shows, within=10)
+    mapping.close()
 
 
 async def test_a_volume_file_made_by_hand_comes_and_goes_within_two_seconds(

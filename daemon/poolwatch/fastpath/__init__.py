@@ -4,7 +4,8 @@ A pool takes it when its connection is to this host's libvirtd, its type is ``di
 ``netfs``, and its target is visible here (an ``fs``/``netfs`` target mounted in poolwatch's
 mount namespace). Its capacity, allocation and available then come from ``statvfs`` on every
 info poll (``space``), its volumes' allocation and physical size from ``stat()`` (``files``,
-``volumes``), new and removed files within a second (``inotify``, ``refresher``), and a slow
-sweep through libvirt counts where the two disagree (``corrections``). libvirt stays the truth:
-nothing here imports it, and what it cannot see falls back to libvirt's own figures.
+``volumes``) of the files inotify saw change (``inotify``, ``dirty``; of every file where it
+cannot see every write: ``mounts``), new and removed files within a second (``refresher``), and
+a slow sweep through libvirt counts where the two disagree (``corrections``). libvirt stays the
+truth: nothing here imports it, and what it cannot see falls back to libvirt's own figures.
 """

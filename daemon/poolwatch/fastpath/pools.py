@@ -1,9 +1,11 @@
 """Which pools of one connection take the fast path, and what it reads for them.
 
 The watcher makes every reading of a pool a snapshot here: with the figures of ``space``, a
-``PoolSpace`` where the pool is on the fast path (its directory then watched for files that come
-and go), or libvirt's where it is not. ``scan`` and ``sweep`` read its volumes; the sweep also
-compares the pool's figures with libvirt's own after a refresh.
+``PoolSpace`` where the pool is on the fast path (its directory then watched for files that come,
+go or change), or libvirt's where it is not. ``scan`` and ``sweep`` read its volumes; the sweep
+also compares the pool's figures with libvirt's own after a refresh. Files that come or go set
+off a refresh; files whose content changed are only noted (``dirty``), so that the info poll's
+restat stat()s those alone where inotify sees every write (``mounts``), and all of them elsewhere.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 import structlog
 
 from poolwatch.fastpath.corrections import Correction, pool_corrections
-from poolwatch.fastpath.inotify import DirectoryChanges
+from poolwatch.fastpath.dirty import DirtyFiles
+from poolwatch.fastpath.inotify import Batch, DirectoryChanges
+from poolwatch.fastpath.mounts import MOUNTINFO, filesystem_type, writes_seen
 from poolwatch.fastpath.refresher import PoolRefresher
 from poolwatch.fastpath.space import PoolSpace, TargetDevices, pool_space
 from poolwatch.fastpath.volumes import FastPathUnavailable, VolumeFollower
@@ -26,6 +30,12 @@ from poolwatch.model import FilesystemStat, PoolSnapshot, VolumeScan
 from poolwatch.source import PoolReading, StorageSource
 
 log = structlog.get_logger()
+
+# After the kernel's inotify queue overflowed, files may have come or gone unseen in any pool:
+# every watched pool is refreshed, but at most once per this many seconds. Guests writing hard
+# in many pools at once can overflow the queue again and again (their write events merge only
+# when consecutive), and a refresh of every pool each time would load libvirtd for nothing.
+OVERFLOW_REFRESH_GAP = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +56,22 @@ class LocalPools:
         enabled: bool,
         timeout: Callable[[], float],
         rescan: Callable[[str], None],
+        mountinfo: str = MOUNTINFO,
     ) -> None:
         self._source = source
+        self._mountinfo = mountinfo
         self._executor = executor
         self._enabled = enabled
         self._timeout = timeout
         self._devices = TargetDevices()
         self._volumes = VolumeFollower(source, executor, timeout=timeout)
         self._refresher = PoolRefresher(self._refresh, rescan)
-        self._changes = DirectoryChanges(self._refresher.changed)
+        self._changes = DirectoryChanges(self._changed)
+        self._dirty = DirtyFiles()
+        self._seen: dict[str, bool] = {}  # pool -> inotify sees every write to its files
         self._on: set[str] = set()  # pools on the fast path as of their last reading
+        self._overflow_refresh: asyncio.TimerHandle | None = None  # refresh of all, when due
+        self._overflow_refreshed = float("-inf")  # loop time of the last one
 
     def snapshot(
         self,
@@ -107,10 +123,12 @@ class LocalPools:
             self._leave(name, reason="target moved to another filesystem")
             return None
         self._on.add(name)
-        # Another client's changes reach libvirt only through its refresh: a read-only
-        # connection cannot refresh, so watching files would only cost a useless scan.
-        if not self._source.read_only:
-            self._changes.watch(name, reading.target_path)
+        if self._changes.watch(name, reading.target_path) and self._writes_seen(
+            reading, filesystem
+        ):
+            self._dirty.follow(name)
+        else:
+            self._dirty.forget(name)  # every info poll stat()s all its volumes
         return pool_space(filesystem)
 
     def forget(self, pool: str) -> None:
@@ -118,6 +136,8 @@ class LocalPools:
         self._devices.forget(pool)
         self._volumes.forget(pool)
         self._changes.unwatch(pool)
+        self._dirty.forget(pool)
+        self._seen.pop(pool, None)
         self._on.discard(pool)
 
     def can_restat(self, pool: PoolSnapshot, volume_count: int | None) -> bool:
@@ -129,15 +149,30 @@ class LocalPools:
         self, pool: PoolSnapshot, *, limit: int, listed: bool = True
     ) -> VolumeScan | None:
         """The pool's volumes from their files; None where libvirt must be asked instead.
-        ``listed``: ask libvirt for their names first, else only stat() the volumes known."""
+        ``listed``: ask libvirt for their names first, else only stat() the volumes known, and
+        of a pool whose writes inotify sees only those whose files changed since the last time:
+        ``pool.volumes`` itself when no figure moved."""
+        changed = None
+        if not listed:
+            self._changes.catch_up()
+            changed = self._dirty.take(pool.name)
         try:
-            found = await self._volumes.scan(
-                pool.name, pool.uuid, pool.target_path, limit=limit, listed=listed
-            )
+            if not listed and pool.volumes is not None:
+                found = await self._volumes.restat(
+                    pool.name, pool.uuid, changed, pool.volumes, limit=limit
+                )
+            else:
+                found = await self._volumes.scan(
+                    pool.name, pool.uuid, pool.target_path, limit=limit, listed=listed
+                )
         except FastPathUnavailable as exc:
             log.warning("fastpath_volumes_unavailable", pool=pool.name, error=str(exc))
             self._volumes.forget(pool.name)
+            self._dirty.lost(pool.name)
             return None
+        except BaseException:
+            self._dirty.lost(pool.name)  # what was taken is not read: read it all next time
+            raise
         if found.vanished and not self._source.read_only:
             self._refresher.changed(pool.name)  # files gone behind libvirt's back
         return found.scan
@@ -174,6 +209,8 @@ class LocalPools:
         return Sweep(reading, scan, corrections)
 
     async def close(self) -> None:
+        if self._overflow_refresh is not None:
+            self._overflow_refresh.cancel()
         await self._refresher.close()
         self._changes.close()
 
@@ -183,6 +220,45 @@ class LocalPools:
             self._on.discard(name)
         self._volumes.forget(name)
         self._changes.unwatch(name)
+        self._dirty.forget(name)
+        self._seen.pop(name, None)
+
+    def _writes_seen(self, reading: PoolReading, filesystem: FilesystemStat) -> bool:
+        """Whether inotify sees every write to the pool's files; decided once per run."""
+        seen = self._seen.get(reading.name)
+        if seen is None:
+            fstype = filesystem_type(filesystem.device, reading.target_path, self._mountinfo)
+            seen = self._seen[reading.name] = writes_seen(reading.type, fstype)
+            if not seen:
+                log.info(
+                    "fastpath_full_restat",
+                    pool=reading.name,
+                    filesystem=fstype,
+                    reason="inotify does not see every write there",
+                )
+        return seen
+
+    def _changed(self, batch: Batch) -> None:
+        for name in batch.lost:
+            self._dirty.lost(name)
+        for name, files in batch.files.items():
+            self._dirty.changed(name, files)
+        # Another client's changes reach libvirt only through its refresh, which a read-only
+        # connection cannot make: there the volume poll's listing catches up.
+        if self._source.read_only:
+            return
+        for name in sorted(batch.entries):
+            self._refresher.changed(name)
+        if batch.overflow and self._overflow_refresh is None:
+            loop = asyncio.get_running_loop()
+            due = self._overflow_refreshed + OVERFLOW_REFRESH_GAP - loop.time()
+            self._overflow_refresh = loop.call_later(max(0.0, due), self._refresh_watched)
+
+    def _refresh_watched(self) -> None:
+        self._overflow_refresh = None
+        self._overflow_refreshed = asyncio.get_running_loop().time()
+        for name in sorted(self._changes.watched):
+            self._refresher.changed(name)
 
     async def _refresh(self, name: str) -> None:
         await self._source.refresh_pool(name, urgent=True)

@@ -3,8 +3,10 @@
 Per pool, each volume's last description by libvirt is kept with its file's stat() from just
 before that description. A scan lists the pool's volume names (one call), stat()s every file in
 one pass in a worker thread, and asks libvirt (XMLDesc) only for volumes that are new or whose
-file changed in a way stat cannot account for (see ``files.figures``). The sweep asks libvirt
-for every volume and counts where the two disagree.
+file changed in a way stat cannot account for (see ``files.figures``). A restat does the same for
+the named volumes only (those inotify saw change) and returns the pool's last scan itself when
+their figures did not move. The sweep asks libvirt for every volume and counts where the two
+disagree.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class FastPathUnavailable(Exception):
 class _PoolFiles:
     uuid: str
     tracked: dict[str, TrackedVolume] = field(default_factory=dict)  # by volume name
+    latest: dict[str, VolumeSnapshot] = field(default_factory=dict)  # figures of the last scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,44 +73,79 @@ class VolumeFollower:
     ) -> FastScan:
         """``listed``: ask libvirt for the volume names (else follow the volumes known)."""
         scanned_at = time.time()
-        tracked = self._files(pool, uuid).tracked
+        files = self._files(pool, uuid)
+        tracked = files.tracked
         names = await self._source.list_volume_names(pool) if listed else sorted(tracked)
         for gone in tracked.keys() - set(names):
             del tracked[gone]
+        files.latest = {n: v for n, v in files.latest.items() if n in tracked}
         # A new volume's file is most likely <target>/<name>, as libvirt names them in these
         # pools: stat()ed before it is described, like the others.
         paths = {
             name: tracked[name].description.path if name in tracked else os.path.join(target, name)
             for name in names
         }
+        vanished, described, _moved = await self._update(pool, files, paths)
+        volumes = [files.latest[n] for n in names if n in files.latest]
+        return FastScan(volume_scan(volumes, limit, scanned_at), vanished, described)
+
+    async def restat(
+        self, pool: str, uuid: str, names: frozenset[str] | None, last: VolumeScan, *, limit: int
+    ) -> FastScan:
+        """stat() the known volumes among ``names`` (None: all of them); ``last`` (the pool's
+        current scan, the very object) again if none of their figures moved."""
+        scanned_at = time.time()
+        files = self._files(pool, uuid)
+        known = files.tracked.keys()
+        chosen = known if names is None else names & known
+        paths = {n: files.tracked[n].description.path for n in sorted(chosen)}
+        if not paths:
+            return FastScan(last, (), 0)
+        vanished, described, moved = await self._update(pool, files, paths)
+        if not moved:
+            return FastScan(last, vanished, described)
+        scan = volume_scan(list(files.latest.values()), limit, scanned_at)
+        return FastScan(scan, vanished, described)
+
+    async def _update(
+        self, pool: str, files: _PoolFiles, paths: dict[str, str]
+    ) -> tuple[tuple[str, ...], int, bool]:
+        """stat() the volumes of ``paths`` (name -> path), ask libvirt what stat cannot tell,
+        and keep their figures in ``files.latest``: (vanished, asked, whether figures moved)."""
+        tracked, latest = files.tracked, files.latest
         facts = await self._blocking(stat_files, list(paths.values()))
-        volumes: list[VolumeSnapshot] = []
         ask: list[str] = []
         vanished: list[str] = []
-        for name in names:
-            now = facts[paths[name]]
+        moved = False
+        for name, path in paths.items():
+            now = facts[path]
             known = tracked.get(name)
             if now is None:
                 if known is not None:
                     vanished.append(name)  # removed behind libvirt's back: its refresh follows
+                    moved |= latest.pop(name, None) is not None
                 else:
                     ask.append(name)
                 continue
             current = None if known is None else figures(known, now)
             if current is None:
                 ask.append(name)
-            else:
-                volumes.append(current)
+            elif latest.get(name) != current:
+                latest[name] = current
+                moved = True
         if ask:
+            missing = set(ask)  # those libvirt no longer describes are gone
             for described in await self._source.describe_volumes(pool, ask):
-                before = (
-                    facts.get(described.path)
-                    if described.path == paths.get(described.volume.name)
-                    else None
-                )
-                tracked[described.volume.name] = TrackedVolume(described, before)
-                volumes.append(described.volume)
-        return FastScan(volume_scan(volumes, limit, scanned_at), tuple(vanished), len(ask))
+                name = described.volume.name
+                missing.discard(name)
+                before = facts.get(described.path) if described.path == paths.get(name) else None
+                tracked[name] = TrackedVolume(described, before)
+                if latest.get(name) != described.volume:
+                    latest[name] = described.volume
+                    moved = True
+            for name in missing:
+                moved |= latest.pop(name, None) is not None
+        return tuple(vanished), len(ask), moved
 
     async def sweep(
         self, pool: str, uuid: str, *, limit: int
@@ -133,7 +171,8 @@ class VolumeFollower:
                 if fast is not None:
                     corrections += volume_corrections(pool, fast, description.volume)
             tracked[name] = TrackedVolume(description, stable)
-        self._pools[pool] = _PoolFiles(uuid, tracked)
+        latest = {d.volume.name: d.volume for d in described}
+        self._pools[pool] = _PoolFiles(uuid, tracked, latest)
         return volume_scan([d.volume for d in described], limit, scanned_at), corrections
 
     def _files(self, pool: str, uuid: str) -> _PoolFiles:
