@@ -206,14 +206,10 @@ def _host_doc(
     key: str, host: HostSnapshot, policies: Mapping[str, PoolPolicy], *, with_volumes: bool
 ) -> HostDoc:
     pools = host.pools
-    return {
-        "key": key,
-        "name": host.name,
-        "uri": host.uri,
-        "up": host.up,
-        "synced": host.synced,
-        "last_poll_success": host.last_poll_success,
-        "pools": [
+    return host_document(
+        key,
+        host,
+        pools=[
             pool_document(
                 pools[name],
                 with_volumes=with_volumes,
@@ -222,6 +218,19 @@ def _host_doc(
             )
             for name in sorted(pools)
         ],
+    )
+
+
+def host_document(key: str, host: HostSnapshot, *, pools: list[PoolDoc]) -> HostDoc:
+    """A host's entry with the given pool entries (by name), its last field."""
+    return {
+        "key": key,
+        "name": host.name,
+        "uri": host.uri,
+        "up": host.up,
+        "synced": host.synced,
+        "last_poll_success": host.last_poll_success,
+        "pools": pools,
     }
 
 

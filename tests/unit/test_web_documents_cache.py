@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from poolwatch.documents import InventorySnapshot, PoolsDoc, pools_document
+from poolwatch.documents import InventorySnapshot, pools_document
 from poolwatch.inventory import Inventory
-from poolwatch.web import documents_cache
+from poolwatch.web.document_parts import Encoded, PoolsDocumentEncoder
 from poolwatch.web.documents_cache import PoolsDocumentCache
 from tests.unit.factories import HOST_A, sample_inventory
 
@@ -31,13 +31,15 @@ async def cache() -> AsyncIterator[tuple[Inventory, PoolsDocumentCache]]:
 def builds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     """Every document build, as (generation, with volumes)."""
     seen: list[tuple[int, bool]] = []
-    build = documents_cache.pools_document_of
+    build = PoolsDocumentEncoder.encode
 
-    def counted(snapshot: InventorySnapshot, *, with_volumes: bool = False) -> PoolsDoc:
+    def counted(
+        encoder: PoolsDocumentEncoder, snapshot: InventorySnapshot, *, with_volumes: bool
+    ) -> Encoded:
         seen.append((snapshot.generation, with_volumes))
-        return build(snapshot, with_volumes=with_volumes)
+        return build(encoder, snapshot, with_volumes=with_volumes)
 
-    monkeypatch.setattr(documents_cache, "pools_document_of", counted)
+    monkeypatch.setattr(PoolsDocumentEncoder, "encode", counted)
     return seen
 
 

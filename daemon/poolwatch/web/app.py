@@ -45,7 +45,7 @@ from poolwatch.web.connections import (
     track_requests,
 )
 from poolwatch.web.documents_cache import PoolsDocumentCache
-from poolwatch.web.landing import render_landing
+from poolwatch.web.landing_cache import LandingPageCache
 from poolwatch.web.listener import GuardedSite, descriptor_limit
 from poolwatch.web.reload import CHECK_INTERVAL, WebSecurity
 from poolwatch.web.webconfig import WebConfigError
@@ -58,6 +58,7 @@ EXPOSITION = web.AppKey("exposition", Exposition)
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 SECURITY = web.AppKey("web_security", WebSecurity)
 POOLS_DOCUMENTS = web.AppKey("pools_documents", PoolsDocumentCache)
+LANDING = web.AppKey("landing", LandingPageCache)
 
 # The route the web config's protection leaves open. Matched by route, not by path text, so an
 # unknown path (a 404) still needs credentials and reveals nothing.
@@ -99,7 +100,8 @@ def create_app(
     app[EXPOSITION] = exposition
     app[CLOCK] = clock
     app[POOLS_DOCUMENTS] = PoolsDocumentCache(inventory)
-    app.on_cleanup.append(_close_pools_documents)
+    app[LANDING] = LandingPageCache(inventory, clock)
+    app.on_cleanup.append(_close_caches)
     # add_get also answers HEAD, with the same headers and no body.
     app.router.add_get("/", _landing)
     app.router.add_get("/metrics", _metrics)
@@ -153,8 +155,9 @@ async def _pools(request: web.Request) -> web.Response:
     return response
 
 
-async def _close_pools_documents(app: web.Application) -> None:
+async def _close_caches(app: web.Application) -> None:
     app[POOLS_DOCUMENTS].close()
+    app[LANDING].close()
 
 
 async def _events(request: web.Request) -> web.Response:
@@ -166,8 +169,9 @@ async def _events(request: web.Request) -> web.Response:
 
 
 async def _landing(request: web.Request) -> web.Response:
-    page = render_landing(request.app[INVENTORY], now=request.app[CLOCK]())
-    return web.Response(text=page, content_type="text/html", charset="utf-8")
+    # Rendered at most once a second and shared by every request (see LandingPageCache).
+    page = await request.app[LANDING].page()
+    return web.Response(body=page, content_type="text/html", charset="utf-8")
 
 
 @web.middleware

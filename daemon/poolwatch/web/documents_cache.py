@@ -6,7 +6,8 @@ held /healthz at 0.4-0.9 s p99 (tests/reliability/test_pools_document_load.py). 
 happens at most once per generation and variant (with or without volumes, plain or gzip), in a
 thread of its own, from a copy of the inventory taken on the loop; concurrent requests share the
 build in flight, and a request is answered with a document at least as new as the inventory was
-when it arrived.
+when it arrived. A build encodes only the pools that changed since the previous one
+(`poolwatch.web.document_parts`): a poll moves the generation once per pool.
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ import asyncio
 import concurrent.futures
 import functools
 import gzip
-import json
+from collections import deque
 from collections.abc import Callable
 
 from prometheus_client.exposition import gzip_accepted
 
-from poolwatch.documents import InventorySnapshot, pools_document_of, snapshot_of
+from poolwatch.documents import InventorySnapshot, snapshot_of
 from poolwatch.inventory import Inventory
+from poolwatch.web.document_parts import GZIP_LEVEL, Encoded, PoolsDocumentEncoder
 
-# zlib's default level, as for /metrics: level 9 costs four times the time for a few percent.
-GZIP_LEVEL = 6
 CONTENT_TYPE = "application/json; charset=utf-8"
+# Builds of a variant kept for compressing their body from its parts.
+RECENT_BUILDS = 4
 
 Answer = tuple[bytes, dict[str, str]]  # body and headers; shared, never to be mutated
 _Key = tuple[bool, bool]  # (with volumes, gzip)
@@ -45,8 +47,16 @@ class PoolsDocumentCache:
         self._inventory = inventory
         self._answers: dict[_Key, tuple[int, Answer]] = {}
         self._building: dict[_Key, tuple[int, asyncio.Future[Answer]]] = {}
-        # One thread: builds queue behind each other instead of competing for the GIL.
+        # One thread: builds queue behind each other instead of competing for the GIL, and the
+        # encoder's per-pool texts are touched by that thread only.
         self._builder = builder or concurrent.futures.ThreadPoolExecutor(1, "pools-document")
+        self._encoder = PoolsDocumentEncoder()
+        # The last few builds of each variant, for their gzip answers: under constant change a
+        # newer build can run between a build and its compression.
+        self._encoded: dict[bool, deque[Encoded]] = {
+            False: deque(maxlen=RECENT_BUILDS),
+            True: deque(maxlen=RECENT_BUILDS),
+        }
 
     async def answer(self, *, with_volumes: bool, accept_encoding: str | None) -> Answer:
         """Body and headers (Content-Type, Content-Encoding) for one request."""
@@ -54,12 +64,12 @@ class PoolsDocumentCache:
 
         def build() -> tuple[int, Callable[[], Answer]]:
             snapshot = snapshot_of(self._inventory)  # on the loop: the mappings change there
-            return snapshot.generation, functools.partial(_encode, snapshot, with_volumes)
+            return snapshot.generation, functools.partial(self._encode, snapshot, with_volumes)
 
         generation, plain = await self._get((with_volumes, False), wanted, build)
         if not gzip_accepted(accept_encoding or ""):
             return plain
-        compress = (generation, functools.partial(_gzip, plain))
+        compress = (generation, functools.partial(self._gzip, plain, with_volumes))
         _, zipped = await self._get((with_volumes, True), generation, lambda: compress)
         return zipped
 
@@ -103,14 +113,19 @@ class PoolsDocumentCache:
     def close(self) -> None:
         self._builder.shutdown(wait=False, cancel_futures=True)
 
+    def _encode(self, snapshot: InventorySnapshot, with_volumes: bool) -> Answer:
+        """In the build thread: the document as JSON, as aiohttp's json_response spells it."""
+        encoded = self._encoder.encode(snapshot, with_volumes=with_volumes)
+        self._encoded[with_volumes].append(encoded)
+        return encoded.body, {"Content-Type": CONTENT_TYPE}
 
-def _encode(snapshot: InventorySnapshot, with_volumes: bool) -> Answer:
-    """In the build thread: the document as JSON, spelled as aiohttp's json_response spells it."""
-    document = pools_document_of(snapshot, with_volumes=with_volumes)
-    return json.dumps(document).encode(), {"Content-Type": CONTENT_TYPE}
-
-
-def _gzip(plain: Answer) -> Answer:
-    # mtime=0: the same document compresses to the same bytes.
-    body = gzip.compress(plain[0], compresslevel=GZIP_LEVEL, mtime=0)
-    return body, {**plain[1], "Content-Encoding": "gzip"}
+    def _gzip(self, plain: Answer, with_volumes: bool) -> Answer:
+        """In the build thread: ``plain`` compressed, from its pools' parts when it is one of
+        the documents built last (it is, unless many newer builds came in between)."""
+        encoded = next((e for e in self._encoded[with_volumes] if e.body is plain[0]), None)
+        if encoded is not None:
+            body = encoded.gzip()
+        else:
+            # mtime=0: the same document compresses to the same bytes.
+            body = gzip.compress(plain[0], compresslevel=GZIP_LEVEL, mtime=0)
+        return body, {**plain[1], "Content-Encoding": "gzip"}

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from poolwatch.documents import level_name
+from poolwatch.documents import InventorySnapshot, level_name, snapshot_of
 from poolwatch.inventory import Inventory
 from poolwatch.model import GuestState, HostSnapshot, PoolGuest, PoolPolicy, PoolSnapshot
 from poolwatch.web.sparkline import sparkline
@@ -148,6 +148,11 @@ footer { color: var(--muted); font-size: .8rem; }
 
 def render_landing(inventory: Inventory, *, now: float) -> str:
     """The whole landing page for the inventory as of ``now`` (unix time)."""
+    return render_snapshot(snapshot_of(inventory), now=now)
+
+
+def render_snapshot(inventory: InventorySnapshot, *, now: float) -> str:
+    """The landing page of a copy of the inventory (safe to render in another thread)."""
     parts = [
         "<!doctype html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>\n",
@@ -163,7 +168,7 @@ def render_landing(inventory: Inventory, *, now: float) -> str:
     if not inventory.hosts:
         parts.append("<p class='none'>No libvirt connections configured.</p>\n")
     hosts = [
-        _HostView(f"h{index}", host, inventory.policies(key))
+        _HostView(f"h{index}", host, inventory.policies[key])
         for index, (key, host) in enumerate(inventory.hosts.items())
     ]
     parts.append(_attention_section(hosts))
