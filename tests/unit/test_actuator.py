@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from typing import Any
 
 import pytest
 
+import poolwatch.actuator.actuator as actuator_module
 from poolwatch.actuator import Actuator, PolicyRules
 from poolwatch.hooks import HookEvent, ResultCallback
 from poolwatch.inventory import Inventory
@@ -351,3 +353,52 @@ async def test_hook_results_reach_the_pool_of_the_connection_that_raised_them() 
         hook_finished_at,
     )
     assert world.inventory.policies(KEY)["images"].last_action is None
+
+
+async def evaluations(
+    world: World, monkeypatch: pytest.MonkeyPatch, *, reload_to: Any
+) -> list[int]:
+    """How often the running actuator evaluates an unchanged inventory: before and after a
+    reload to ``reload_to`` (None: no reload). Ticks are shortened to keep this quick."""
+    monkeypatch.setattr(actuator_module, "TICK", 0.01)
+    monkeypatch.setattr(actuator_module, "MIN_GAP", 0.0)
+    counts = [0]
+    evaluate = world.actuator.evaluate
+
+    def counted() -> None:
+        counts[-1] += 1
+        evaluate()
+
+    monkeypatch.setattr(world.actuator, "evaluate", counted)
+    world.show(pool(used=0.5))
+    running = asyncio.create_task(world.actuator.run())
+    await asyncio.sleep(0.2)
+    if reload_to is not None:
+        counts.append(0)
+        world.actuator.update_rules(reload_to)
+        await asyncio.sleep(0.2)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    return counts
+
+
+async def test_an_idle_host_without_rules_is_not_evaluated_every_tick(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing waits on a timer without rules: evaluating every pool every second would only
+    # cost CPU on an idle host. Once a reload brings rules, the ticks (and their timers) resume.
+    world = World(PolicyRules())
+    before, after = await evaluations(
+        world, monkeypatch, reload_to=PolicyRules(thresholds=(THRESHOLD,))
+    )
+    # The first look, and the one after it published the pool's policy; then nothing until the
+    # inventory changes (a tick of 10 ms would have made about 20).
+    assert before <= 2
+    assert after >= 5
+
+
+async def test_rules_with_timers_are_evaluated_every_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    [count] = await evaluations(world, monkeypatch, reload_to=None)
+    assert count >= 5

@@ -40,6 +40,10 @@ from poolwatch.telemetry import Telemetry
 
 # Evaluate at least this often, for `for` durations and backoff timers ...
 TICK = 1.0
+# ... or, with no rule at all, this often: nothing waits on a timer, and what moves with time
+# alone (the growth rate, the last hour's chart) moves no faster than the info poll. An idle
+# host without rules then costs no evaluation of every pool every second.
+RULELESS_TICK = 15.0
 # ... and at most this often, however fast the inventory changes.
 MIN_GAP = 0.05
 
@@ -75,6 +79,7 @@ class Actuator:
         self._inventory = inventory
         self._connections = connections
         self._rules = rules
+        self._reloaded = asyncio.Event()
         self._hooks = hooks
         self._clock = clock
         self._states: dict[str, dict[str, PolicyState]] = {}
@@ -107,20 +112,37 @@ class Actuator:
         """A reload: later evaluations use the new rules; the hooks get their new definitions."""
         self._rules = rules
         self._hooks.update(rules.hooks)
+        self._reloaded.set()  # new rules are evaluated now, not at the end of a long tick
 
     async def run(self) -> None:
         generation = -1
         try:
             while True:
+                rules = self._rules
+                tick = (
+                    TICK if rules.thresholds or rules.autostart or rules.resume else RULELESS_TICK
+                )
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(TICK):  # never wait_for: see LibvirtSource._call
-                        await self._inventory.wait_changed(generation)
+                    async with asyncio.timeout(tick):  # never wait_for: see LibvirtSource._call
+                        await self._change_or_reload(generation)
+                self._reloaded.clear()
                 generation = self._inventory.generation
                 self.evaluate()
                 await asyncio.sleep(MIN_GAP)
         finally:
             await self._actions.stop()
             await self._guest_actions.stop()
+
+    async def _change_or_reload(self, generation: int) -> None:
+        if self._reloaded.is_set():
+            return
+        changed = asyncio.ensure_future(self._inventory.wait_changed(generation))
+        reloaded = asyncio.ensure_future(self._reloaded.wait())
+        try:
+            await asyncio.wait((changed, reloaded), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            reloaded.cancel()
 
     def evaluate(self) -> None:
         now = self._clock()
