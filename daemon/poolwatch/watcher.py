@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from poolwatch.source import (
     SourceUnavailable,
     StorageSource,
 )
+from poolwatch.tasks import TaskSet
 from poolwatch.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Watcher:
         self._telemetry = telemetry
         self._clock = clock
         self._connected = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         # Event bookkeeping so that a poll which began before an event never overwrites what
         # the event's re-read found: per pool, the sequence number and kind of its last event.
         self._event_seq = 0
@@ -112,7 +113,7 @@ class Watcher:
             telemetry=telemetry,
             host_name=lambda: self._host,
             clock=clock,
-            spawn=self._spawn,
+            spawn=self._tasks.spawn,
             pool_errored=self._refresh_soon,
         )
 
@@ -130,8 +131,7 @@ class Watcher:
         inventory or the telemetry; its run() task is cancelled next."""
         self._detached = True
         self._guests.detach()
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel()
 
     def set_urgent(self, pools: frozenset[str]) -> None:
         """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
@@ -167,9 +167,7 @@ class Watcher:
                 )
         finally:
             await self._local.close()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.close()
             await self._source.close()
             self._statfs.shutdown(wait=False, cancel_futures=True)
 
@@ -192,7 +190,7 @@ class Watcher:
             self._host = self._configured_name or self._unique_name(event.hostname)
             self._inventory.set_connected(self.key, name=self._host)
             self._telemetry.record_connect(self.key, name=self._host)
-            self._spawn(self._resync())
+            self._tasks.spawn(self._resync())
         elif isinstance(event, Disconnected):
             self._connected = False
             if self._inventory.set_disconnected(self.key):
@@ -246,7 +244,7 @@ class Watcher:
             self._dirty[pool] = self._dirty.get(pool, False) or volumes
             return
         self._reading.add(pool)
-        self._spawn(self._reread(pool, volumes))
+        self._tasks.spawn(self._reread(pool, volumes))
 
     async def _reread(self, pool: str, volumes: bool) -> None:
         try:
@@ -289,7 +287,7 @@ class Watcher:
             self._scan_again.add(pool)
             return
         self._scanning.add(pool)
-        self._spawn(self._rescan(pool))
+        self._tasks.spawn(self._rescan(pool))
 
     async def _rescan(self, pool: str) -> None:
         try:
@@ -427,7 +425,7 @@ class Watcher:
         if self._source.read_only:
             self._request_reread(pool, volumes=False)
             return
-        self._spawn(
+        self._tasks.spawn(
             self._timed("refresh", functools.partial(self._poll_refresh, frozenset({pool})))
         )
 
@@ -502,11 +500,6 @@ class Watcher:
     ) -> PoolSnapshot:
         last_refresh, now = self._last_refresh.get(reading.name), self._clock()
         return self._local.snapshot(self._host, reading, target, scan, last_refresh, now)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _carried_scan(previous: PoolSnapshot | None, reading: PoolReading) -> VolumeScan | None:
