@@ -25,7 +25,14 @@ from poolwatch.fastpath.pools import LocalPools
 from poolwatch.filesystem import Target, TargetInspector
 from poolwatch.guests import GuestTracker
 from poolwatch.inventory import Inventory
-from poolwatch.model import FilesystemStat, PoolEvent, PoolEventKind, PoolSnapshot, VolumeScan
+from poolwatch.model import (
+    FilesystemStat,
+    PoolEvent,
+    PoolEventKind,
+    PoolSnapshot,
+    PoolState,
+    VolumeScan,
+)
 from poolwatch.source import (
     Connected,
     Disconnected,
@@ -226,10 +233,24 @@ class Watcher:
             self._local.forget(event.pool)
             self._inventory.drop_pool(self.key, event.pool)
             return
+        if event.kind is PoolEventKind.STOPPED:
+            self._show_stopped(event.pool)
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
         # whether files came or went (then it scans); sizes are the volume poll's business,
         # or every refresh poll would cost a second scan of every volume.
         self._request_reread(event.pool, volumes=event.kind is PoolEventKind.STARTED)
+
+    def _show_stopped(self, name: str) -> None:
+        """libvirt's event is its word that the pool stopped: shown at once, before the re-read
+        (seven calls, which may wait behind others on the connection) confirms it."""
+        current = self._inventory.pool(self.key, name)
+        if current is None or not current.active:
+            return
+        self._local.forget(name)
+        stopped = replace(
+            current, state=PoolState.INACTIVE, active=False, volumes=None, fast_path=False
+        )
+        self._inventory.put_pool(self.key, stopped)
 
     def _undefined_since(self, pool: str, seq: int) -> bool:
         last = self._last_event.get(pool)

@@ -57,6 +57,7 @@ class FakeSource:
         self.volumes: dict[str, list[VolumeSnapshot]] = {}
         self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
         self.list_gate: asyncio.Event | None = None
+        self.read_gate: asyncio.Event | None = None  # holds an event's re-read
         # Awaited after each pool a listing reads: its jobs end between two pools when an event's
         # re-read waits (LibvirtSource.list_pools).
         self.between_pools: Callable[[str], Awaitable[None]] | None = None
@@ -110,6 +111,8 @@ class FakeSource:
 
     async def read_pool(self, name: str) -> PoolReading:
         self._check()
+        if self.read_gate is not None:
+            await self.read_gate.wait()
         if name not in self.pools:
             raise PoolNotFound(name)
         return self.pools[name]
@@ -229,17 +232,20 @@ async def test_resync_reads_every_pool_and_the_volumes_of_active_ones(
     assert host.pools["isos"].volumes is None
 
 
-async def test_stop_event_rereads_the_pool(
+async def test_stop_event_shows_at_once_then_rereads_the_pool(
     watched: tuple[FakeSource, Inventory], telemetry: Telemetry
 ) -> None:
     source, inventory = watched
-    source.pools["images"] = reading("images", active=False)
+    source.pools["images"] = dataclasses.replace(reading("images", active=False), autostart=True)
+    source.read_gate = asyncio.Event()  # the re-read waits behind other calls
     source.emit("images", PoolEventKind.STOPPED)
+    # libvirt's event is its word that the pool stopped: shown before any call returns.
     await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
     pool = inventory.pool("kvm01", "images")
     assert pool is not None
-    assert pool.state is PoolState.INACTIVE
-    assert pool.volumes is None
+    assert (pool.state, pool.volumes, pool.autostart) == (PoolState.INACTIVE, None, False)
+    source.read_gate.set()
+    await until(lambda: inventory.pool("kvm01", "images").autostart, inventory)  # type: ignore[union-attr]
     assert telemetry.stats("kvm01").pool_events["images"][PoolEventKind.STOPPED] == 1
 
 
