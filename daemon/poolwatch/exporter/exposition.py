@@ -127,7 +127,7 @@ class Exposition:
         # Per encoding; touched by the render thread only.
         self._parts: dict[str, _PartCache] = {}
         # Per encoding: the compressed segments of its last gzip page; compression thread only.
-        self.gzips: dict[str, PageGzip] = {fmt.encoding: PageGzip() for fmt in FORMATS}
+        self._gzips: dict[str, PageGzip] = {fmt.encoding: PageGzip() for fmt in FORMATS}
         self._headers = {
             (fmt, compress): {
                 "Content-Type": fmt.content_type,
@@ -239,7 +239,7 @@ class Exposition:
         flight = self._compressing.get(key)
         if flight is None or flight[0] is not plain:
             compressing = asyncio.get_running_loop().run_in_executor(
-                self._compressor, self.gzips[key].compress, plain
+                self._compressor, self._gzips[key].compress, plain
             )
             flight = self._compressing[key] = (plain, compressing)
             compressing.add_done_callback(functools.partial(self._compressed, key, plain))

@@ -13,12 +13,13 @@ fixed while the pool exists) is a multiple of a power of two near ``SEGMENT_BYTE
 So a pool whose lines change, or a pool added or removed, moves at most the boundaries around
 its own pieces, and every other segment keeps its pieces and its compression.
 
-Each segment is deflated with the last pieces before it (`DICTIONARY_BYTES` or more) as zlib's
-preset dictionary (poolwatch/deflate.py), so the page compresses as well as in one piece.
-Measured against gzip of the whole page (level 6, on a busy 2-core machine): 50 pools x 200
-volumes (3.5 MB): first 18 ms against 15.5, 186 KB against 185, then 1.4 ms after one pool's
-event; 500 pools x 2 volumes (0.9 MB): first 3.7 ms against 3.8, 55 KB against 61, then 1.1 ms.
-Used by the exposition's compression thread only.
+Each segment is deflated with the last `DICTIONARY_BYTES` of the text before it as zlib's preset
+dictionary (poolwatch/deflate.py), so the page compresses as well as in one piece; the segment is
+deflated again when the pieces that hold that text change. Best of 5 against gzip of the whole
+page at level 6, on a busy 2-core machine: 50 pools x 200 volumes (3.5 MB): first 11.6-15.9 ms
+against 15.4-16.7, 185 KB either way, then 1.2-1.8 ms after one pool's event (13 of 174
+segments); 500 pools x 2 volumes (0.9 MB): first 3.7 ms against 3.8-5.3, 55 KB against 61, then
+1.0-1.8 ms (14 of 92 segments). Used by the exposition's compression thread only.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from poolwatch.deflate import deflate, gzip_member
 # About the size of a segment: large enough that deflating segment by segment costs little
 # more than deflating the page at once, small enough that a change recompresses little.
 SEGMENT_BYTES = 16 * 1024
-# At least this much of the text before a segment is its preset dictionary (the pieces that
-# hold it): what repeats from one segment to the next is metric and label names, close by;
-# zlib's whole window (32 KB) would cost more to load than it saves, and change more often.
+# The text before a segment that is its preset dictionary: what repeats from one segment to
+# the next is metric and label names, close by. zlib's whole window (32 KB) made the first
+# compression of a 50 x 200 page a fifth slower than gzip of the whole page, for no smaller page.
 DICTIONARY_BYTES = 1024
 
 
@@ -100,7 +101,8 @@ class PageGzip:
             # Keys compare by identity first: the unchanged parts are the very same bytes.
             cached = new.get(segment) or old.get(segment)
             if cached is None or not (cached.after is context or cached.after == context):
-                cached = _Segment(deflate(b"".join(segment), b"".join(context)), context)
+                dictionary = b"".join(context)[-DICTIONARY_BYTES:]
+                cached = _Segment(deflate(b"".join(segment), dictionary), context)
                 self.deflated_segments += 1
             new[segment] = cached
             blocks.append(cached.deflated)
