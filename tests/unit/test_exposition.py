@@ -24,6 +24,7 @@ from poolwatch.exporter.exposition import (
     Exposition,
     negotiate,
 )
+from poolwatch.exporter.page_gzip import PlainPage
 from poolwatch.inventory import Inventory
 from poolwatch.model import PoolEventKind, PoolPolicy, PoolState, VolumeScan
 from poolwatch.telemetry import Telemetry
@@ -294,7 +295,7 @@ async def test_a_gzip_page_shows_the_same_generation_as_the_plain_one(
     loop = asyncio.get_running_loop()
     encode = exposition._encode
 
-    def encode_then_an_event(encoding: str, families: list[Metric]) -> bytes:
+    def encode_then_an_event(encoding: str, families: list[Metric]) -> PlainPage:
         page = encode(encoding, families)
         loop.call_soon_threadsafe(inventory.put_pool, HOST_A, pool("late"))
         return page

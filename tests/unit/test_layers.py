@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "filesystem",
         "source",
         "sdnotify",
+        "deflate",
     ),
     # Figures read from the local filesystem (statvfs, stat, inotify): no libvirt, no config.
     ("fastpath",),

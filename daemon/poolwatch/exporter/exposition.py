@@ -9,7 +9,8 @@ inventory and telemetry is a dict lookup, so the cost of /metrics does not grow 
 of scrapers (spec §3). A render encodes again only what changed: the text of each pool's part of
 every per-pool family (its pool-level gauges, volumes, policy gauges and event counters; see
 exporter/parts.py) is kept until that part changes, so a pool event costs the encoding of that
-pool's lines and of the few per-connection and daemon families, not of every pool.
+pool's lines and of the few per-connection and daemon families, not of every pool; its gzip
+deflates again only the segments of the page that hold them (exporter/page_gzip.py).
 ``render`` is called on the event loop thread only.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import gzip
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -33,11 +33,8 @@ from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Sample
 
 from poolwatch.exporter.encoding import Encoder
+from poolwatch.exporter.page_gzip import PageGzip, PlainPage, ends_segment, mark
 from poolwatch.exporter.parts import PartedFamily
-
-# zlib's default level. Measured on a 50 pools x 200 volumes page (3.4 MB): level 9, gzip's
-# default, takes 50 ms against 13 ms here, for a page only a fifth smaller.
-GZIP_LEVEL = 6
 
 
 class Format(NamedTuple):
@@ -106,28 +103,31 @@ class Exposition:
     are not held up behind it, and only for the parts of the page that changed. Compressing
     runs in another thread (zlib releases the GIL), so a plain render, the one that shows an
     event to a scraper without gzip, never waits behind a gzip of an older page. Concurrent
-    scrapes share one render in flight; a gzip page is compressed from the plain one. The
-    cache holds at most a plain and a gzip body per encoding: four pages, whatever the clients
-    send.
+    scrapes share one render in flight; a gzip page is compressed from the plain one, deflating
+    again only the segments that changed (exporter/page_gzip.py). The cache holds at most a
+    plain and a gzip body per encoding, whatever the clients send, and, per encoding, the
+    compressed segments of its last gzip page (about one more gzip body).
     """
 
     def __init__(self, registry: CollectorRegistry, generation: Callable[[], int]) -> None:
         self._registry = registry
         self._generation = generation
         self._cached_generation: int | None = None
-        self._cache: dict[str, bytes] = {}  # encoding -> plain body of the cached generation
+        self._cache: dict[str, PlainPage] = {}  # encoding -> plain page of the cached generation
         # encoding -> the generation being rendered, and its render in flight
-        self._rendering: dict[str, tuple[int | None, asyncio.Future[bytes]]] = {}
+        self._rendering: dict[str, tuple[int | None, asyncio.Future[PlainPage]]] = {}
         # encoding -> the render to start when the one in flight ends
-        self._queued: dict[str, asyncio.Future[bytes]] = {}
-        # encoding -> (the cached plain body, its gzip); compressions in flight by plain body,
+        self._queued: dict[str, asyncio.Future[PlainPage]] = {}
+        # encoding -> (the cached plain page, its gzip); compressions in flight by plain page,
         # so a gzip page is always the compression of the very page it was asked for
-        self._gzipped: dict[str, tuple[bytes, bytes]] = {}
-        self._compressing: dict[str, tuple[bytes, asyncio.Future[bytes]]] = {}
+        self._gzipped: dict[str, tuple[PlainPage, bytes]] = {}
+        self._compressing: dict[str, tuple[PlainPage, asyncio.Future[bytes]]] = {}
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "metrics-render")
         self._compressor = concurrent.futures.ThreadPoolExecutor(1, "metrics-gzip")
         # Per encoding; touched by the render thread only.
         self._parts: dict[str, _PartCache] = {}
+        # Per encoding: the compressed segments of its last gzip page; compression thread only.
+        self._gzips: dict[str, PageGzip] = {fmt.encoding: PageGzip() for fmt in FORMATS}
         self._headers = {
             (fmt, compress): {
                 "Content-Type": fmt.content_type,
@@ -147,12 +147,12 @@ class Exposition:
 
         self._sync_generation()
 
-        def encode() -> Callable[[], bytes]:
+        def encode() -> Callable[[], PlainPage]:
             families = list(self._registry.collect())  # on the loop
             return functools.partial(self._encode, fmt.encoding, families)
 
         plain = await self._page(fmt.encoding, encode)
-        body = await self._gzip(fmt.encoding, plain) if compress else plain
+        body = await self._gzip(fmt.encoding, plain) if compress else plain.body
         return body, self._headers[(fmt, compress)]
 
     def _sync_generation(self) -> None:
@@ -163,7 +163,7 @@ class Exposition:
             self._gzipped.clear()
             self._cached_generation = generation
 
-    async def _page(self, key: str, prepare: Callable[[], Callable[[], bytes]]) -> bytes:
+    async def _page(self, key: str, prepare: Callable[[], Callable[[], PlainPage]]) -> PlainPage:
         """The plain page of encoding ``key``: cached, or the render in flight or queued.
 
         A render in flight of an older generation is not joined by a second one running beside
@@ -187,7 +187,9 @@ class Exposition:
             rendering.add_done_callback(lambda _done: self._start_queued(key, prepare))
         return await asyncio.shield(queued)
 
-    def _start(self, key: str, prepare: Callable[[], Callable[[], bytes]]) -> asyncio.Future[bytes]:
+    def _start(
+        self, key: str, prepare: Callable[[], Callable[[], PlainPage]]
+    ) -> asyncio.Future[PlainPage]:
         self._sync_generation()
         generation = self._cached_generation
         work = prepare()
@@ -196,7 +198,7 @@ class Exposition:
         rendering.add_done_callback(functools.partial(self._rendered, generation, key))
         return rendering
 
-    def _start_queued(self, key: str, prepare: Callable[[], Callable[[], bytes]]) -> None:
+    def _start_queued(self, key: str, prepare: Callable[[], Callable[[], PlainPage]]) -> None:
         """After the render in flight: the queued one starts, collecting what is current now."""
         queued = self._queued.pop(key)
         if queued.done():
@@ -207,7 +209,7 @@ class Exposition:
             queued.set_exception(exc)
             return
 
-        def deliver(done: asyncio.Future[bytes]) -> None:
+        def deliver(done: asyncio.Future[PlainPage]) -> None:
             if queued.done():
                 return
             if done.cancelled():
@@ -219,7 +221,9 @@ class Exposition:
 
         rendering.add_done_callback(deliver)
 
-    def _rendered(self, generation: int | None, key: str, rendering: asyncio.Future[bytes]) -> None:
+    def _rendered(
+        self, generation: int | None, key: str, rendering: asyncio.Future[PlainPage]
+    ) -> None:
         if self._rendering.get(key, (None, None))[1] is rendering:
             del self._rendering[key]
         if rendering.cancelled() or rendering.exception() is not None:
@@ -227,7 +231,7 @@ class Exposition:
         if generation == self._cached_generation:
             self._cache[key] = rendering.result()
 
-    async def _gzip(self, key: str, plain: bytes) -> bytes:
+    async def _gzip(self, key: str, plain: PlainPage) -> bytes:
         """``plain`` compressed, once per plain page: scrapes that got the same page share it."""
         done = self._gzipped.get(key)
         if done is not None and done[0] is plain:
@@ -235,13 +239,13 @@ class Exposition:
         flight = self._compressing.get(key)
         if flight is None or flight[0] is not plain:
             compressing = asyncio.get_running_loop().run_in_executor(
-                self._compressor, _gzip_level, plain
+                self._compressor, self._gzips[key].compress, plain
             )
             flight = self._compressing[key] = (plain, compressing)
             compressing.add_done_callback(functools.partial(self._compressed, key, plain))
         return await asyncio.shield(flight[1])
 
-    def _compressed(self, key: str, plain: bytes, compressing: asyncio.Future[bytes]) -> None:
+    def _compressed(self, key: str, plain: PlainPage, compressing: asyncio.Future[bytes]) -> None:
         flight = self._compressing.get(key)
         if flight is not None and flight[1] is compressing:
             del self._compressing[key]
@@ -255,15 +259,15 @@ class Exposition:
         self._encoder.shutdown(wait=False, cancel_futures=True)
         self._compressor.shutdown(wait=False, cancel_futures=True)
 
-    def _encode(self, encoding: str, families: list[Metric]) -> bytes:
+    def _encode(self, encoding: str, families: list[Metric]) -> PlainPage:
         """In the render thread: the page, from each family's text in order."""
         encoder = Encoder(encoding)
         parts = self._parts.setdefault(encoding, {})
-        chunks: list[bytes] = []
+        runs: list[tuple[list[bytes], list[bool]]] = []
         seen = set()
         for family in families:
             if not isinstance(family, PartedFamily):
-                chunks.append(encoder.family(family))
+                runs.append(([encoder.family(family)], [False]))
                 continue
             name = family.name
             seen.add(name)
@@ -279,23 +283,29 @@ class Exposition:
                 if (cached := cache.get(key)) is None or cached[0] is not samples
             ]
             if stale and not _encode_parts(encoder, family, stale, cache):
-                chunks.append(encoder.family(family))  # prometheus_client's encoder's text
+                runs.append(([encoder.family(family)], [False]))  # prometheus_client's text
                 cache.clear()
                 continue
-            chunks.append(encoder.header(family))
-            chunks.extend([cache[key][1] for key, _samples in family_parts])
+            entries = [cache[key] for key, _samples in family_parts]
+            runs.append(
+                (
+                    [encoder.header(family), *[entry[1] for entry in entries]],
+                    [False, *[entry[3] for entry in entries]],
+                )
+            )
             if len(cache) > len(family_parts):  # pools gone since the last render
                 keep = {key for key, _samples in family_parts}
                 for gone in cache.keys() - keep:
                     del cache[gone]
         for gone_family in parts.keys() - seen:
             del parts[gone_family]
-        chunks.append(encoder.trailer)
-        return b"".join(chunks)
+        runs.append(([encoder.trailer], [False]))
+        return PlainPage(b"".join([piece for pieces, _marks in runs for piece in pieces]), runs)
 
 
-# Per (host, pool): the samples a part of one family was encoded from, and its text.
-_FamilyParts = dict[tuple[str, str], tuple[list[Sample], bytes]]
+# Per (host, pool): the samples a part of one family was encoded from, its text, its mark and
+# whether it ends a segment of the page's gzip (exporter/page_gzip.py).
+_FamilyParts = dict[tuple[str, str], tuple[list[Sample], bytes, int, bool]]
 # Per family name: its parts.
 _PartCache = dict[str, _FamilyParts]
 
@@ -313,10 +323,7 @@ def _encode_parts(
         text = encoder.samples(family, samples)
         if text is None:
             return False
-        parts[key] = (samples, text)
+        cached = parts.get(key)
+        part_mark = mark(family.name, key) if cached is None else cached[2]
+        parts[key] = (samples, text, part_mark, ends_segment(part_mark, text))
     return True
-
-
-def _gzip_level(plain: bytes) -> bytes:
-    # mtime=0: the same page compresses to the same bytes.
-    return gzip.compress(plain, compresslevel=GZIP_LEVEL, mtime=0)

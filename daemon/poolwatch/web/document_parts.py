@@ -16,48 +16,25 @@ what precedes it in the stream, so pools that repeat each other's volume names s
 as well as the whole document did (17 KB for the 1 MB test document, 110 KB without the
 dictionary); a pool is deflated again when it or the pool before it changed.
 
-Used by the build thread only (``PoolsDocumentCache``), like the exposition's per-pool parts.
+The deflate and gzip framing is poolwatch/deflate.py's, shared with /metrics. Used by the
+build thread only (``PoolsDocumentCache``), like the exposition's per-pool parts.
 """
 
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolwatch.deflate import GZIP_LEVEL, deflate, gzip_member
 from poolwatch.documents import InventorySnapshot, host_document, pool_document
 from poolwatch.model import HostSnapshot, PoolGuest, PoolPolicy, PoolSnapshot
 
-# zlib's default level, as for /metrics and the whole-document gzip it replaces.
-GZIP_LEVEL = 6
-# gzip's member header as gzip.compress(mtime=0) writes it: no name, no time, OS "Unix".
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
-
-
-# How far back deflate's matches reach: what of the preceding text is worth a dictionary.
-_WINDOW = 1 << zlib.MAX_WBITS
-
-
-def _deflate(data: bytes, preceded_by: bytes = b"") -> bytes:
-    """Raw deflate blocks of ``data`` ending on a byte boundary (a sync flush, not final): such
-    pieces concatenate into one valid deflate stream. With ``preceded_by``, the bytes right
-    before ``data`` in that stream, matches may reach back into them."""
-    if preceded_by:
-        compressor = zlib.compressobj(
-            GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=preceded_by[-_WINDOW:]
-        )
-    else:
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-
-
 _SEPARATOR = b", "
-_DEFLATED_SEPARATOR = _deflate(_SEPARATOR)
-# An empty final block: the end of the deflate stream.
-_FINAL_BLOCK = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS).flush(zlib.Z_FINISH)
+_DEFLATED_SEPARATOR = deflate(_SEPARATOR)
+# Re-exported: the whole-document gzip (web/documents_cache.py) compresses at the same level.
+__all__ = ["GZIP_LEVEL", "Encoded", "PoolsDocumentEncoder"]
 
 
 @dataclass(slots=True)
@@ -76,7 +53,7 @@ class _Part:
         """This part deflated where it follows ``after`` and a separator (or other text)."""
         if self.deflated is None or self.deflated_after is not after:
             context = b"" if after is None else after.text + _SEPARATOR
-            self.deflated, self.deflated_after = _deflate(self.text, context), after
+            self.deflated, self.deflated_after = deflate(self.text, context), after
         return self.deflated
 
 
@@ -91,7 +68,7 @@ class Encoded:
     def gzip(self) -> bytes:
         """``body`` as a gzip member, whose pool parts are deflated again only when they or
         the pool before them changed."""
-        blocks = [_GZIP_HEADER]
+        blocks = []
         previous: _Part | None = None  # the part right before, bar a separator
         for piece in self.pieces:
             if isinstance(piece, _Part):
@@ -100,11 +77,9 @@ class Encoded:
             elif piece == _SEPARATOR:
                 blocks.append(_DEFLATED_SEPARATOR)
             else:
-                blocks.append(_deflate(piece))
+                blocks.append(deflate(piece))
                 previous = None
-        blocks.append(_FINAL_BLOCK)
-        blocks.append(struct.pack("<II", zlib.crc32(self.body), len(self.body) & 0xFFFFFFFF))
-        return b"".join(blocks)
+        return gzip_member(blocks, self.body)
 
 
 def _same(a: object, b: object) -> bool:
