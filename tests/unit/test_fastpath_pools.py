@@ -18,7 +18,7 @@ import structlog
 from poolwatch.fastpath.pools import LocalPools
 from poolwatch.filesystem import stat_target
 from poolwatch.model import PoolSnapshot, PoolState, VolumeScan, VolumeSnapshot
-from poolwatch.source import PoolReading, VolumeDescription
+from poolwatch.source import PoolReading, SourceError, VolumeDescription
 from tests.helpers import eventually
 
 MiB = 1 << 20
@@ -34,6 +34,7 @@ class FakeLibvirt:
         self.described: list[str] = []
         self.refreshed: list[str] = []
         self.listings = 0
+        self.refresh_fails = False
 
     async def list_volume_names(self, name: str) -> list[str]:
         self.listings += 1
@@ -52,6 +53,8 @@ class FakeLibvirt:
 
     async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
         self.refreshed.append(name)
+        if self.refresh_fails:
+            raise SourceError("refresh failed", code=1)
 
     async def read_pool(self, name: str) -> PoolReading:
         return running_pool(self.target)
@@ -297,3 +300,19 @@ async def test_a_volume_whose_file_is_elsewhere_is_read_every_info_poll(
         await pool.poll(listed=False)
         assert pool.allocation("c.img") > before["c.img"]
         assert pool.allocation("d.img") > before["d.img"]
+
+
+async def test_a_new_file_whose_refresh_failed_makes_the_next_volume_poll_list(
+    pool: Pool, fake: FakeLibvirt
+) -> None:
+    await pool.volume_poll()
+    fake.refresh_fails = True
+    (pool.target / "c.img").write_bytes(b"x" * 4096)  # no refresh, so no scan, follows
+
+    async def refresh_tried() -> bool:
+        return fake.refreshed == ["p"]
+
+    await eventually(refresh_tried, within=5)
+    scan = await pool.volume_poll()
+    assert fake.listings == 2
+    assert scan.count == 3

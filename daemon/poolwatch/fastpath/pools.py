@@ -287,7 +287,12 @@ class LocalPools:
             self._refresher.changed(name)
 
     async def _refresh(self, name: str) -> None:
-        await self._source.refresh_pool(name, urgent=True)
+        try:
+            await self._source.refresh_pool(name, urgent=True)
+        except BaseException:
+            # Files came or went, and no scan follows: the next volume poll must list the pool.
+            self._dirty.lost(name)
+            raise
 
     async def _statvfs(self, pool: PoolSnapshot) -> FilesystemStat | None:
         future = asyncio.get_running_loop().run_in_executor(
