@@ -84,9 +84,12 @@ def config_for(uri: str, **poll: Any) -> Config:
 
 
 @contextlib.asynccontextmanager
-async def running(config: Config, *, dry_run: bool = False) -> AsyncIterator[Daemon]:
-    """The real daemon wiring in this process, stopped on the way out."""
-    daemon = Daemon(config, reload_config=None, demo=False, dry_run=dry_run)
+async def running(
+    config: Config, *, dry_run: bool = False, reload_config: Callable[[], Config] | None = None
+) -> AsyncIterator[Daemon]:
+    """The real daemon wiring in this process, stopped on the way out; ``daemon.reload()``
+    loads ``reload_config()``, as a SIGHUP would."""
+    daemon = Daemon(config, reload_config=reload_config, demo=False, dry_run=dry_run)
     await daemon.start()
     try:
         yield daemon

@@ -404,8 +404,18 @@ class Watcher:
     async def _poll_volumes(self, skip: frozenset[str] = frozenset()) -> None:
         if self._detached:
             return
-        pools = self._inventory.hosts[self.key].pools.values()
-        await self._scan_into_inventory([p.name for p in pools if p.active and p.name not in skip])
+        pools = [
+            p
+            for p in self._inventory.hosts[self.key].pools.values()
+            if p.active and p.name not in skip
+        ]
+        # Pools whose every change inotify sees get the info poll's restat (nothing, if it just
+        # ran): their full read is the sweep's, so only while the sweep runs.
+        safety_net = self.poll.sweep_interval > 0
+        covered = {p.name for p in pools if safety_net and self._local.covered(p)}
+        if covered:
+            await self._scan_into_inventory(sorted(covered), listed=False)
+        await self._scan_into_inventory([p.name for p in pools if p.name not in covered])
 
     async def _scan_into_inventory(self, names: list[str], *, listed: bool = True) -> None:
         async def one(name: str) -> None:

@@ -39,3 +39,21 @@ def test_a_pool_not_followed_always_reads_everything() -> None:
     dirty.forget("p")  # e.g. its directory now on NFS, or no longer watched
     assert not dirty.followed("p")
     assert dirty.take("p") is None
+
+
+def test_a_pool_is_covered_from_its_first_full_read_until_events_are_lost() -> None:
+    dirty = DirtyFiles()
+    dirty.follow("p")
+    assert not dirty.covered("p")  # what happened before the watch began is unknown
+    dirty.reading_all("p")
+    dirty.changed("p", {"a.img"})  # written while the full read ran: read again next time
+    assert dirty.covered("p")
+    assert dirty.take("p") == {"a.img"}
+    dirty.lost("p")
+    dirty.take("p")  # an info poll reads every file, but lists nothing
+    assert not dirty.covered("p")
+    dirty.reading_all("p")
+    assert dirty.covered("p")
+    dirty.forget("p")
+    dirty.reading_all("p")
+    assert not dirty.covered("p")

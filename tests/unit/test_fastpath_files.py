@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from poolwatch.fastpath.files import FileFacts, TrackedVolume, figures, stat_files
+from poolwatch.fastpath.files import FileFacts, TrackedVolume, figures, stat_files, unseen_files
 from poolwatch.model import VolumeSnapshot
 from poolwatch.source import VolumeDescription
 
@@ -61,3 +62,25 @@ def test_stat_files_reports_missing_files_and_raises_on_others(tmp_path: Path) -
     loop.symlink_to(loop)
     with pytest.raises(OSError, match="Too many levels"):
         stat_files([str(loop)])
+
+
+def test_unseen_files_are_those_inotify_on_the_directory_misses(tmp_path: Path) -> None:
+    target, elsewhere = tmp_path / "pool", tmp_path / "elsewhere"
+    target.mkdir()
+    elsewhere.mkdir()
+    for name in ("plain.img", "linked.img"):
+        (target / name).write_bytes(b"x")
+    (elsewhere / "real.img").write_bytes(b"x")
+    (target / "symlink.img").symlink_to(elsewhere / "real.img")
+    os.link(target / "linked.img", elsewhere / "linked.img")
+    (target / "sub").mkdir()
+    paths = {n: str(target / n) for n in ("plain.img", "linked.img", "symlink.img", "sub")}
+    paths["moved.img"] = str(elsewhere / "real.img")  # libvirt names a file elsewhere
+    paths["gone.img"] = str(target / "gone.img")
+    assert unseen_files(str(target) + "/", paths) == {
+        "linked.img",
+        "symlink.img",
+        "sub",
+        "moved.img",
+        "gone.img",
+    }

@@ -1,5 +1,6 @@
 """The info poll's restat of fast-path pools (fastpath/pools.py): only the files inotify saw
-change, unless inotify cannot be trusted there (lost events, a network filesystem)."""
+change, unless inotify cannot be trusted there (lost events, a network filesystem); the volume
+poll of a pool whose every change inotify sees does no more than that."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 
 from poolwatch.fastpath.pools import LocalPools
 from poolwatch.filesystem import stat_target
 from poolwatch.model import PoolSnapshot, PoolState, VolumeScan, VolumeSnapshot
-from poolwatch.source import PoolReading, VolumeDescription
+from poolwatch.source import PoolReading, SourceError, VolumeDescription
 from tests.helpers import eventually
 
 MiB = 1 << 20
@@ -31,8 +33,11 @@ class FakeLibvirt:
         self.target = target
         self.described: list[str] = []
         self.refreshed: list[str] = []
+        self.listings = 0
+        self.refresh_fails = False
 
     async def list_volume_names(self, name: str) -> list[str]:
+        self.listings += 1
         return sorted(p.name for p in self.target.glob("*.img"))
 
     async def describe_volumes(
@@ -48,6 +53,30 @@ class FakeLibvirt:
 
     async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
         self.refreshed.append(name)
+        if self.refresh_fails:
+            raise SourceError("refresh failed", code=1)
+
+    async def read_pool(self, name: str) -> PoolReading:
+        return running_pool(self.target)
+
+
+def running_pool(target: Path) -> PoolReading:
+    """The pool "p", running on ``target`` (libvirt's figures of it play no part here)."""
+    return PoolReading(
+        name="p",
+        uuid="u",
+        type="dir",
+        target_path=str(target),
+        source="",
+        state=PoolState.RUNNING,
+        active=True,
+        persistent=True,
+        autostart=False,
+        capacity=0,
+        allocation=0,
+        available=0,
+        volume_count=2,
+    )
 
 
 class Pool:
@@ -62,30 +91,24 @@ class Pool:
                 f.truncate(4 * MiB)
         with (target / "b.img").open("r+b") as f:
             self.mapping = mmap.mmap(f.fileno(), 0)
-        reading = PoolReading(
-            name="p",
-            uuid="u",
-            type="dir",
-            target_path=str(target),
-            source="",
-            state=PoolState.RUNNING,
-            active=True,
-            persistent=True,
-            autostart=False,
-            capacity=0,
-            allocation=0,
-            available=0,
-            volume_count=2,
-        )
+        reading = running_pool(target)
         target_fs = (stat_target("dir", str(target)), True)
         self.snapshot: PoolSnapshot = local.snapshot("h", reading, target_fs, None, None, 0.0)
 
     async def poll(self, *, listed: bool) -> VolumeScan:
-        """An info poll's restat (``listed=False``) or a volume poll's scan."""
+        """An info poll's restat (``listed=False``) or a listing scan."""
         scan = await self.local.scan(self.snapshot, limit=10, listed=listed)
         assert scan is not None
         self.snapshot = dataclasses.replace(self.snapshot, volumes=scan)
         return scan
+
+    async def volume_poll(self) -> VolumeScan:
+        """The volume poll, as the watcher makes it (with the sweep on)."""
+        return await self.poll(listed=not self.local.covered(self.snapshot))
+
+    async def sweep(self) -> None:
+        swept = await self.local.sweep(self.snapshot, limit=10, log=structlog.get_logger())
+        self.snapshot = dataclasses.replace(self.snapshot, volumes=swept.scan)
 
     def write_unseen(self) -> None:
         """A write into b.img that inotify does not see: through the shared mapping."""
@@ -219,3 +242,77 @@ def overflow(directory: Path) -> None:
     finally:
         for fd in files:
             os.close(fd)
+
+
+async def test_the_volume_poll_of_a_covered_pool_lists_nothing_and_reads_what_changed(
+    pool: Pool, fake: FakeLibvirt
+) -> None:
+    await pool.volume_poll()  # the first: nothing known yet, everything listed and read
+    assert fake.listings == 1
+    before = {v: pool.allocation(v) for v in ("a.img", "b.img")}
+    write(pool.target / "a.img")
+    pool.write_unseen()
+    await pool.volume_poll()
+    await pool.volume_poll()
+    assert fake.listings == 1  # libvirt was not asked for the volume names again
+    assert pool.allocation("a.img") > before["a.img"]
+    assert pool.allocation("b.img") == before["b.img"]  # unseen, and no full read meanwhile
+    await pool.sweep()  # the safety net reads every file
+    assert pool.allocation("b.img") > before["b.img"]
+
+
+async def test_lost_events_make_the_next_volume_poll_list_and_read_everything(
+    pool: Pool, fake: FakeLibvirt
+) -> None:
+    await pool.volume_poll()
+    before = pool.allocation("b.img")
+    pool.write_unseen()
+    overflow(pool.target)
+    await pool.poll(listed=False)  # the info poll reads every file, but lists nothing
+    await pool.volume_poll()
+    assert fake.listings == 2  # files may have come or gone unseen: listed again
+    assert pool.allocation("b.img") > before
+    await pool.volume_poll()
+    assert fake.listings == 2  # and then covered again
+
+
+async def test_a_volume_whose_file_is_elsewhere_is_read_every_info_poll(
+    tmp_path: Path, fake: FakeLibvirt, executor: concurrent.futures.Executor
+) -> None:
+    target, elsewhere = tmp_path / "pool", tmp_path / "elsewhere"
+    target.mkdir()
+    elsewhere.mkdir()
+    fake.target = target
+    (elsewhere / "c.img").write_bytes(b"")
+    os.truncate(elsewhere / "c.img", 4 * MiB)
+    (target / "c.img").symlink_to(elsewhere / "c.img")  # inotify on target misses its writes
+    (elsewhere / "d.img").write_bytes(b"")
+    os.truncate(elsewhere / "d.img", 4 * MiB)
+    os.link(elsewhere / "d.img", target / "d.img")  # so for a second hard link
+    async for local in local_pools(fake, executor):
+        pool = Pool(target, local)
+        pool.mapping.close()
+        await pool.volume_poll()
+        await pool.poll(listed=False)
+        before = {v: pool.allocation(v) for v in ("c.img", "d.img")}
+        write(elsewhere / "c.img")
+        write(elsewhere / "d.img")
+        await pool.poll(listed=False)
+        assert pool.allocation("c.img") > before["c.img"]
+        assert pool.allocation("d.img") > before["d.img"]
+
+
+async def test_a_new_file_whose_refresh_failed_makes_the_next_volume_poll_list(
+    pool: Pool, fake: FakeLibvirt
+) -> None:
+    await pool.volume_poll()
+    fake.refresh_fails = True
+    (pool.target / "c.img").write_bytes(b"x" * 4096)  # no refresh, so no scan, follows
+
+    async def refresh_tried() -> bool:
+        return fake.refreshed == ["p"]
+
+    await eventually(refresh_tried, within=5)
+    scan = await pool.volume_poll()
+    assert fake.listings == 2
+    assert scan.count == 3

@@ -76,7 +76,7 @@ async def test_the_sweep_counts_where_libvirt_disagrees(
     source.capacity["a.img"] = 1  # libvirt sees something stat() cannot
     source.capacity["b.img"] = 2  # ... and so for b, but b is written while libvirt reads
     source.while_reading = lambda: (tmp_path / "b.img").write_bytes(b"z" * 9000)
-    scan, corrections = await volumes.sweep("p", "u", limit=10)
+    scan, corrections = await volumes.sweep("p", "u", str(tmp_path), limit=10)
     assert [(c.volume, c.field, c.fast_path, c.libvirt) for c in corrections] == [
         ("a.img", "volume_capacity", 4096, 1)
     ]

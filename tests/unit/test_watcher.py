@@ -441,16 +441,18 @@ async def test_an_event_reread_between_two_parts_of_a_listing_is_not_undone(
     assert pool.volumes is None
 
 
-async def test_a_resync_reads_the_files_of_a_fast_path_pool_once(tmp_path: Path) -> None:
-    """After a reconnect a fast-path pool's volumes are listed and stat()ed once, not stat()ed
-    by the info poll and then listed and stat()ed again by the volume poll."""
+def fast_path_watched(
+    tmp_path: Path, telemetry: Telemetry, **poll: float
+) -> tuple[FakeSource, Inventory, Watcher]:
+    """A watcher of one `dir` pool on ``tmp_path`` (a local filesystem: on the fast path, its
+    every change seen by inotify), with one volume; every timer far away unless ``poll`` says."""
     (tmp_path / "a.img").write_bytes(b"x" * 4096)
     source = FakeSource(
         dataclasses.replace(reading("images", volumes=1), target_path=str(tmp_path))
     )
     source.volumes["images"] = [VolumeSnapshot("a.img", 0, 4096, 4096, 4096)]
-    inventory, telemetry = Inventory(), Telemetry()
-    poll = PollConfig(interval=3600.0, volumes_interval=3600.0, refresh_interval=3600.0)
+    inventory = Inventory()
+    far = {"interval": 3600.0, "volumes_interval": 3600.0, "refresh_interval": 3600.0}
     watcher = Watcher(
         key="kvm01",
         uri="qemu:///system",
@@ -458,9 +460,34 @@ async def test_a_resync_reads_the_files_of_a_fast_path_pool_once(tmp_path: Path)
         source=source,
         inventory=inventory,
         telemetry=telemetry,
-        poll=poll,
+        poll=PollConfig(**{**far, **poll}),
         stat_filesystems=True,
     )
+    return source, inventory, watcher
+
+
+async def volume_polls(telemetry: Telemetry, count: int) -> None:
+    """Until ``count`` volume polls (the resync's included) are over."""
+
+    def done() -> int:
+        try:
+            durations = telemetry.stats("kvm01").poll_durations.get("volumes")
+        except KeyError:  # not started yet
+            return 0
+        return 0 if durations is None else durations.count
+
+    async with asyncio.timeout(5):
+        # Counted in the telemetry after the last inventory change, and it has no event.
+        while done() < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_resync_reads_the_files_of_a_fast_path_pool_once(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    """After a reconnect a fast-path pool's volumes are listed and stat()ed once, not stat()ed
+    by the info poll and then listed and stat()ed again by the volume poll."""
+    source, inventory, watcher = fast_path_watched(tmp_path, telemetry)
     stats: list[str] = []
     real_stat = os.stat
 
@@ -469,30 +496,39 @@ async def test_a_resync_reads_the_files_of_a_fast_path_pool_once(tmp_path: Path)
             stats.append(str(path))
         return real_stat(path, *args, **kwargs)
 
-    def resyncs() -> int:
-        if "kvm01" not in inventory.hosts:
-            return 0
-        durations = telemetry.stats("kvm01").poll_durations.get("volumes")
-        return 0 if durations is None else durations.count
-
-    async def resynced(count: int) -> None:
-        async with asyncio.timeout(2):
-            # Counted in the telemetry after the last inventory change, and it has no event.
-            while resyncs() < count:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-
     task = asyncio.create_task(watcher.run())
     try:
-        await resynced(1)
+        await volume_polls(telemetry, 1)
         assert inventory.pool("kvm01", "images").fast_path  # type: ignore[union-attr]
         source.listings.clear()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(os, "stat", counting_stat)
             source.disconnect()
             source.connect()
-            await resynced(2)
+            await volume_polls(telemetry, 2)
         assert source.listings == ["images"]
         assert len(stats) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_volume_poll_lists_no_pool_whose_every_change_inotify_sees(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    """Its full read is the sweep's; without the sweep the volume poll lists it as before."""
+    source, _inventory, watcher = fast_path_watched(
+        tmp_path, telemetry, volumes_interval=1.0, sweep_interval=3600.0
+    )
+    task = asyncio.create_task(watcher.run())
+    try:
+        await volume_polls(telemetry, 1)  # the resync's: listed
+        source.listings.clear()
+        await volume_polls(telemetry, 3)
+        assert source.listings == []
+        watcher.poll = watcher.poll.model_copy(update={"sweep_interval": 0.0})
+        await volume_polls(telemetry, 4)
+        assert source.listings == ["images"]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

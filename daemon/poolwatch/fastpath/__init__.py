@@ -6,6 +6,8 @@ mount namespace). Its capacity, allocation and available then come from ``statvf
 info poll (``space``), its volumes' allocation and physical size from ``stat()`` (``files``,
 ``volumes``) of the files inotify saw change (``inotify``, ``dirty``; of every file where it
 cannot see every write: ``mounts``), new and removed files within a second (``refresher``), and
-a slow sweep through libvirt counts where the two disagree (``corrections``). libvirt stays the
-truth: nothing here imports it, and what it cannot see falls back to libvirt's own figures.
+a slow sweep through libvirt, which also stat()s every file, counts where the two disagree
+(``corrections``); where inotify sees every change, that sweep is the only full read. libvirt
+stays the truth: nothing here imports it, and what it cannot see falls back to libvirt's own
+figures.
 """

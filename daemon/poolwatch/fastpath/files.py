@@ -5,12 +5,17 @@ libvirt's figures for a volume in a file-based pool come from fstat() of the fil
 raw files capacity = st_size too. Other formats (qcow2, ...) take their capacity from the image
 header, which only changes when the file does: those are asked of libvirt again when the file's
 size or mtime moved. Functions here block: call them from a worker thread.
+
+inotify on a pool's directory sees the writes to ``<target>/<name>`` itself, not those to a file
+elsewhere that a symlink there points to, nor those through another hard link of the file:
+``unseen_files`` finds those volumes, whose files are stat()ed at every info poll instead.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -74,3 +79,24 @@ def figures(tracked: TrackedVolume, facts: FileFacts) -> VolumeSnapshot | None:
     if previous is None or (previous.size, previous.mtime_ns) != (facts.size, facts.mtime_ns):
         return None  # the header (and so the capacity) may have changed
     return VolumeSnapshot(volume.name, volume.type, volume.capacity, allocation, physical)
+
+
+def unseen_files(target: str, paths: dict[str, str]) -> frozenset[str]:
+    """The volumes among ``paths`` (name -> path) whose writes inotify on ``target`` may miss:
+    a path other than ``<target>/<name>``, a symlink, anything but a regular file with one link
+    (a directory volume's contents change below the watched directory). A file that cannot be
+    lstat()ed counts as unseen: a stat() too many, never a stale figure."""
+    found = set()
+    directory = os.path.normpath(target)
+    for name, path in paths.items():
+        if os.path.normpath(path) != os.path.join(directory, name):
+            found.add(name)
+            continue
+        try:
+            st = os.lstat(path)
+        except OSError:
+            found.add(name)
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            found.add(name)
+    return frozenset(found)

@@ -6,6 +6,11 @@ go or change), or libvirt's where it is not. ``scan`` and ``sweep`` read its vol
 also compares the pool's figures with libvirt's own after a refresh. Files that come or go set
 off a refresh; files whose content changed are only noted (``dirty``), so that the info poll's
 restat stat()s those alone where inotify sees every write (``mounts``), and all of them elsewhere.
+
+A pool whose every change inotify sees (``covered``) needs no volume poll of its own: files that
+come or go set off a refresh and a scan, files written are noted. The watcher's volume poll then
+makes the info poll's restat instead, and the full stat() of every file (the safety net for
+writes inotify cannot see: through a shared mmap) is left to the sweep.
 """
 
 from __future__ import annotations
@@ -140,6 +145,18 @@ class LocalPools:
         self._seen.pop(pool, None)
         self._on.discard(pool)
 
+    def covered(self, pool: PoolSnapshot) -> bool:
+        """Whether inotify saw every change to the pool's files since they were last all read:
+        then a restat brings its volumes up to date without listing them. Not on a read-only
+        connection, where another client's changes reach libvirt only through a listing."""
+        return (
+            pool.fast_path
+            and pool.volumes is not None
+            and not self._source.read_only
+            and self._dirty.covered(pool.name)
+            and self._volumes.known(pool.name, pool.uuid) is not None
+        )
+
     def can_restat(self, pool: PoolSnapshot, volume_count: int | None) -> bool:
         """Whether the pool's known volumes are all it has: stat() alone brings them up to date."""
         known = self._volumes.known(pool.name, pool.uuid)
@@ -153,13 +170,15 @@ class LocalPools:
         of a pool whose writes inotify sees only those whose files changed since the last time:
         ``pool.volumes`` itself when no figure moved."""
         changed = None
-        if not listed:
+        if listed:
+            self._dirty.reading_all(pool.name)
+        else:
             self._changes.catch_up()
             changed = self._dirty.take(pool.name)
         try:
             if not listed and pool.volumes is not None:
                 found = await self._volumes.restat(
-                    pool.name, pool.uuid, changed, pool.volumes, limit=limit
+                    pool.name, pool.uuid, pool.target_path, changed, pool.volumes, limit=limit
                 )
             else:
                 found = await self._volumes.scan(
@@ -192,11 +211,18 @@ class LocalPools:
                 libvirt = PoolSpace(reading.capacity, reading.allocation, reading.available)
                 corrections += pool_corrections(pool.name, pool_space(before), libvirt)
         scan = None
+        self._dirty.reading_all(pool.name)
         try:
-            scan, found = await self._volumes.sweep(pool.name, pool.uuid, limit=limit)
+            scan, found = await self._volumes.sweep(
+                pool.name, pool.uuid, pool.target_path, limit=limit
+            )
             corrections += found
         except FastPathUnavailable as exc:
             log.warning("fastpath_volumes_unavailable", pool=pool.name, error=str(exc))
+            self._dirty.lost(pool.name)
+        except BaseException:
+            self._dirty.lost(pool.name)
+            raise
         for fix in corrections:
             log.warning(
                 "fastpath_correction",
@@ -261,7 +287,12 @@ class LocalPools:
             self._refresher.changed(name)
 
     async def _refresh(self, name: str) -> None:
-        await self._source.refresh_pool(name, urgent=True)
+        try:
+            await self._source.refresh_pool(name, urgent=True)
+        except BaseException:
+            # Files came or went, and no scan follows: the next volume poll must list the pool.
+            self._dirty.lost(name)
+            raise
 
     async def _statvfs(self, pool: PoolSnapshot) -> FilesystemStat | None:
         future = asyncio.get_running_loop().run_in_executor(

@@ -4,9 +4,10 @@ Per pool, each volume's last description by libvirt is kept with its file's stat
 before that description. A scan lists the pool's volume names (one call), stat()s every file in
 one pass in a worker thread, and asks libvirt (XMLDesc) only for volumes that are new or whose
 file changed in a way stat cannot account for (see ``files.figures``). A restat does the same for
-the named volumes only (those inotify saw change) and returns the pool's last scan itself when
-their figures did not move. The sweep asks libvirt for every volume and counts where the two
-disagree.
+the named volumes only (those inotify saw change, and always those whose writes inotify on the
+pool's directory cannot see: ``files.unseen_files``, resolved once when a volume is described)
+and returns the pool's last scan itself when their figures did not move. The sweep asks libvirt
+for every volume, stat()s every file, and counts where the two disagree.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from poolwatch.fastpath.corrections import Correction, volume_corrections
-from poolwatch.fastpath.files import FileFacts, TrackedVolume, figures, stat_files
+from poolwatch.fastpath.files import FileFacts, TrackedVolume, figures, stat_files, unseen_files
 from poolwatch.model import VolumeScan, VolumeSnapshot, volume_scan
 from poolwatch.source import StorageSource
 
@@ -35,8 +36,10 @@ class FastPathUnavailable(Exception):
 @dataclass
 class _PoolFiles:
     uuid: str
+    target: str
     tracked: dict[str, TrackedVolume] = field(default_factory=dict)  # by volume name
     latest: dict[str, VolumeSnapshot] = field(default_factory=dict)  # figures of the last scan
+    unseen: set[str] = field(default_factory=set)  # tracked volumes restated every time
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +76,12 @@ class VolumeFollower:
     ) -> FastScan:
         """``listed``: ask libvirt for the volume names (else follow the volumes known)."""
         scanned_at = time.time()
-        files = self._files(pool, uuid)
+        files = self._files(pool, uuid, target)
         tracked = files.tracked
         names = await self._source.list_volume_names(pool) if listed else sorted(tracked)
         for gone in tracked.keys() - set(names):
             del tracked[gone]
+            files.unseen.discard(gone)
         files.latest = {n: v for n, v in files.latest.items() if n in tracked}
         # A new volume's file is most likely <target>/<name>, as libvirt names them in these
         # pools: stat()ed before it is described, like the others.
@@ -90,14 +94,22 @@ class VolumeFollower:
         return FastScan(volume_scan(volumes, limit, scanned_at), vanished, described)
 
     async def restat(
-        self, pool: str, uuid: str, names: frozenset[str] | None, last: VolumeScan, *, limit: int
+        self,
+        pool: str,
+        uuid: str,
+        target: str,
+        names: frozenset[str] | None,
+        last: VolumeScan,
+        *,
+        limit: int,
     ) -> FastScan:
-        """stat() the known volumes among ``names`` (None: all of them); ``last`` (the pool's
-        current scan, the very object) again if none of their figures moved."""
+        """stat() the known volumes among ``names`` (None: all of them) and those whose writes
+        inotify cannot see; ``last`` (the pool's current scan, the very object) again if none of
+        their figures moved."""
         scanned_at = time.time()
-        files = self._files(pool, uuid)
+        files = self._files(pool, uuid, target)
         known = files.tracked.keys()
-        chosen = known if names is None else names & known
+        chosen = known if names is None else (names | files.unseen) & known
         paths = {n: files.tracked[n].description.path for n in sorted(chosen)}
         if not paths:
             return FastScan(last, (), 0)
@@ -135,7 +147,8 @@ class VolumeFollower:
                 moved = True
         if ask:
             missing = set(ask)  # those libvirt no longer describes are gone
-            for described in await self._source.describe_volumes(pool, ask):
+            descriptions = await self._source.describe_volumes(pool, ask)
+            for described in descriptions:
                 name = described.volume.name
                 missing.discard(name)
                 before = facts.get(described.path) if described.path == paths.get(name) else None
@@ -145,10 +158,18 @@ class VolumeFollower:
                     moved = True
             for name in missing:
                 moved |= latest.pop(name, None) is not None
+                files.unseen.discard(name)
+            await self._resolve(files, {d.volume.name: d.path for d in descriptions})
         return tuple(vanished), len(ask), moved
 
+    async def _resolve(self, files: _PoolFiles, paths: dict[str, str]) -> None:
+        """Note which of the volumes just described inotify on the directory cannot see."""
+        unseen = await self._blocking(unseen_files, files.target, paths)
+        files.unseen -= paths.keys()
+        files.unseen |= unseen
+
     async def sweep(
-        self, pool: str, uuid: str, *, limit: int
+        self, pool: str, uuid: str, target: str, *, limit: int
     ) -> tuple[VolumeScan, list[Correction]]:
         """Every volume through libvirt; the fast path's figures where they differ are counted.
 
@@ -156,7 +177,8 @@ class VolumeFollower:
         and after agree): a guest writing meanwhile is not a disagreement.
         """
         scanned_at = time.time()
-        known = dict(self._files(pool, uuid).tracked)
+        files = self._files(pool, uuid, target)
+        known = dict(files.tracked)
         before = await self._blocking(stat_files, [t.description.path for t in known.values()])
         described = await self._source.describe_volumes(pool)
         after = await self._blocking(stat_files, [d.path for d in described if d.path])
@@ -172,13 +194,21 @@ class VolumeFollower:
                     corrections += volume_corrections(pool, fast, description.volume)
             tracked[name] = TrackedVolume(description, stable)
         latest = {d.volume.name: d.volume for d in described}
-        self._pools[pool] = _PoolFiles(uuid, tracked, latest)
+        # Resolved once per volume: again only where libvirt now names another file.
+        new = {
+            d.volume.name: d.path
+            for d in described
+            if d.volume.name not in known or known[d.volume.name].description.path != d.path
+        }
+        swept = _PoolFiles(uuid, target, tracked, latest, files.unseen & tracked.keys())
+        await self._resolve(swept, new)
+        self._pools[pool] = swept
         return volume_scan([d.volume for d in described], limit, scanned_at), corrections
 
-    def _files(self, pool: str, uuid: str) -> _PoolFiles:
+    def _files(self, pool: str, uuid: str, target: str) -> _PoolFiles:
         files = self._pools.get(pool)
-        if files is None or files.uuid != uuid:
-            files = self._pools[pool] = _PoolFiles(uuid)
+        if files is None or files.uuid != uuid or files.target != target:
+            files = self._pools[pool] = _PoolFiles(uuid, target)
         return files
 
     async def _blocking(self, fn: Callable[..., T], *args: object) -> T:
