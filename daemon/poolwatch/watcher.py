@@ -33,6 +33,7 @@ from poolwatch.model import (
     PoolState,
     VolumeScan,
 )
+from poolwatch.refreshes import refresh_pools, urgent_refresh_interval
 from poolwatch.source import (
     Connected,
     Disconnected,
@@ -56,9 +57,6 @@ log = structlog.get_logger()
 
 # libvirt's VIR_ERR_OPERATION_INVALID: the pool stopped between listing and reading.
 _OPERATION_INVALID = 55
-
-# Pools near a threshold are refreshed at most this often (but never more often than polled).
-URGENT_REFRESH_MIN = 30.0
 
 
 class Watcher:
@@ -145,9 +143,7 @@ class Watcher:
         self._urgent = pools
 
     def urgent_refresh_interval(self) -> float:
-        """Sooner than refresh_interval, but never more often than the info poll or 30 s."""
-        interval = self.poll.refresh_interval
-        return min(interval, max(self.poll.interval, URGENT_REFRESH_MIN)) if interval > 0 else 0
+        return urgent_refresh_interval(self.poll)
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -465,26 +461,12 @@ class Watcher:
             await self._poll_refresh(only=self._urgent)
 
     async def _poll_refresh(self, only: frozenset[str] | None = None) -> None:
-        if self._source.read_only or self._detached:
+        if self._detached:
             return
-        failed = []
-        for pool in list(self._inventory.hosts[self.key].pools.values()):
-            if self._detached:
-                return
-            if not pool.active or (only is not None and pool.name not in only):
-                continue
-            try:
-                # One at a time: a refresh holds the pool's lock in libvirtd and can be slow
-                # (rbd, iscsi); guests and operators share that daemon with us.
-                await self._source.refresh_pool(pool.name)
-            except PoolNotFound:
-                continue
-            except SourceError as exc:
-                # A dir pool whose directory vanished fails here, and libvirt stops it.
-                self._log.warning("pool_refresh_failed", pool=pool.name, error=str(exc))
-                failed.append(pool.name)
-        if failed:
-            raise SourceError(f"refresh failed for {', '.join(failed)}", code=0)
+        pools = self._inventory.hosts[self.key].pools.values()
+        await refresh_pools(
+            self._source, pools, only=only, detached=lambda: self._detached, log=self._log
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 

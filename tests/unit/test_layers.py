@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("adapter",),
     ("inventory", "telemetry"),
     ("guests",),
+    ("refreshes",),
     ("watcher",),
     ("documents",),
     ("hooks",),
