@@ -20,6 +20,7 @@ from poolwatch.filesystem import stat_target
 from poolwatch.model import PoolSnapshot, PoolState, VolumeScan, VolumeSnapshot
 from poolwatch.source import PoolReading, SourceError, VolumeDescription
 from tests.helpers import eventually
+from tests.unit.test_fastpath_inotify import overflow
 
 MiB = 1 << 20
 
@@ -229,19 +230,6 @@ async def test_a_pool_on_a_network_filesystem_reads_every_file_each_info_poll(
         await pool.poll(listed=False)
         pool.mapping.close()
         assert pool.allocation("b.img") > before
-
-
-def overflow(directory: Path) -> None:
-    """More events in ``directory`` than the kernel queues: x and y written in turn, so that it
-    merges no two of them."""
-    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
-    files = [os.open(directory / n, os.O_RDWR | os.O_CREAT) for n in ("x", "y")]
-    try:
-        for n in range(limit + 10):
-            os.write(files[n % 2], b"z")
-    finally:
-        for fd in files:
-            os.close(fd)
 
 
 async def test_the_volume_poll_of_a_covered_pool_lists_nothing_and_reads_what_changed(

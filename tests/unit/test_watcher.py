@@ -184,6 +184,30 @@ async def until(condition: Callable[[], bool], inventory: Inventory) -> None:
     await asyncio.wait_for(wait(), 2)
 
 
+def watcher_of(
+    source: FakeSource,
+    inventory: Inventory,
+    telemetry: Telemetry,
+    *,
+    stat_filesystems: bool = False,
+    key: str = "kvm01",
+    **poll: float,
+) -> Watcher:
+    """The watcher of connection ``key``; every timer far away unless ``poll`` says: changes in
+    these tests come from events, explicit polls or the timers a test shortens."""
+    far = {"interval": 3600.0, "volumes_interval": 3600.0, "refresh_interval": 3600.0}
+    return Watcher(
+        key=key,
+        uri="qemu:///system" if key == "kvm01" else key,
+        name=None,
+        source=source,
+        inventory=inventory,
+        telemetry=telemetry,
+        poll=PollConfig(**{**far, **poll}),
+        stat_filesystems=stat_filesystems,
+    )
+
+
 @pytest.fixture
 def telemetry() -> Telemetry:
     """The telemetry the ``watched`` watcher counts in."""
@@ -198,18 +222,7 @@ async def watched(telemetry: Telemetry) -> AsyncIterator[tuple[FakeSource, Inven
         VolumeSnapshot("b.qcow2", 0, 20 * GiB, 2 * GiB, None),
     ]
     inventory = Inventory()
-    # Long intervals: every change in these tests comes from an event or an explicit poll.
-    poll = PollConfig(interval=3600.0, volumes_interval=3600.0, refresh_interval=3600.0)
-    watcher = Watcher(
-        key="kvm01",
-        uri="qemu:///system",
-        name=None,
-        source=source,
-        inventory=inventory,
-        telemetry=telemetry,
-        poll=poll,
-        stat_filesystems=False,
-    )
+    watcher = watcher_of(source, inventory, telemetry)
     task = asyncio.create_task(watcher.run())
     await until(lambda: inventory.ready, inventory)
     await until(lambda: inventory.pool("kvm01", "images").volumes is not None, inventory)  # type: ignore[union-attr]
@@ -355,18 +368,8 @@ async def test_volume_count_change_seen_by_info_poll_triggers_a_scan(
 async def test_two_connections_reporting_one_hostname_get_distinct_host_labels() -> None:
     inventory = Inventory()
     telemetry = Telemetry()
-    poll = PollConfig(interval=3600.0, volumes_interval=3600.0, refresh_interval=3600.0)
     watchers = [
-        Watcher(
-            key=key,
-            uri=key,
-            name=None,
-            source=FakeSource(reading("images")),
-            inventory=inventory,
-            telemetry=telemetry,
-            poll=poll,
-            stat_filesystems=False,
-        )
+        watcher_of(FakeSource(reading("images")), inventory, telemetry, key=key)
         for key in ("qemu:///system", "qemu+tcp://localhost/system")
     ]
     tasks = [asyncio.create_task(w.run()) for w in watchers]
@@ -452,18 +455,11 @@ def fast_path_watched(
     )
     source.volumes["images"] = [VolumeSnapshot("a.img", 0, 4096, 4096, 4096)]
     inventory = Inventory()
-    far = {"interval": 3600.0, "volumes_interval": 3600.0, "refresh_interval": 3600.0}
-    watcher = Watcher(
-        key="kvm01",
-        uri="qemu:///system",
-        name=None,
-        source=source,
-        inventory=inventory,
-        telemetry=telemetry,
-        poll=PollConfig(**{**far, **poll}),
-        stat_filesystems=True,
+    return (
+        source,
+        inventory,
+        watcher_of(source, inventory, telemetry, stat_filesystems=True, **poll),
     )
-    return source, inventory, watcher
 
 
 async def volume_polls(telemetry: Telemetry, count: int) -> None:
