@@ -55,7 +55,6 @@ log = structlog.get_logger()
 INVENTORY = web.AppKey("inventory", Inventory)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 EXPOSITION = web.AppKey("exposition", Exposition)
-CLOCK = web.AppKey[Callable[[], float]]("clock")
 SECURITY = web.AppKey("web_security", WebSecurity)
 POOLS_DOCUMENTS = web.AppKey("pools_documents", PoolsDocumentCache)
 LANDING = web.AppKey("landing", LandingPageCache)
@@ -98,7 +97,6 @@ def create_app(
     app[INVENTORY] = inventory
     app[TELEMETRY] = telemetry
     app[EXPOSITION] = exposition
-    app[CLOCK] = clock
     app[POOLS_DOCUMENTS] = PoolsDocumentCache(inventory)
     app[LANDING] = LandingPageCache(inventory, clock)
     app.on_cleanup.append(_close_caches)
