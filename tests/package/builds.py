@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import time
-import tomllib
 from pathlib import Path
 
 IGNORED = shutil.ignore_patterns(
@@ -16,10 +15,16 @@ IGNORED = shutil.ignore_patterns(
 )
 
 
+VERSION_FILE = Path("daemon/poolwatch/__init__.py")
+VERSION_LINE = re.compile(r'^__version__ = "(.+)"$', re.M)
+
+
 def project_version(tree: Path) -> str:
-    with (tree / "pyproject.toml").open("rb") as f:
-        version: str = tomllib.load(f)["project"]["version"]
-    return version
+    """The version the tree builds: `__version__` in daemon/poolwatch/__init__.py, the one place
+    it is written (pyproject.toml and scripts/package.sh read it from there)."""
+    found = VERSION_LINE.search((tree / VERSION_FILE).read_text())
+    assert found is not None, f"{VERSION_FILE} in {tree} has no __version__ line"
+    return found.group(1)
 
 
 def deb_path(tree: Path, version: str) -> Path:
@@ -53,15 +58,14 @@ def finish_build(build: subprocess.Popen[bytes], tree: Path, log: Path) -> Path:
 
 
 def bumped_copy(source: Path, destination: Path, suffix: str = "+test1") -> str:
-    """Copy the checkout to `destination` with its version raised in pyproject.toml and a new
-    debian/changelog entry, as a maintainer releasing the next version would; the new version."""
+    """Copy the checkout to `destination` with its version raised in daemon/poolwatch/__init__.py
+    and a new debian/changelog entry, as a maintainer releasing the next version would; the new
+    version."""
     shutil.copytree(source, destination, ignore=IGNORED, symlinks=True)
-    old = project_version(destination)
-    new = old + suffix
-    pyproject = destination / "pyproject.toml"
-    text = pyproject.read_text()
-    pyproject.write_text(
-        re.sub(rf'^version = "{re.escape(old)}"$', f'version = "{new}"', text, count=1, flags=re.M)
+    new = project_version(destination) + suffix
+    version_file = destination / VERSION_FILE
+    version_file.write_text(
+        VERSION_LINE.sub(f'__version__ = "{new}"', version_file.read_text(), count=1)
     )
     changelog = destination / "debian/changelog"
     maintainer = re.search(r"^ -- (.+?>)", changelog.read_text(), re.M)
