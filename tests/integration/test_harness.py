@@ -248,11 +248,20 @@ def test_runs_inside_a_chroot(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     # The chroot is / itself with a tmpfs of its own on /tmp, in a mount namespace that vanishes
-    # with the process: only where it looks for the files in /tmp tells the two roots apart.
-    script = 'mount --rbind / "$1" && mount -t tmpfs tmpfs "$1/tmp" && exec chroot "$@"'
+    # with the process: only where it looks for the files in /tmp tells the two roots apart. A
+    # checkout or venv that lives in /tmp (a CI clone there) is bound into that tmpfs, where the
+    # chroot finds it at the same path.
+    script = (
+        'mount --rbind / "$1" && mount -t tmpfs tmpfs "$1/tmp" && '
+        'for d in $KEEP; do mkdir -p "$1$d" && mount --bind "$d" "$1$d" || exit 1; done && '
+        'exec chroot "$@"'
+    )
+    tmp = Path("/tmp")
+    keep = {str(d) for d in (REPO, Path(sys.prefix).resolve()) if d.is_relative_to(tmp)}
     chroot = [sys.executable, "-c", IN_CHROOT, str(REPO)]
     proc = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(root), *chroot],
+        env={**os.environ, "KEEP": " ".join(sorted(keep))},
         capture_output=True,
         text=True,
         timeout=60,
