@@ -21,7 +21,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.utils import floatToGoString
 
 from poolwatch.exporter.guest_metrics import guest_families, guest_parts
-from poolwatch.exporter.parts import FamilySpec, PartCache, PartRows
+from poolwatch.exporter.parts import FamilySpec, PartCache, PartedFamily, PartRows
 from poolwatch.exporter.policy_metrics import policy_families, policy_parts
 from poolwatch.exporter.pool_families import (
     POOL_FAMILIES,
@@ -65,7 +65,7 @@ class InventoryCollector:
         self._build_labels = [version, libvirt_version, python_version]
         # Per (host, pool) parts of the per-pool families, kept across collects.
         self._pools: PartCache[PoolSnapshot] = PartCache(POOL_FAMILIES, pool_part, pool_token)
-        self._volumes: PartCache[VolumeScan] = PartCache(
+        self._volumes: PartCache[VolumeScan | None] = PartCache(
             VOLUME_FAMILIES, volumes_part, volumes_token
         )
         # The telemetry updates its event counts in place: compared by value every collect.
@@ -108,7 +108,12 @@ class InventoryCollector:
             *self._daemon_families(),
         ]
         # Families without samples would only add HELP/TYPE noise (the Go client drops them too).
-        return [family for family in families if family.samples]
+        # A parted family's samples are joined from its parts when read: look at the parts.
+        return [
+            family
+            for family in families
+            if (family.parts if isinstance(family, PartedFamily) else family.samples)
+        ]
 
     def _pool_families(self, hosts: Iterable[HostSnapshot]) -> list[Metric]:
         parts = self._pools
@@ -121,9 +126,9 @@ class InventoryCollector:
             for name in sorted(pools):
                 pool = pools[name]
                 parts.add(host_name, name, pool)
-                scan = pool.volumes
-                if scan is not None and pool.active:
-                    volumes.add(host_name, name, scan)
+                # Every pool has a place among the volumes, an empty part while it is stopped
+                # or not scanned: a stop or start changes that pool's part only.
+                volumes.add(host_name, name, pool.volumes if pool.active else None)
         return [*parts.end(), *volumes.end()]
 
     def _event_families(

@@ -21,20 +21,36 @@ T = TypeVar("T")
 
 
 class PartedFamily(Metric):
-    """A family made of per-pool parts, in order; ``samples`` holds them all as well.
+    """A family made of per-pool parts, in order (no empty part: it would only cost the encoder
+    a call); ``samples`` holds them all as well, joined when first read (the encoder reads the
+    parts only).
 
     A part's sample list is the same object for as long as its pool's series are unchanged,
     so an encoder may keep each part's text and re-encode only the parts that changed.
     """
 
-    def __init__(self, name: str, documentation: str, typ: str = "gauge") -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        typ: str = "gauge",
+        parts: list[tuple[PartKey, list[Sample]]] | None = None,
+    ) -> None:
+        self.parts: list[tuple[PartKey, list[Sample]]] = [] if parts is None else parts
+        self._samples: list[Sample] | None = None
         super().__init__(name, documentation, typ)
-        self.parts: list[tuple[PartKey, list[Sample]]] = []
 
-    def add_part(self, key: PartKey, samples: list[Sample]) -> None:
-        if samples:  # an empty part would only cost the encoder a call
-            self.parts.append((key, samples))
-            self.samples.extend(samples)
+    @property
+    def samples(self) -> list[Sample]:
+        if self._samples is None:
+            self._samples = [sample for _key, samples in self.parts for sample in samples]
+        return self._samples
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        # Metric.__init__ sets an empty list; the parts are the samples.
+        if value:
+            raise ValueError("a PartedFamily's samples are its parts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +68,8 @@ class FamilySpec:
         # prometheus_client would encode from its own families.
         return f"{self.name}_total" if self.type == "counter" else self.name
 
-    def family(self) -> PartedFamily:
-        return PartedFamily(self.name, self.documentation, self.type)
+    def family(self, parts: list[tuple[PartKey, list[Sample]]] | None = None) -> PartedFamily:
+        return PartedFamily(self.name, self.documentation, self.type, parts)
 
 
 class PartRows:
@@ -81,6 +97,12 @@ class PartCache(Generic[T]):
     so a pool read again with the same figures (a new snapshot every info poll) keeps its
     sample lists and thus its encoded text. ``frozen``: the objects are immutable, so the
     same object needs no token at all. Used on the event loop thread only.
+
+    When a collect adds the same pools in the same order as the last one (every collect but
+    those after a pool came or went), the last collect's parts are kept with the rebuilt ones
+    swapped in: after an event on one pool, a collect costs a token check per pool and a
+    filter of the families that pool's part is in, not a step per pool and family (~20
+    families).
     """
 
     def __init__(
@@ -96,16 +118,24 @@ class PartCache(Generic[T]):
         self._token = token
         self._frozen = frozen
         self._cache: dict[PartKey, _Cached] = {}
-        self._families: list[PartedFamily] = []
-        self._seen: set[PartKey] = set()
+        # This collect's pools in order, and those whose part was rebuilt.
+        self._order: list[PartKey] = []
+        self._rebuilt: list[PartKey] = []
+        # The last collect's pools; per family, every pool's part in that order (empty ones
+        # too, so a pool's place is the same in every family) and the family's parts (the
+        # non-empty ones). The lists are handed to encoders: never changed in place.
+        self._last_order: list[PartKey] = []
+        self._where: dict[PartKey, int] = {}
+        self._slots: list[list[tuple[PartKey, list[Sample]]]] = [[] for _ in specs]
+        self._parts: list[list[tuple[PartKey, list[Sample]]]] = [[] for _ in specs]
 
     def begin(self) -> None:
-        """A new collect: fresh (empty) families."""
-        self._families = [spec.family() for spec in self._specs]
-        self._seen = set()
+        """A new collect."""
+        self._order = []
+        self._rebuilt = []
 
     def add(self, host: str, pool: str, source: T) -> None:
-        """The part of (host, pool) from ``source``, appended to each family."""
+        """The part of (host, pool) from ``source``, next in each family."""
         key = (host, pool)
         cached = self._cache.get(key)
         if cached is None or not (self._frozen and cached[0] is source):
@@ -113,17 +143,52 @@ class PartCache(Generic[T]):
             if cached is None or cached[1] != token:
                 rows = PartRows(self._specs)
                 self._build(rows, host, pool, source)
-                cached = (source, token, rows.lists)
+                self._cache[key] = (source, token, rows.lists)
+                self._rebuilt.append(key)
             else:
-                cached = (source, token, cached[2])
-            self._cache[key] = cached
-        self._seen.add(key)
-        for family, samples in zip(self._families, cached[2], strict=True):
-            family.add_part(key, samples)
+                self._cache[key] = (source, token, cached[2])
+        self._order.append(key)
 
     def end(self) -> list[PartedFamily]:
         """The families of this collect; parts of pools not added since ``begin`` are dropped."""
-        for gone in self._cache.keys() - self._seen:
-            del self._cache[gone]
-        families, self._families = self._families, []
-        return families
+        if self._order == self._last_order:
+            self._swap_rebuilt()
+        else:
+            self._lay_out()
+        return [spec.family(parts) for spec, parts in zip(self._specs, self._parts, strict=True)]
+
+    def _swap_rebuilt(self) -> None:
+        """The last collect's parts with the rebuilt ones swapped in."""
+        if not self._rebuilt:
+            return
+        where = self._where
+        changed = set()
+        slots = list(self._slots)
+        for key in self._rebuilt:
+            position = where[key]
+            for index, samples in enumerate(self._cache[key][2]):
+                old = slots[index][position][1]
+                if not samples and not old:
+                    continue
+                if index not in changed:
+                    slots[index] = list(slots[index])
+                    changed.add(index)
+                slots[index][position] = (key, samples)
+        self._slots = slots
+        for index in changed:
+            self._parts[index] = [part for part in slots[index] if part[1]]
+
+    def _lay_out(self) -> None:
+        """Every family's parts from scratch, in this collect's order."""
+        order = self._order
+        if len(self._cache) > len(order):
+            for gone in self._cache.keys() - set(order):
+                del self._cache[gone]
+        lists = [self._cache[key][2] for key in order]
+        self._slots = [
+            [(key, rows[index]) for key, rows in zip(order, lists, strict=True)]
+            for index in range(len(self._specs))
+        ]
+        self._parts = [[part for part in slots if part[1]] for slots in self._slots]
+        self._last_order = order
+        self._where = {key: position for position, key in enumerate(order)}

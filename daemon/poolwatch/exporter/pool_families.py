@@ -193,14 +193,17 @@ VOLUME_FAMILIES = (
 )
 
 
-def volumes_token(scan: VolumeScan) -> Hashable:
+def volumes_token(scan: VolumeScan | None) -> Hashable:
     # The watcher keeps the tuple of a rescan that found nothing changed, so its identity says
     # whether the volumes changed, without comparing thousands of them. The cache holds the
     # scan (and so the tuple) while its token is kept, so the id cannot be reused meanwhile.
-    return id(scan.volumes)
+    return None if scan is None else id(scan.volumes)
 
 
-def volumes_part(rows: PartRows, host_name: str, pool_name: str, scan: VolumeScan) -> None:
+def volumes_part(rows: PartRows, host_name: str, pool_name: str, scan: VolumeScan | None) -> None:
+    """A running pool's volumes; nothing for a stopped or not yet scanned pool."""
+    if scan is None:
+        return
     # This loop produces most of the page (thousands of volumes) and runs on the event loop:
     # a pool's samples are built once and reused by every collect until a scan finds its
     # volumes changed (measured: building them took ~70% of the loop's busy time under scrapes
