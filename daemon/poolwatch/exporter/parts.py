@@ -30,13 +30,9 @@ class PartedFamily(Metric):
     """
 
     def __init__(
-        self,
-        name: str,
-        documentation: str,
-        typ: str = "gauge",
-        parts: list[tuple[PartKey, list[Sample]]] | None = None,
+        self, name: str, documentation: str, typ: str, parts: list[tuple[PartKey, list[Sample]]]
     ) -> None:
-        self.parts: list[tuple[PartKey, list[Sample]]] = [] if parts is None else parts
+        self.parts = parts
         self._samples: list[Sample] | None = None
         super().__init__(name, documentation, typ)
 
@@ -68,7 +64,7 @@ class FamilySpec:
         # prometheus_client would encode from its own families.
         return f"{self.name}_total" if self.type == "counter" else self.name
 
-    def family(self, parts: list[tuple[PartKey, list[Sample]]] | None = None) -> PartedFamily:
+    def family(self, parts: list[tuple[PartKey, list[Sample]]]) -> PartedFamily:
         return PartedFamily(self.name, self.documentation, self.type, parts)
 
 
