@@ -153,8 +153,11 @@ class StorageSource(Protocol):
     async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
         """``urgent``: ahead of queued routine calls (a change seen on disk, not a timer)."""
 
-    async def start_pool(self, name: str) -> None:
-        """Start an inactive pool; a pool that already runs counts as started."""
+    async def start_flagged_pool(self, name: str) -> bool:
+        """Start an inactive pool whose autostart flag libvirt still has set (checked in the
+        same call: the flag sends no event); False, nothing done, when the flag is off. A pool
+        that already runs counts as started."""
+        ...
 
     async def set_autostart(self, name: str, *, enabled: bool) -> None: ...
 

@@ -42,11 +42,15 @@ class FakeSource:
         self.started: list[str] = []
         self.flagged: list[str] = []
         self.fail_start: str | None = None
+        self.flag_off: set[str] = set()  # pools whose flag libvirt has off by now
 
-    async def start_pool(self, name: str) -> None:
+    async def start_flagged_pool(self, name: str) -> bool:
+        if name in self.flag_off:
+            return False
         self.started.append(name)
         if self.fail_start:
             raise SourceError(self.fail_start, code=38)
+        return True
 
     async def set_autostart(self, name: str, *, enabled: bool) -> None:
         self.flagged.append(name)
@@ -210,6 +214,37 @@ async def test_enforce_starts_a_stopped_pool_once() -> None:
     stats = world.telemetry.stats(KEY)
     assert stats.actions[("images", "start_pool", "ok")] == 1
     assert stats.autostart_attempts[("images", "ok")] == 1
+
+
+async def test_enforce_leaves_a_pool_down_whose_flag_was_disabled_after_the_last_read() -> None:
+    """The operator's way to keep a pool down: `pool-autostart --disable`, then `pool-destroy`.
+    The flag sends no event, so the stop can show before a read brings the flag: libvirt's own
+    flag, asked at the start, decides."""
+    world = World(PolicyRules(autostart=(autostart_rule(),)))
+    world.show(pool())
+    await world.evaluate()
+    world.connection.source.flag_off.add("images")
+    # The stop as the watcher shows it at once on libvirt's event: the last read's flag.
+    world.clock.now += 1
+    stale = world.inventory.hosts[KEY].pools["images"]
+    world.inventory.put_pool(
+        KEY, dataclasses.replace(stale, state=PoolState.INACTIVE, active=False)
+    )
+    for _ in range(5):
+        await world.evaluate()
+        world.clock.now += 1
+    assert world.connection.source.started == []
+    assert world.connection.rereads == ["images"]  # asked once, until that read arrives
+    stats = world.telemetry.stats(KEY)
+    assert stats.actions == {}
+    assert stats.autostart_attempts == {}
+    assert world.inventory.policies(KEY)["images"].last_action is None
+    # The read brings the flag: the pool stays down for good.
+    world.show(pool(active=False, autostart=False))
+    for _ in range(5):
+        await world.evaluate()
+        world.clock.now += 1
+    assert world.connection.source.started == []
 
 
 async def test_failed_starts_back_off_and_give_up_with_a_hook() -> None:

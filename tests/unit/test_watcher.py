@@ -149,10 +149,13 @@ class FakeSource:
             if volumes is None or v.name in volumes
         ]
 
-    async def start_pool(self, name: str) -> None:
+    async def start_flagged_pool(self, name: str) -> bool:
         self._check()
+        if not self.pools[name].autostart:
+            return False
         self.pools[name] = dataclasses.replace(self.pools[name], active=True)
         self.emit(name, PoolEventKind.STARTED)
+        return True
 
     async def set_autostart(self, name: str, *, enabled: bool) -> None:
         self._check()

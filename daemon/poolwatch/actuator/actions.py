@@ -102,9 +102,10 @@ class Actions:
     ) -> None:
         pool = ctx.pool
         error = None
+        declined = False
         try:
             if action is AutostartAction.START_POOL:
-                await connection.source.start_pool(pool.name)
+                declined = not await connection.source.start_flagged_pool(pool.name)
             else:
                 await connection.source.set_autostart(pool.name, enabled=True)
         except (SourceError, SourceUnavailable, PoolNotFound) as exc:
@@ -113,21 +114,29 @@ class Actions:
         result = "ok" if error is None else "failed"
         host = self._inventory.hosts.get(ctx.key)
         host_name = host.name if host is not None else ctx.key
-        (log.info if error is None else log.warning)(
-            "policy_action",
-            host=host_name,
-            pool=pool.name,
-            action=action.value,
-            result=result,
-            error=error,
-        )
+        if declined:
+            # The flag was disabled after poolwatch last read the pool (the stop's event came
+            # first): the operator keeps it down. Not an attempt; nothing to count.
+            log.info("autostart_declined", host=host_name, pool=pool.name, reason="flag_off")
+        else:
+            (log.info if error is None else log.warning)(
+                "policy_action",
+                host=host_name,
+                pool=pool.name,
+                action=action.value,
+                result=result,
+                error=error,
+            )
         state = self._state_of(ctx.key, pool.name)
         if state is None or state.autostart_rule != rule:
             return  # the pool or its rule went away meanwhile
-        after = replace(ctx, state=state, now=now)
-        self._record(after, action.value, result, error or "")
         # A flag change sends no event, and a start's event may be lost in a reconnect.
         connection.reread(pool.name)
+        if declined:
+            state.autostart = autostart.start_declined(state.autostart, now)
+            return
+        after = replace(ctx, state=state, now=now)
+        self._record(after, action.value, result, error or "")
         if action is AutostartAction.SET_AUTOSTART:
             state.autostart = autostart.flag_finished(state.autostart)
             return

@@ -409,8 +409,8 @@ class LibvirtSource:
     async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
         await self._call(reader.refresh_pool, name, urgent=urgent)
 
-    async def start_pool(self, name: str) -> None:
-        await self._call(reader.start_pool, name, urgent=True)
+    async def start_flagged_pool(self, name: str) -> bool:
+        return await self._call(reader.start_flagged_pool, name, urgent=True)
 
     async def set_autostart(self, name: str, *, enabled: bool) -> None:
         await self._call(reader.set_autostart, name, enabled, urgent=True)

@@ -137,13 +137,23 @@ def refresh_pool(conn: Any, name: str) -> None:
     conn.storagePoolLookupByName(name).refresh(0)
 
 
-def start_pool(conn: Any, name: str) -> None:
+def start_flagged_pool(conn: Any, name: str) -> bool:
+    """Start the pool if its autostart flag is still set; False, nothing done, if it is not.
+
+    The flag sends no event, so poolwatch's copy may be older than an operator's
+    ``virsh pool-autostart --disable``, the way to keep a pool down: asked right before the
+    start, that wish is never overridden by a stale copy.
+    """
+    pool = conn.storagePoolLookupByName(name)
+    if not pool.autostart():
+        return False
     # Never VIR_STORAGE_POOL_CREATE_WITH_BUILD: building someone else's pool runs mkdir/mkfs.
     try:
-        conn.storagePoolLookupByName(name).create(0)
+        pool.create(0)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
             raise  # 55 is "already active": someone started it first, which is what we wanted
+    return True
 
 
 def set_autostart(conn: Any, name: str, enabled: bool) -> None:

@@ -41,9 +41,10 @@ class AutostartState:
     in_flight: bool = False  # a start or flag change was asked for and has not reported back
     flag_attempt_at: float | None = None  # last time setAutostart was asked for
     not_mounted: bool = False  # the not_mounted alarm is raised
-    # When the last start succeeded: until a snapshot read after it arrives, the pool still
-    # looks stopped, and starting it again would only be noise.
-    started_at: float | None = None
+    # When the last start succeeded, or was declined because libvirt's flag was off: until a
+    # snapshot read after it arrives, the pool's snapshot is out of date, and starting it
+    # again would only be noise.
+    reread_after: float | None = None
 
 
 def on_connected(state: AutostartState) -> AutostartState:
@@ -92,7 +93,7 @@ def decide(
         and not mount_blocks
         and not state.gave_up
         and now >= state.next_attempt_at
-        and (state.started_at is None or pool.read_at > state.started_at)
+        and (state.reread_after is None or pool.read_at > state.reread_after)
     ):
         state = replace(state, in_flight=True)
         actions.append(AutostartAction.START_POOL)
@@ -111,7 +112,12 @@ def start_finished(
     """The result of a START_POOL; ``jitter`` in [0.5, 1] spreads retries of many hosts."""
     if ok:
         started = replace(
-            state, in_flight=False, failures=0, boot_pending=False, last_error=None, started_at=now
+            state,
+            in_flight=False,
+            failures=0,
+            boot_pending=False,
+            last_error=None,
+            reread_after=now,
         )
         return started, ()
     failures = state.failures + 1
@@ -126,6 +132,12 @@ def start_finished(
         last_error=error,
     )
     return state, (AutostartAction.GAVE_UP,) if gave_up else ()
+
+
+def start_declined(state: AutostartState, now: float) -> AutostartState:
+    """A START_POOL that found libvirt's autostart flag off: nothing happened. The pool is not
+    started again before a read after ``now`` (which brings the flag) arrives."""
+    return replace(state, in_flight=False, reread_after=now)
 
 
 def flag_finished(state: AutostartState) -> AutostartState:
