@@ -30,9 +30,6 @@ import libvirt
 def bare_poll(conn: Any, xml_cache: dict[str, str]) -> int:
     """The calls of one poolwatch resync, made in a plain loop in one thread; returns volumes."""
     pools = conn.listAllStoragePools(0)
-    active = {
-        p.name() for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
-    }
     persistent = {
         p.name()
         for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_PERSISTENT)
@@ -41,12 +38,13 @@ def bare_poll(conn: Any, xml_cache: dict[str, str]) -> int:
         p.name() for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_AUTOSTART)
     }
     del persistent, autostart  # poolwatch asks for them; so does the baseline
+    active = set()
     for pool in pools:
         uuid = pool.UUIDString()
         if uuid not in xml_cache:  # poolwatch parses a pool's XML once per definition too
             xml_cache[uuid] = pool.XMLDesc(0)
-        pool.info()
-        if pool.name() in active:
+        if pool.info()[0] == libvirt.VIR_STORAGE_POOL_RUNNING:  # whether it runs, as poolwatch
+            active.add(pool.name())
             pool.numOfVolumes()
     volumes = 0
     for name in sorted(active):

@@ -15,9 +15,10 @@ from poolwatch.adapter.reader import (
     PoolListing,
     describe_volumes,
     look_up_volumes,
+    read_pool,
     read_pools,
 )
-from poolwatch.model import VolumeSnapshot
+from poolwatch.model import PoolState, VolumeSnapshot
 from poolwatch.source import VolumeDescription
 
 
@@ -130,6 +131,9 @@ class FakePool:
     def __init__(self, name: str, calls: list[str], volumes: int = 0) -> None:
         self._name, self._calls = name, calls
         self.volumes = [f"{name}-{i}.img" for i in range(volumes)] or [f"{name}.img"]
+        self.state = PoolState.RUNNING  # what info() answers
+        self.active = 1  # what isActive() answers
+        self.stops_after_info = False  # numOfVolumes() finds the pool stopped
 
     def name(self) -> str:
         return self._name
@@ -143,14 +147,16 @@ class FakePool:
 
     def info(self) -> list[int]:
         self._calls.append(f"{self._name}.info")
-        return [2, 100, 10, 90]
+        return [int(self.state), 100, 10, 90]
 
     def numOfVolumes(self) -> int:
         self._calls.append(f"{self._name}.numOfVolumes")
+        if self.stops_after_info:
+            raise libvirt_error(libvirt.VIR_ERR_OPERATION_INVALID)
         return 0
 
     def isActive(self) -> int:
-        return 1
+        return self.active
 
     def isPersistent(self) -> int:
         return 1
@@ -194,7 +200,7 @@ def test_a_pool_listing_job_gives_way_to_an_urgent_call_after_the_pool_in_hand()
     calls: list[str] = []
     pools = [FakePool(f"p{i}", calls) for i in range(3)]
     names = frozenset(p.name() for p in pools)
-    listing = PoolListing(pools, active=names, persistent=names, autostart=frozenset())
+    listing = PoolListing(pools, persistent=names, autostart=frozenset())
     give_way = threading.Event()
     give_way.set()
     readings, described, done = read_pools(None, listing, pools, {}, give_way)
@@ -213,3 +219,21 @@ def test_a_pool_listing_job_gives_way_to_an_urgent_call_after_the_pool_in_hand()
         False,
     )
     assert "p0.XMLDesc" not in calls
+
+
+def test_a_reading_that_straddles_a_stop_or_start_is_either_running_or_stopped() -> None:
+    """A pool stopped and started back to back: the reading's state and whether the pool runs
+    come from one answer, never "running" and inactive at once (which hid the next stop)."""
+    pool = FakePool("p", [])
+    # Started just after a check of its own (isActive) would have said inactive.
+    pool.active, pool.state = 0, PoolState.RUNNING
+    reading = read_pool(FakeConnection(pool), "p")
+    assert (reading.state, reading.active, reading.volume_count) == (PoolState.RUNNING, True, 0)
+    # Stopped between info() and the volume count.
+    pool.stops_after_info = True
+    reading = read_pool(FakeConnection(pool), "p")
+    assert (reading.state, reading.active, reading.volume_count) == (
+        PoolState.INACTIVE,
+        False,
+        None,
+    )

@@ -1,7 +1,7 @@
 """Blocking reads of pools and volumes on an open connection; run in executor workers only.
 
-Each function makes as few RPCs as it can: the pool flags of every pool come from three
-filtered listAllStoragePools() calls instead of three calls per pool, and the XML description
+Each function makes as few RPCs as it can: the pool flags of every pool come from two
+filtered listAllStoragePools() calls instead of two calls per pool, and the XML description
 of a pool (its labels) is read once per definition, not once per poll. The functions that go
 through many pools or volumes take a ``give_way`` event and end early when it is set, so that
 one executor job never holds an event's re-read up for more than one pool or volume.
@@ -33,10 +33,20 @@ def _state(value: int) -> PoolState:
         return PoolState.INACCESSIBLE
 
 
+# States in which a pool runs: libvirt lists its volumes. BUILDING is "not available".
+_RUNNING_STATES = frozenset({PoolState.RUNNING, PoolState.DEGRADED, PoolState.INACCESSIBLE})
+
+
 def _reading(
-    pool: Any, description: PoolDescription, *, active: bool, persistent: bool, autostart: bool
+    pool: Any, description: PoolDescription, *, persistent: bool, autostart: bool
 ) -> PoolReading:
-    state, capacity, allocation, available = pool.info()
+    # Whether the pool runs comes from info()'s state, not from a call of its own (isActive(),
+    # the ACTIVE listing): libvirt derives both from the same flag, and two calls straddling a
+    # start or a stop gave a reading "running" and inactive at once (measured while a pool was
+    # stopped and started back to back), which hid the next stop until a full re-read.
+    code, capacity, allocation, available = pool.info()
+    state = _state(code)
+    active = state in _RUNNING_STATES
     count = None
     if active:
         try:
@@ -44,14 +54,14 @@ def _reading(
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                 raise
-            active = False  # stopped between the listing and this call
+            active, state = False, PoolState.INACTIVE  # stopped since info()
     return PoolReading(
         name=pool.name(),
         uuid=description.uuid or pool.UUIDString(),
         type=description.type,
         target_path=description.target_path,
         source=description.source,
-        state=_state(state),
+        state=state,
         active=active,
         persistent=persistent,
         autostart=autostart,
@@ -64,10 +74,9 @@ def _reading(
 
 @dataclass(frozen=True, slots=True)
 class PoolListing:
-    """Every pool of the host, with its flags: the four listAllStoragePools() calls."""
+    """Every pool of the host, with its flags: the three listAllStoragePools() calls."""
 
     pools: list[Any]  # virStoragePool objects: name() and UUIDString() need no RPC
-    active: frozenset[str]
     persistent: frozenset[str]
     autostart: frozenset[str]
 
@@ -75,7 +84,6 @@ class PoolListing:
 def list_pools(conn: Any) -> PoolListing:
     return PoolListing(
         pools=list(conn.listAllStoragePools(0)),
-        active=frozenset(_names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)),
         persistent=frozenset(_names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_PERSISTENT)),
         autostart=frozenset(_names(conn, libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_AUTOSTART)),
     )
@@ -109,7 +117,6 @@ def read_pools(
             reading = _reading(
                 pool,
                 description,
-                active=name in listing.active,
                 persistent=name in listing.persistent,
                 autostart=name in listing.autostart,
             )
@@ -127,7 +134,6 @@ def read_pool(conn: Any, name: str) -> PoolReading:
     return _reading(
         pool,
         parse_pool_xml(pool.XMLDesc(0)),
-        active=bool(pool.isActive()),
         persistent=bool(pool.isPersistent()),
         autostart=bool(pool.autostart()),
     )
