@@ -242,7 +242,7 @@ class Watcher:
         current = self._inventory.pool(self.key, name)
         if current is None or not current.active:
             return
-        self._local.forget(name)
+        self._local.pause(name)
         stopped = replace(
             current, state=PoolState.INACTIVE, active=False, volumes=None, fast_path=False
         )

@@ -81,3 +81,28 @@ async def test_the_sweep_counts_where_libvirt_disagrees(
         ("a.img", "volume_capacity", 4096, 1)
     ]
     assert scan.volumes[0].capacity == 1  # libvirt's value stands
+
+
+async def test_a_restarted_pool_asks_libvirt_only_about_files_that_changed_while_it_was_down(
+    tmp_path: Path, executor: concurrent.futures.Executor
+) -> None:
+    for name in ("a.img", "b.img", "c.img"):
+        (tmp_path / name).write_bytes(b"x" * 4096)
+    source = FakeLibvirt(tmp_path)
+    volumes = follower(source, executor)
+    await volumes.scan("p", "u", str(tmp_path), limit=10)
+    volumes.pause("p")  # the pool stopped
+    assert volumes.known("p", "u") is None  # its volumes must be listed again before a restat
+    os.utime(tmp_path / "b.img", ns=(1, 1))  # b is another file now, as far as stat() can tell
+    (tmp_path / "c.img").unlink()
+    (tmp_path / "d.img").write_bytes(b"y")
+    source.described.clear()
+    again = await volumes.scan("p", "u", str(tmp_path), limit=10)
+    assert source.described == ["b.img", "d.img"]
+    assert [v.name for v in again.scan.volumes] == ["a.img", "b.img", "d.img"]
+    assert volumes.known("p", "u") == 3
+    # Another pool under the same name (a new UUID) is described afresh.
+    volumes.pause("p")
+    source.described.clear()
+    await volumes.scan("p", "other", str(tmp_path), limit=10)
+    assert source.described == ["a.img", "b.img", "d.img"]

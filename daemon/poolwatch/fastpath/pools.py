@@ -116,8 +116,11 @@ class LocalPools:
     def space(self, reading: PoolReading, filesystem: FilesystemStat | None) -> PoolSpace | None:
         """The pool's figures from statvfs, or None where they must come from libvirt."""
         name = reading.name
-        if not self._enabled or not reading.active or reading.type not in FILESYSTEM_POOL_TYPES:
+        if not self._enabled or reading.type not in FILESYSTEM_POOL_TYPES:
             self.forget(name)
+            return None
+        if not reading.active:
+            self.pause(name)
             return None
         if filesystem is None:  # not visible here: not mounted in our namespace, or gone
             self._leave(name, reason="target not visible")
@@ -137,9 +140,15 @@ class LocalPools:
         return pool_space(filesystem)
 
     def forget(self, pool: str) -> None:
-        """The pool stopped or went away: nothing of its run is kept."""
-        self._devices.forget(pool)
+        """The pool went away: nothing of it is kept."""
+        self.pause(pool)
         self._volumes.forget(pool)
+
+    def pause(self, pool: str) -> None:
+        """The pool stopped: nothing of its run is kept but its volumes' descriptions, which a
+        restart reuses where the files did not change (``VolumeFollower.pause``)."""
+        self._devices.forget(pool)
+        self._volumes.pause(pool)
         self._changes.unwatch(pool)
         self._dirty.forget(pool)
         self._seen.pop(pool, None)
