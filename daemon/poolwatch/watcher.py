@@ -416,6 +416,11 @@ class Watcher:
     async def _scan_into_inventory(self, names: list[str], *, listed: bool = True) -> None:
         async def one(name: str) -> None:
             before = self._inventory.pool(self.key, name)
+            if before is None or not before.active:
+                # Stopped since the scan was asked for (its STARTED event asks again): no
+                # listing of a pool that has none, nor, if it is started meanwhile, a scan
+                # through libvirt of every volume that its fast path would have spared.
+                return
             try:
                 scan = await self._scan(name, listed=listed)
             except PoolNotFound:

@@ -58,6 +58,7 @@ class FakeSource:
         self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
         self.list_gate: asyncio.Event | None = None
         self.read_gate: asyncio.Event | None = None  # holds an event's re-read
+        self.scan_gate: asyncio.Event | None = None  # holds a volume scan, once counted
         # Awaited after each pool a listing reads: its jobs end between two pools when an event's
         # re-read waits (LibvirtSource.list_pools).
         self.between_pools: Callable[[str], Awaitable[None]] | None = None
@@ -120,6 +121,8 @@ class FakeSource:
     async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
         self._check()
         self.scans += 1
+        if self.scan_gate is not None:
+            await self.scan_gate.wait()
         volumes = sorted(self.volumes.get(name, []), key=lambda v: v.name)
         return VolumeScan(
             count=len(volumes),
@@ -263,6 +266,29 @@ async def test_stop_event_shows_at_once_then_rereads_the_pool(
     source.read_gate.set()
     await until(lambda: inventory.pool("kvm01", "images").autostart, inventory)  # type: ignore[union-attr]
     assert telemetry.stats("kvm01").pool_events["images"][PoolEventKind.STOPPED] == 1
+
+
+async def test_a_pool_stopped_before_its_scan_is_not_scanned(
+    watched: tuple[FakeSource, Inventory],
+) -> None:
+    source, inventory = watched
+    source.pools["isos"] = reading("isos", volumes=1)
+    source.volumes["isos"] = [VolumeSnapshot("d.iso", 0, GiB, GiB, None)]
+    source.scan_gate = asyncio.Event()
+    scans = source.scans
+    source.emit("isos", PoolEventKind.STARTED)
+    await until(lambda: inventory.pool("kvm01", "isos").active, inventory)  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)  # its scan starts, and is held
+    assert source.scans == scans + 1
+    source.emit("isos", PoolEventKind.STARTED)  # started again: one more scan is asked for
+    await asyncio.sleep(0.05)
+    source.pools["isos"] = reading("isos", active=False)
+    source.emit("isos", PoolEventKind.STOPPED)
+    await until(lambda: not inventory.pool("kvm01", "isos").active, inventory)  # type: ignore[union-attr]
+    source.scan_gate.set()
+    await asyncio.sleep(0.05)
+    assert source.scans == scans + 1  # the scan asked for before the stop did not run
+    assert inventory.pool("kvm01", "isos").volumes is None  # type: ignore[union-attr]
 
 
 async def test_undefined_pool_leaves_at_once(
