@@ -192,3 +192,21 @@ def pool_event_latency(
         "p99": percentile(polls, 99) * 1000 if polls else None,
     }
     return out
+
+
+def quiet_reads(url: str, pool_name: str, polls: int) -> dict[str, float]:
+    """The timing client's /metrics read with no event going on: `polls` reads through the
+    `Poller` of the stop/start cycles, whose duration bounds what those cycles can show."""
+    poller = Poller(url, pool_name)
+    try:
+        for _ in range(polls):
+            poller.state()
+    finally:
+        poller.close()
+    durations = poller.durations
+    return {
+        "n": len(durations),
+        "p50_ms": percentile(durations, 50) * 1000,
+        "p99_ms": percentile(durations, 99) * 1000,
+        "max_ms": max(durations) * 1000,
+    }

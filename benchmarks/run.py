@@ -66,6 +66,7 @@ from benchmarks.measure import (
     fetch,
     pool_event_latency,
     proc_rss_mb,
+    quiet_reads,
     scrape_matrix,
     wait_for_series,
 )
@@ -82,7 +83,7 @@ RESULTS = Path(__file__).with_name("results.json")
 ISSUE_SHAPES = [Shape(50, 200), Shape(500, 2), Shape(5, 6000)]
 FULL: dict[str, Any] = {
     "shapes": ISSUE_SHAPES,
-    "cycles": 30,
+    "cycles": 100,
     "idle": 60.0,
     "idle_alone": 20.0,
     "scrapers": 10,
@@ -102,6 +103,8 @@ QUICK: dict[str, Any] = {
     "repeats": 1,
     "json": None,
 }
+# Reads of /metrics with no event going on, under the cycles' scrapers: the timing client's floor.
+QUIET_READS = 1000
 EXPORTED_PER_POOL = 1000  # poolwatch's default max_volumes_per_pool: the rest is not listed
 
 
@@ -138,6 +141,10 @@ async def measure_shape(
             plain, gz = await fetch(process.url, False), await fetch(process.url, True)
             with static_server(workdir, plain, gz) as static_url:
                 out["scrape_baseline"] = await scrape_matrix(static_url, args.scrape_seconds)
+                with scrapers(static_url, args.scrapers):
+                    out["quiet_reads_static"] = await asyncio.to_thread(
+                        quiet_reads, static_url, EVENT_POOL, QUIET_READS
+                    )
         written = pool_name(1)
         log(f"{label}: a guest-like write into {written}, then new volume files ...")
         out["write"] = await write_freshness(
@@ -148,6 +155,9 @@ async def measure_shape(
         )
         log(f"{label}: {args.cycles} stop/start cycles under {args.scrapers} scrapers ...")
         with scrapers(process.url, args.scrapers):
+            out["quiet_reads"] = await asyncio.to_thread(
+                quiet_reads, process.url, EVENT_POOL, QUIET_READS
+            )
             out["events"] = await asyncio.to_thread(
                 pool_event_latency, process.url, conn, EVENT_POOL, args.cycles
             )
