@@ -5,7 +5,8 @@ executor. With libvirtaio they did not (a REFRESH event during a 3 GiB vol.wipe(
 The long call is a `vol.wipe()` of a fully allocated volume in a dir pool: libvirt writes zeros
 over all of it (a sparse volume would be done at once). Another client refreshes a different
 pool meanwhile, and the REFRESHED event must reach `LibvirtSource.events` while the wipe still
-runs.
+runs. And the event's re-read, an urgent call, is answered while a routine call holds the
+connection's worker.
 """
 
 from __future__ import annotations
@@ -187,4 +188,34 @@ async def test_refresh_event_arrives_while_a_long_call_runs(
         assert last.wipe_seconds > MIN_WIPE_SECONDS, results
         assert last.latency < LATENCY_LIMIT, results
     finally:
+        await source.close()
+
+
+async def test_an_event_s_re_read_does_not_wait_behind_a_routine_call(
+    libvirtd: Libvirtd, pools: Pools
+) -> None:
+    """Urgent calls have a connection and a worker of their own: a re-read is answered while a
+    routine call (here held on purpose, as a listing of thousands of volumes holds it) runs."""
+    source = LibvirtSource(uri=libvirtd.uri, read_only=False, call_timeout=30.0)
+    await source.start()
+    release = threading.Event()
+    try:
+        assert isinstance(await next_event(source, 10), Connected)
+
+        def routine(conn: Any) -> None:
+            conn.getHostname()
+            release.wait(20)
+
+        held = asyncio.create_task(source.execute(routine))
+        await asyncio.sleep(0.2)  # the routine call is in its worker
+        started = time.monotonic()
+        reading = await asyncio.wait_for(source.read_pool(pools.refreshed), 10)
+        waited = time.monotonic() - started
+        assert not held.done()
+        release.set()
+        await asyncio.wait_for(held, 10)
+        assert reading.active
+        assert waited < LATENCY_LIMIT
+    finally:
+        release.set()
         await source.close()

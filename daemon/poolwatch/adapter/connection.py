@@ -7,6 +7,12 @@ libvirtd) or fails with a transport error marks the connection lost: the watcher
 ``Disconnected`` at once, the old connection is torn down in the background and a new one is
 opened with exponential backoff and jitter. Keepalive, derived from the timeout,
 catches a frozen daemon while no call is in flight.
+
+Urgent calls (an event's re-read, a policy's action) have a connection and a worker of their
+own where the URI has a transport (every driver but the in-process test driver, whose every
+open() is a host of its own): they never wait behind a routine call in flight, such as the
+listing of a pool of 6,000 volumes (measured: a start shown 70 ms late behind one, under load).
+Both connections are opened, lost and reopened together.
 """
 
 from __future__ import annotations
@@ -60,6 +66,9 @@ _LIFECYCLE = {
 
 # Callback ids of one connection: (a domain event?, the id libvirt returned).
 _CallbackIds = list[tuple[bool, int]]
+# What a connect opens: the connection, its callback ids, the hostname, the urgent calls'
+# connection (None where the URI has no transport).
+_Opened = tuple[Any, _CallbackIds, str, Any]
 
 # Reconnect backoff: short enough that events flow again within a few seconds of libvirtd's
 # return however long it was gone; a refused connect on a unix socket costs next to nothing.
@@ -109,11 +118,15 @@ class LibvirtSource:
         # One worker: calls are serialized anyway (see serialized), and with a single worker a
         # call's timeout measures the call itself, never the wait behind a slow one.
         self._calls = concurrent.futures.ThreadPoolExecutor(1, "libvirt-call")
+        self._urgent_calls = concurrent.futures.ThreadPoolExecutor(1, "libvirt-urgent")
         self._connects = concurrent.futures.ThreadPoolExecutor(1, "libvirt-connect")
         self._turn = Turn()
+        self._urgent_turn = Turn()  # the urgent calls' worker, where they have one
         self._volume_names = Coalesced(self._list_volume_names)
         self._conn: Any = None  # libvirt.virConnect while connected
         self._conn_lock = threading.Lock()  # held by the thread inside libvirt on _conn
+        self._urgent_conn: Any = None  # the urgent calls' connection, where there is one
+        self._urgent_lock = threading.Lock()
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
         self._callback_ids: _CallbackIds = []  # (domain event?, id)
@@ -149,11 +162,16 @@ class LibvirtSource:
             self._task = None
         self._volume_names.close()
         conn, self._conn = self._conn, None
+        urgent, self._urgent_conn = self._urgent_conn, None
+        loop = asyncio.get_running_loop()
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(
+            await loop.run_in_executor(
                 self._connects, self._release, conn, list(self._callback_ids), self._conn_lock
             )
+        if urgent is not None:
+            await loop.run_in_executor(self._connects, self._release, urgent, [], self._urgent_lock)
         self._calls.shutdown(wait=False, cancel_futures=True)
+        self._urgent_calls.shutdown(wait=False, cancel_futures=True)
         self._connects.shutdown(wait=False, cancel_futures=True)
 
     # -- connection lifecycle --------------------------------------------------------------
@@ -162,14 +180,14 @@ class LibvirtSource:
         loop = asyncio.get_running_loop()
         delay = BACKOFF_INITIAL
         failures = 0
-        pending_open: asyncio.Future[tuple[Any, _CallbackIds, str]] | None = None
+        pending_open: asyncio.Future[_Opened] | None = None
         while True:
             generation = self._generation + 1
             if pending_open is None:
                 pending_open = loop.run_in_executor(self._connects, self._open, generation)
             try:
                 async with asyncio.timeout(self._call_timeout):  # see _call
-                    conn, ids, hostname = await asyncio.shield(pending_open)
+                    conn, ids, hostname, urgent = await asyncio.shield(pending_open)
             except asyncio.CancelledError:
                 # Closed while opening: the open goes on in its thread, so release what it opens.
                 pending_open.add_done_callback(self._release_opened)
@@ -196,23 +214,46 @@ class LibvirtSource:
             self._generation = generation
             self._conn, self._callback_ids = conn, ids
             self._conn_lock = threading.Lock()  # a call stuck on the old one must not block us
+            self._urgent_conn, self._urgent_lock = urgent, threading.Lock()
             self._descriptions.clear()
             self._defined_at.clear()
             self._lost = loop.create_future()
             log.info("libvirt_connected", uri=self._uri_label, hostname=hostname)
             self._events.put_nowait(Connected(hostname=hostname))
             reason = await self._lost
-            self._conn = None
+            self._conn = self._urgent_conn = None
             log.warning("libvirt_disconnected", uri=self._uri_label, reason=reason)
             self._events.put_nowait(Disconnected(reason=reason))
             loop.run_in_executor(self._connects, self._release, conn, ids, self._conn_lock)
+            if urgent is not None:
+                loop.run_in_executor(self._connects, self._release, urgent, [], self._urgent_lock)
 
-    def _open(self, generation: int) -> tuple[Any, _CallbackIds, str]:
-        """Blocking: open, arm keepalive and callbacks. Runs in the connect thread."""
+    def _open(self, generation: int) -> _Opened:
+        """Blocking: open, arm keepalive and callbacks, and open the urgent calls' connection.
+        Runs in the connect thread."""
+        conn = self._open_one()
+        try:
+            urgent = None if self._uri.startswith("test:") else self._open_one()
+        except libvirt.libvirtError:
+            self._teardown(conn, [])
+            raise
+        try:
+            return (*self._arm(conn, generation), urgent)
+        except libvirt.libvirtError:
+            for opened in (conn, urgent):
+                if opened is not None:
+                    self._teardown(opened, [])
+            raise
+
+    def _open_one(self) -> Any:
         conn = libvirt.openReadOnly(self._uri) if self._read_only else libvirt.open(self._uri)
-        # Drivers without keepalive or close callbacks (test:///) have no transport to lose.
+        # Drivers without keepalive (test:///) have no transport to lose.
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(*self.keepalive)
+        return conn
+
+    def _arm(self, conn: Any, generation: int) -> tuple[Any, _CallbackIds, str]:
+        """Blocking: the close callback and the event callbacks of the main connection."""
         with contextlib.suppress(libvirt.libvirtError):
             # Through a weak reference: drivers without close callbacks (the test driver)
             # accept one and never release it, which kept this whole source alive (~30 KB per
@@ -234,12 +275,17 @@ class LibvirtSource:
         ids = [(False, i) for i in pool_ids] + [(True, i) for i in domain_ids]
         return conn, ids, str(conn.getHostname())
 
-    def _release_opened(self, opened: asyncio.Future[tuple[Any, _CallbackIds, str]]) -> None:
+    def _release_opened(self, opened: asyncio.Future[_Opened]) -> None:
         if not opened.cancelled() and opened.exception() is None:
-            conn, ids, _ = opened.result()
-            threading.Thread(
-                target=self._teardown, args=(conn, ids), name="libvirt-teardown", daemon=True
-            ).start()
+            conn, ids, _, urgent = opened.result()
+            for connection, callbacks in ((conn, ids), (urgent, [])):
+                if connection is not None:
+                    threading.Thread(
+                        target=self._teardown,
+                        args=(connection, callbacks),
+                        name="libvirt-teardown",
+                        daemon=True,
+                    ).start()
 
     def _release(self, conn: Any, callback_ids: _CallbackIds, lock: threading.Lock) -> None:
         """Blocking: tear a connection down once no call runs on it (see ``serialized``)."""
@@ -336,16 +382,29 @@ class LibvirtSource:
         """``_call``, and the generation of the connection it ran on. With ``expected``, only
         on that connection: the pool or volume objects of a listing belong to the connection
         that listed them, and a later job of the same read must not use them on another."""
-        await self._turn.acquire(urgent=urgent)
-        conn, lock, generation = self._conn, self._conn_lock, self._generation
+        lane = urgent and expected is None and self._urgent_conn is not None
+        turn = self._urgent_turn if lane else self._turn
+        await turn.acquire(urgent=urgent)
+        if lane:
+            conn, lock, worker = self._urgent_conn, self._urgent_lock, self._urgent_calls
+        else:
+            conn, lock, worker = self._conn, self._conn_lock, self._calls
+        generation = self._generation
         if conn is None or expected not in (None, generation):
-            self._turn.release()
+            turn.release()
             raise SourceUnavailable("not connected")
-        loop = asyncio.get_running_loop()
-        future = self._calls.submit(serialized, lock, functools.partial(fn, conn, *args))
+        future = worker.submit(serialized, lock, functools.partial(fn, conn, *args))
         # The turn passes on when the thread is done, not when we stop waiting: a thread stuck
         # in a frozen libvirtd still occupies the worker (until keepalive ends the call).
-        future.add_done_callback(lambda _f: self._hand_over(self._turn.release))
+        future.add_done_callback(lambda _f: self._hand_over(turn.release))
+        return await self._outcome(future, generation)
+
+    async def _outcome(
+        self, future: concurrent.futures.Future[T], generation: int
+    ) -> tuple[T, int]:
+        """The result of a call submitted to a worker, bounded by call_timeout; a timeout or
+        a transport error loses the connection of ``generation``."""
+        loop = asyncio.get_running_loop()
         try:
             # Not asyncio.wait_for: before Python 3.12 it returns the result of a call that
             # completes just as the caller is cancelled, and so swallows the cancellation. A
