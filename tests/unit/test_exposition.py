@@ -448,3 +448,18 @@ async def test_pools_read_again_unchanged_re_encode_no_pool_lines(
     registry = CollectorRegistry()
     registry.register(collector)
     assert second == generate_latest(registry)
+
+
+async def test_every_render_of_a_pool_stopped_and_started_again_is_the_full_page(
+    inventory: Inventory, collector: CountingCollector, exposition: Exposition
+) -> None:
+    """Families none of whose parts changed are taken whole from the render before: each page
+    still equals prometheus_client's encoding of everything."""
+    registry = CollectorRegistry()
+    registry.register(collector)
+    running = inventory.hosts[HOST_A].pools["nfs"]
+    stopped = replace(running, state=PoolState.INACTIVE, active=False, volumes=None)
+    for snapshot in (stopped, running, stopped, running):
+        inventory.put_pool(HOST_A, snapshot)
+        body, _ = await exposition.render(None, None)
+        assert body == generate_latest(registry)
