@@ -400,9 +400,9 @@ async def evaluations(
     counts = [0]
     evaluate = world.actuator.evaluate
 
-    def counted() -> None:
+    def counted(*, changed_only: bool = False) -> None:
         counts[-1] += 1
-        evaluate()
+        evaluate(changed_only=changed_only)
 
     monkeypatch.setattr(world.actuator, "evaluate", counted)
     world.show(pool(used=0.5))
@@ -437,3 +437,35 @@ async def test_rules_with_timers_are_evaluated_every_tick(monkeypatch: pytest.Mo
     world = World(PolicyRules(thresholds=(THRESHOLD,)))
     [count] = await evaluations(world, monkeypatch, reload_to=None)
     assert count >= 5
+
+
+async def test_a_change_to_one_pool_evaluates_that_pool_and_a_full_pass_every_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An event on one pool of 500 must not cost an evaluation of all 500 on the loop; the
+    # threshold crossed by the changed pool is acted on at once all the same.
+    world = World(PolicyRules(thresholds=(THRESHOLD,)))
+    world.show(*(pool(f"p{i}") for i in range(5)))
+    world.actuator.evaluate()
+    looked_at: list[str] = []
+    evaluate_pool = world.actuator._evaluate_pool
+
+    def counted(ctx: Any) -> bool:
+        looked_at.append(ctx.pool.name)
+        return evaluate_pool(ctx)
+
+    monkeypatch.setattr(world.actuator, "_evaluate_pool", counted)
+    world.inventory.put_pool(KEY, pool("p3", used=0.95))
+    world.actuator.evaluate(changed_only=True)
+    assert looked_at == ["p3"]
+    assert world.inventory.policies(KEY)["p3"].level == 2
+    world.actuator.evaluate(changed_only=True)  # nothing changed since
+    assert looked_at == ["p3"]
+    looked_at.clear()
+    world.actuator.evaluate()  # a tick: every pool, for timers
+    assert sorted(looked_at) == [f"p{i}" for i in range(5)]
+    looked_at.clear()
+    world.inventory.set_disconnected(KEY)  # the host's state changed: every pool again
+    world.inventory.set_connected(KEY, name="kvm01")
+    world.actuator.evaluate(changed_only=True)
+    assert sorted(looked_at) == [f"p{i}" for i in range(5)]

@@ -1,7 +1,8 @@
-"""The actuator's loop: evaluate every pool whenever the inventory changes, and act on it.
+"""The actuator's loop: evaluate the pools whenever the inventory changes, and act on it.
 
-Whenever the inventory changes (and every second, for ``for`` durations and backoff timers) it
-feeds each pool's snapshot to the threshold and autostart policies
+Whenever the inventory changes it feeds the snapshot of each pool that changed (every pool of a
+host whose connection state changed) to the threshold and autostart policies, and every pool
+every second, for ``for`` durations and backoff timers
 (:mod:`~poolwatch.actuator.evaluation`), publishes their verdicts (levels, forecasts, autostart
 state) back into the inventory for the exporter and the API, has what they decide carried out
 (:mod:`~poolwatch.actuator.actions`), and keeps open alarm episodes across restarts
@@ -11,7 +12,6 @@ state) back into the inventory for the exporter and the API, has what they decid
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -83,6 +83,9 @@ class Actuator:
         self._hooks = hooks
         self._clock = clock
         self._states: dict[str, dict[str, PolicyState]] = {}
+        # Per connection key: the host as last evaluated, and its pools near a limit then.
+        self._evaluated: dict[str, HostSnapshot] = {}
+        self._near: dict[str, set[str]] = {}
         self._booted: dict[str, float] = {}  # connection key -> connected_at already handled
         if episodes_path is True:
             episodes_path = default_episodes_path()
@@ -122,12 +125,18 @@ class Actuator:
                 tick = (
                     TICK if rules.thresholds or rules.autostart or rules.resume else RULELESS_TICK
                 )
-                with contextlib.suppress(TimeoutError):
+                ticked = False
+                try:
                     async with asyncio.timeout(tick):  # never wait_for: see LibvirtSource._call
                         await self._change_or_reload(generation)
+                except TimeoutError:
+                    ticked = True
+                reloaded = self._reloaded.is_set()
                 self._reloaded.clear()
                 generation = self._inventory.generation
-                self.evaluate()
+                # A change costs the pools it changed, not every pool: 2.4 ms at 500 pools, on
+                # the loop, after every event otherwise.
+                self.evaluate(changed_only=not (ticked or reloaded))
                 await asyncio.sleep(MIN_GAP)
         finally:
             await self._actions.stop()
@@ -144,20 +153,33 @@ class Actuator:
             changed.cancel()
             reloaded.cancel()
 
-    def evaluate(self) -> None:
+    def evaluate(self, *, changed_only: bool = False) -> None:
+        """Evaluate every pool; ``changed_only``: only those whose snapshot or guests changed
+        since the last evaluation, unless their host's connection state did."""
         now = self._clock()
         for key in list(self._states):
             if key not in self._inventory.hosts:
                 del self._states[key]
+                self._evaluated.pop(key, None)
+                self._near.pop(key, None)
         for key, host in list(self._inventory.hosts.items()):
-            self._evaluate_host(key, host, now)
+            last = self._evaluated.get(key) if changed_only else None
+            self._evaluated[key] = host
+            if last is host:
+                continue
+            since = last if _same_connection(last, host) else None
+            self._evaluate_host(key, host, now, since=since)
         self._episodes.persist(self._states, self._inventory.hosts)
 
     def _state_of(self, key: str, pool: str) -> PolicyState | None:
         return self._states.get(key, {}).get(pool)
 
-    def _evaluate_host(self, key: str, host: HostSnapshot, now: float) -> None:
+    def _evaluate_host(
+        self, key: str, host: HostSnapshot, now: float, *, since: HostSnapshot | None
+    ) -> None:
+        """``since``: the host as last evaluated, whose unchanged pools are left as they were."""
         states = self._states.setdefault(key, {})
+        near = self._near.setdefault(key, set())
         for name in set(states) - set(host.pools):
             del states[name]
             self._inventory.set_policy(key, name, None)
@@ -175,8 +197,14 @@ class Actuator:
             self._booted[key] = connected_at
         if host.synced:
             self._episodes.forget_gone(key, host)
-        urgent = set()
+        near.intersection_update(host.pools)
         for pool in host.pools.values():
+            if (
+                since is not None
+                and since.pools.get(pool.name) is pool
+                and since.pool_guests.get(pool.name) is host.pool_guests.get(pool.name)
+            ):
+                continue
             state = states.get(pool.name)
             if state is None:
                 state = states[pool.name] = PolicyState()
@@ -187,10 +215,12 @@ class Actuator:
                 state.autostart = autostart.on_connected(state.autostart)
             ctx = PoolContext(key=key, host=host, pool=pool, state=state, now=now)
             if self._evaluate_pool(ctx):
-                urgent.add(pool.name)
+                near.add(pool.name)
+            else:
+                near.discard(pool.name)
         connection = self._connections(key)
         if connection is not None:
-            connection.set_urgent(frozenset(urgent))
+            connection.set_urgent(frozenset(near))
 
     def _evaluate_pool(self, ctx: PoolContext) -> bool:
         """Evaluate one pool, act, and publish; True if it is near a limit (refresh it sooner)."""
@@ -219,3 +249,15 @@ class Actuator:
         near = near_limit(state.threshold_rule, state.threshold, measurement)
         self._inventory.set_policy(ctx.key, ctx.pool.name, verdict(state, measurement, ctx.now))
         return near
+
+
+def _same_connection(last: HostSnapshot | None, host: HostSnapshot) -> bool:
+    """Whether nothing but pools and guests changed: then only the changed pools need a look
+    (boot mode, staleness and readiness follow the connection's fields)."""
+    return last is not None and (
+        last.up,
+        last.connected_at,
+        last.last_poll_success,
+        last.synced,
+        last.guests_synced,
+    ) == (host.up, host.connected_at, host.last_poll_success, host.synced, host.guests_synced)

@@ -67,7 +67,7 @@ _LIFECYCLE = {
 # Callback ids of one connection: (a domain event?, the id libvirt returned).
 _CallbackIds = list[tuple[bool, int]]
 # What a connect opens: the connection, its callback ids, the hostname, the urgent calls'
-# connection (None where the URI has no transport).
+# connection (None for the in-process test driver).
 _Opened = tuple[Any, _CallbackIds, str, Any]
 
 # Reconnect backoff: short enough that events flow again within a few seconds of libvirtd's
