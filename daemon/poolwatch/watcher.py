@@ -297,15 +297,8 @@ class Watcher:
             self._inventory.drop_pool(self.key, name)
             self._telemetry.record_pool_gone(self.key, name)
             return
-        if (
-            early is not None
-            and known is not None
-            and (known.type, known.target_path)
-            == (
-                reading.type,
-                reading.target_path,
-            )
-        ):
+        where = (reading.type, reading.target_path)
+        if early is not None and known is not None and (known.type, known.target_path) == where:
             filesystem, mounted = await early
             target = (filesystem if reading.active else None, mounted)
         else:

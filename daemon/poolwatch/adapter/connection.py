@@ -232,12 +232,10 @@ class LibvirtSource:
         """Blocking: open, arm keepalive and callbacks, and open the urgent calls' connection.
         Runs in the connect thread."""
         conn = self._open_one()
+        urgent = None
         try:
-            urgent = None if self._uri.startswith("test:") else self._open_one()
-        except libvirt.libvirtError:
-            self._teardown(conn, [])
-            raise
-        try:
+            if not self._uri.startswith("test:"):
+                urgent = self._open_one()
             return (*self._arm(conn, generation), urgent)
         except libvirt.libvirtError:
             for opened in (conn, urgent):
