@@ -50,6 +50,18 @@ def follower(source: FakeLibvirt, executor: concurrent.futures.Executor) -> Volu
     return VolumeFollower(source, executor, timeout=lambda: 5.0)  # type: ignore[arg-type]
 
 
+async def scanned_pool(
+    target: Path, executor: concurrent.futures.Executor
+) -> tuple[FakeLibvirt, VolumeFollower]:
+    """Pool "p" (uuid "u") with three 4 KiB raw volumes, scanned once."""
+    for name in ("a.img", "b.img", "c.img"):
+        (target / name).write_bytes(b"x" * 4096)
+    source = FakeLibvirt(target)
+    volumes = follower(source, executor)
+    await volumes.scan("p", "u", str(target), limit=10)
+    return source, volumes
+
+
 async def test_libvirt_is_asked_only_about_new_volumes(
     tmp_path: Path, executor: concurrent.futures.Executor
 ) -> None:
@@ -68,11 +80,7 @@ async def test_libvirt_is_asked_only_about_new_volumes(
 async def test_the_sweep_counts_where_libvirt_disagrees(
     tmp_path: Path, executor: concurrent.futures.Executor
 ) -> None:
-    for name in ("a.img", "b.img", "c.img"):
-        (tmp_path / name).write_bytes(b"x" * 4096)
-    source = FakeLibvirt(tmp_path)
-    volumes = follower(source, executor)
-    await volumes.scan("p", "u", str(tmp_path), limit=10)
+    source, volumes = await scanned_pool(tmp_path, executor)
     source.capacity["a.img"] = 1  # libvirt sees something stat() cannot
     source.capacity["b.img"] = 2  # ... and so for b, but b is written while libvirt reads
     source.while_reading = lambda: (tmp_path / "b.img").write_bytes(b"z" * 9000)
@@ -86,11 +94,7 @@ async def test_the_sweep_counts_where_libvirt_disagrees(
 async def test_a_restarted_pool_asks_libvirt_only_about_files_that_changed_while_it_was_down(
     tmp_path: Path, executor: concurrent.futures.Executor
 ) -> None:
-    for name in ("a.img", "b.img", "c.img"):
-        (tmp_path / name).write_bytes(b"x" * 4096)
-    source = FakeLibvirt(tmp_path)
-    volumes = follower(source, executor)
-    await volumes.scan("p", "u", str(tmp_path), limit=10)
+    source, volumes = await scanned_pool(tmp_path, executor)
     volumes.pause("p")  # the pool stopped
     assert volumes.known("p", "u") is None  # its volumes must be listed again before a restat
     os.utime(tmp_path / "b.img", ns=(1, 1))  # b is another file now, as far as stat() can tell
