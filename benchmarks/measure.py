@@ -180,12 +180,7 @@ def pool_event_latency(
     out["raw_ms"] = {k: [round(v * 1000, 2) for v in values] for k, values in results.items()}
     for key, values in results.items():
         if values:
-            out[key] = {
-                "n": len(values),
-                "p50_ms": percentile(values, 50) * 1000,
-                "p99_ms": percentile(values, 99) * 1000,
-                "max_ms": max(values) * 1000,
-            }
+            out[key] = summary(values)
     polls = poller.durations
     out["metrics_poll_ms"] = {
         "p50": percentile(polls, 50) * 1000 if polls else None,
@@ -203,10 +198,14 @@ def quiet_reads(url: str, pool_name: str, polls: int) -> dict[str, float]:
             poller.state()
     finally:
         poller.close()
-    durations = poller.durations
+    return summary(poller.durations)
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """n, p50, p99 and max (ms) of a non-empty list of durations in seconds."""
     return {
-        "n": len(durations),
-        "p50_ms": percentile(durations, 50) * 1000,
-        "p99_ms": percentile(durations, 99) * 1000,
-        "max_ms": max(durations) * 1000,
+        "n": len(seconds),
+        "p50_ms": percentile(seconds, 50) * 1000,
+        "p99_ms": percentile(seconds, 99) * 1000,
+        "max_ms": max(seconds) * 1000,
     }
