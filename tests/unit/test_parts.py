@@ -29,14 +29,24 @@ def expected(collect: list[tuple[str, Shown]]) -> list[list[tuple[str, float]]]:
 
 
 def parts_of(cache: PartCache[Shown], collect: list[tuple[str, Shown]]) -> list[list[object]]:
+    """Each family's non-empty parts after ``collect``; checks what every family holds."""
+    before = list(cache._slots)
     cache.begin()
     for pool, shown in collect:
         cache.add("h", pool, shown)
     families = cache.end()
     assert [family.name for family in families] == [spec.name for spec in SPECS]
-    for family in families:
+    for family, base in zip(families, before, strict=True):
         assert family.samples == [s for _key, samples in family.parts for s in samples]
-    return [[samples for _key, samples in family.parts] for family in families]
+        # Every pool has its place in every family, empty or not.
+        assert [key for key, _samples in family.parts] == [("h", pool) for pool, _ in collect]
+        assert family.filled == sum(1 for _key, samples in family.parts if samples)
+        if family.base is not None:
+            # Made from the last collect's list: only the positions it names differ.
+            assert family.base is base
+            unchanged = set(range(len(base))) - set(family.changed)
+            assert all(family.parts[index] is base[index] for index in unchanged)
+    return [[samples for _key, samples in family.parts if samples] for family in families]
 
 
 shown = st.tuples(*[st.none() | st.integers(0, 2) for _ in SPECS])

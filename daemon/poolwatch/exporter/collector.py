@@ -108,11 +108,11 @@ class InventoryCollector:
             *self._daemon_families(),
         ]
         # Families without samples would only add HELP/TYPE noise (the Go client drops them too).
-        # A parted family's samples are joined from its parts when read: look at the parts.
+        # A parted family's samples are joined from its parts when read: it counts them.
         return [
             family
             for family in families
-            if (family.parts if isinstance(family, PartedFamily) else family.samples)
+            if (family.filled if isinstance(family, PartedFamily) else family.samples)
         ]
 
     def _pool_families(self, hosts: Iterable[HostSnapshot]) -> list[Metric]:

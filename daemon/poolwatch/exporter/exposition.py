@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -266,7 +267,7 @@ class Exposition:
         encoder = Encoder(encoding)
         parts = self._parts.setdefault(encoding, {})
         runs_of = self._runs.setdefault(encoding, {})
-        runs: list[tuple[list[bytes], list[bool]]] = []
+        runs: list[_Run] = []
         seen = set()
         for family in families:
             if not isinstance(family, PartedFamily):
@@ -274,45 +275,24 @@ class Exposition:
                 continue
             name = family.name
             seen.add(name)
-            family_parts = family.parts
-            last = runs_of.get(name)
-            if last is not None and last[0] is family_parts:
-                # The very list of parts the last render encoded (the collector keeps it while
-                # none of the family's parts changed): its text as it was, without a step per pool.
-                runs.append(last[1])
-                continue
             cache = parts.get(name)
             if cache is None:
                 cache = parts[name] = {}
-            # The loops below run once per pool and family on every render (~9,000 times at
-            # 500 pools): kept to a dict lookup and an identity check each.
-            stale = [
-                (key, samples)
-                for key, samples in family_parts
-                if (cached := cache.get(key)) is None or cached[0] is not samples
-            ]
-            if stale and not _encode_parts(encoder, family, stale, cache):
+            run = _parted_run(encoder, family, cache, runs_of.get(name))
+            if run is None:
                 runs.append(([encoder.family(family)], [False]))  # prometheus_client's text
                 cache.clear()
                 runs_of.pop(name, None)
                 continue
-            entries = [cache[key] for key, _samples in family_parts]
-            run = (
-                [encoder.header(family), *[entry[1] for entry in entries]],
-                [False, *[entry[3] for entry in entries]],
-            )
             runs.append(run)
-            runs_of[name] = (family_parts, run)
-            if len(cache) > len(family_parts):  # pools gone since the last render
-                keep = {key for key, _samples in family_parts}
-                for gone in cache.keys() - keep:
-                    del cache[gone]
+            runs_of[name] = (family.parts, run)
         for gone_family in parts.keys() - seen:
             del parts[gone_family]
         for gone_family in runs_of.keys() - seen:
             del runs_of[gone_family]
         runs.append(([encoder.trailer], [False]))
-        return PlainPage(b"".join([piece for pieces, _marks in runs for piece in pieces]), runs)
+        body = b"".join(itertools.chain.from_iterable(pieces for pieces, _ends in runs))
+        return PlainPage(body, runs)
 
 
 # One family's pieces of the page, and whether each ends a segment of its gzip.
@@ -324,15 +304,57 @@ _FamilyParts = dict[tuple[str, str], tuple[list[Sample], bytes, int, bool]]
 _PartCache = dict[str, _FamilyParts]
 
 
+def _parted_run(
+    encoder: Encoder,
+    family: PartedFamily,
+    cache: _FamilyParts,
+    last: tuple[object, _Run] | None,
+) -> _Run | None:
+    """The run of ``family``: the last one as it was when its parts are the very list it was
+    encoded from (the collector keeps it while none of the family's parts changed); that run
+    with the changed positions swapped when the family was made from that list; else from
+    each part's text, encoding the parts that changed. None when a sample needs
+    prometheus_client's own encoder (never for the samples the collector makes)."""
+    family_parts = family.parts
+    if last is not None and last[0] is family_parts:
+        return last[1]
+    if last is not None and family.base is last[0]:
+        changed = [family_parts[position] for position in family.changed]
+        if not _encode_parts(encoder, family, changed, cache):
+            return None
+        pieces, ends = list(last[1][0]), list(last[1][1])
+        for position, (key, _samples) in zip(family.changed, changed, strict=True):
+            entry = cache[key]
+            pieces[position + 1] = entry[1]  # after the family's header
+            ends[position + 1] = entry[3]
+        return pieces, ends
+    # The loops below run once per pool: kept to a dict lookup and an identity check each.
+    stale = [
+        (key, samples)
+        for key, samples in family_parts
+        if (cached := cache.get(key)) is None or cached[0] is not samples
+    ]
+    if stale and not _encode_parts(encoder, family, stale, cache):
+        return None
+    entries = [cache[key] for key, _samples in family_parts]
+    if len(cache) > len(family_parts):  # pools gone since the last render
+        keep = {key for key, _samples in family_parts}
+        for gone in cache.keys() - keep:
+            del cache[gone]
+    return (
+        [encoder.header(family), *[entry[1] for entry in entries]],
+        [False, *[entry[3] for entry in entries]],
+    )
+
+
 def _encode_parts(
     encoder: Encoder,
     family: Metric,
     stale: list[tuple[tuple[str, str], list[Sample]]],
     parts: _FamilyParts,
 ) -> bool:
-    """Encode the changed parts of one family into ``parts``; False when a sample needs
-    prometheus_client's own encoder (never for the samples the collector makes), so the
-    family must be encoded whole."""
+    """Encode the changed parts of one family into ``parts`` (an empty part as no text); False
+    when a sample needs prometheus_client's own encoder, so the family must be encoded whole."""
     for key, samples in stale:
         text = encoder.samples(family, samples)
         if text is None:

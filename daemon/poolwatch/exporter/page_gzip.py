@@ -48,7 +48,10 @@ def mark(family: str, key: tuple[str, str]) -> int:
 def ends_segment(piece_mark: int, piece: bytes) -> bool:
     """Whether ``piece`` ends its segment: with a chance of about len(piece) / SEGMENT_BYTES
     (the stride rounded to a power of two), so segments hold about SEGMENT_BYTES; always for a
-    piece of SEGMENT_BYTES or more. Decided once per piece, when its text is encoded."""
+    piece of SEGMENT_BYTES or more; never for an empty piece (a pool without a line in the
+    family). Decided once per piece, when its text is encoded."""
+    if not piece:
+        return False
     stride = 1 << max(0, (SEGMENT_BYTES // max(1, len(piece))).bit_length() - 1)
     return piece_mark & (stride - 1) == 0
 

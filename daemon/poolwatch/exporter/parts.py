@@ -4,7 +4,8 @@ Most of the page is per pool: its pool-level gauges, its volumes, its policy gau
 counters. Each of those families is a :class:`PartedFamily`: one part per (host, pool), in page
 order. A part's sample list stays the same object for as long as what it shows of its pool is
 unchanged, so the encoder (exposition.py) keeps each part's text and, after an event on one
-pool, encodes that pool's lines again and reuses the rest.
+pool, encodes that pool's lines again and reuses the rest, without a step per pool: the
+family says which positions changed since the parts it was made from.
 """
 
 from __future__ import annotations
@@ -21,18 +22,33 @@ T = TypeVar("T")
 
 
 class PartedFamily(Metric):
-    """A family made of per-pool parts, in order (no empty part: it would only cost the encoder
-    a call); ``samples`` holds them all as well, joined when first read (the encoder reads the
-    parts only).
+    """A family made of per-pool parts, one per pool of the collect in page order, empty ones
+    included (a pool without a line in this family), so a pool keeps its position while the
+    pools stay the same; ``samples`` holds them all as well, joined when first read (the
+    encoder reads the parts only).
 
     A part's sample list is the same object for as long as its pool's series are unchanged,
-    so an encoder may keep each part's text and re-encode only the parts that changed.
+    so an encoder may keep each part's text and re-encode only the parts that changed. When the
+    family comes from the parts list ``base`` with only the parts at ``changed`` replaced (the
+    same pools, in the same order), an encoder that kept ``base``'s text needs to look at those
+    positions only: a step per changed pool, not per pool.
     """
 
     def __init__(
-        self, name: str, documentation: str, typ: str, parts: list[tuple[PartKey, list[Sample]]]
+        self,
+        name: str,
+        documentation: str,
+        typ: str,
+        parts: list[tuple[PartKey, list[Sample]]],
+        *,
+        filled: int,
+        base: list[tuple[PartKey, list[Sample]]] | None = None,
+        changed: Sequence[int] = (),
     ) -> None:
         self.parts = parts
+        self.filled = filled  # the parts that are not empty
+        self.base = base
+        self.changed = changed
         self._samples: list[Sample] | None = None
         super().__init__(name, documentation, typ)
 
@@ -64,8 +80,23 @@ class FamilySpec:
         # prometheus_client would encode from its own families.
         return f"{self.name}_total" if self.type == "counter" else self.name
 
-    def family(self, parts: list[tuple[PartKey, list[Sample]]]) -> PartedFamily:
-        return PartedFamily(self.name, self.documentation, self.type, parts)
+    def family(
+        self,
+        parts: list[tuple[PartKey, list[Sample]]],
+        *,
+        filled: int,
+        base: list[tuple[PartKey, list[Sample]]] | None = None,
+        changed: Sequence[int] = (),
+    ) -> PartedFamily:
+        return PartedFamily(
+            self.name,
+            self.documentation,
+            self.type,
+            parts,
+            filled=filled,
+            base=base,
+            changed=changed,
+        )
 
 
 class PartRows:
@@ -96,9 +127,9 @@ class PartCache(Generic[T]):
 
     When a collect adds the same pools in the same order as the last one (every collect but
     those after a pool came or went), the last collect's parts are kept with the rebuilt ones
-    swapped in: after an event on one pool, a collect costs a token check per pool and a
-    filter of the families that pool's part is in, not a step per pool and family (~20
-    families).
+    swapped in: after an event on one pool, a collect costs a token check per pool and a copy
+    of the families that pool's part is in, not a step per pool and family (~20 families);
+    each such family names its ``base`` and the positions that ``changed``.
     """
 
     def __init__(
@@ -117,13 +148,13 @@ class PartCache(Generic[T]):
         # This collect's pools in order, and those whose part was rebuilt.
         self._order: list[PartKey] = []
         self._rebuilt: list[PartKey] = []
-        # The last collect's pools; per family, every pool's part in that order (empty ones
-        # too, so a pool's place is the same in every family) and the family's parts (the
-        # non-empty ones). The lists are handed to encoders: never changed in place.
+        # The last collect's pools, where each is, and per family every pool's part in that
+        # order (empty ones too, so a pool's place is the same in every family) and how many
+        # are not empty. The lists are handed to encoders: never changed in place.
         self._last_order: list[PartKey] = []
         self._where: dict[PartKey, int] = {}
         self._slots: list[list[tuple[PartKey, list[Sample]]]] = [[] for _ in specs]
-        self._parts: list[list[tuple[PartKey, list[Sample]]]] = [[] for _ in specs]
+        self._filled: list[int] = [0 for _ in specs]
 
     def begin(self) -> None:
         """A new collect."""
@@ -147,18 +178,26 @@ class PartCache(Generic[T]):
 
     def end(self) -> list[PartedFamily]:
         """The families of this collect; parts of pools not added since ``begin`` are dropped."""
-        if self._order == self._last_order:
-            self._swap_rebuilt()
-        else:
+        if self._order != self._last_order:
             self._lay_out()
-        return [spec.family(parts) for spec, parts in zip(self._specs, self._parts, strict=True)]
+            return [
+                spec.family(slots, filled=filled)
+                for spec, slots, filled in zip(self._specs, self._slots, self._filled, strict=True)
+            ]
+        bases = self._slots
+        changed = self._swap_rebuilt()
+        return [
+            spec.family(slots, filled=filled, base=base, changed=changed.get(index, ()))
+            for index, (spec, slots, base, filled) in enumerate(
+                zip(self._specs, self._slots, bases, self._filled, strict=True)
+            )
+        ]
 
-    def _swap_rebuilt(self) -> None:
-        """The last collect's parts with the rebuilt ones swapped in."""
-        if not self._rebuilt:
-            return
+    def _swap_rebuilt(self) -> dict[int, list[int]]:
+        """The last collect's parts with the rebuilt ones swapped in; per family that changed,
+        the positions of its parts that did."""
         where = self._where
-        changed = set()
+        changed: dict[int, list[int]] = {}
         slots = list(self._slots)
         for key in self._rebuilt:
             position = where[key]
@@ -166,13 +205,15 @@ class PartCache(Generic[T]):
                 old = slots[index][position][1]
                 if not samples and not old:
                     continue
-                if index not in changed:
+                positions = changed.get(index)
+                if positions is None:
+                    positions = changed[index] = []
                     slots[index] = list(slots[index])
-                    changed.add(index)
                 slots[index][position] = (key, samples)
+                positions.append(position)
+                self._filled[index] += bool(samples) - bool(old)
         self._slots = slots
-        for index in changed:
-            self._parts[index] = [part for part in slots[index] if part[1]]
+        return changed
 
     def _lay_out(self) -> None:
         """Every family's parts from scratch, in this collect's order."""
@@ -185,6 +226,6 @@ class PartCache(Generic[T]):
             [(key, rows[index]) for key, rows in zip(order, lists, strict=True)]
             for index in range(len(self._specs))
         ]
-        self._parts = [[part for part in slots if part[1]] for slots in self._slots]
+        self._filled = [sum(1 for _key, samples in slots if samples) for slots in self._slots]
         self._last_order = order
         self._where = {key: position for position, key in enumerate(order)}
