@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ from prometheus_client.samples import Sample
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.encoding import Encoder
 from poolwatch.exporter.exposition import (
+    INLINE_SAMPLES,
     OPENMETRICS_1_0_0,
     TEXT_0_0_4,
     TEXT_1_0_0,
@@ -463,3 +465,31 @@ async def test_every_render_of_a_pool_stopped_and_started_again_is_the_full_page
         inventory.put_pool(HOST_A, snapshot)
         body, _ = await exposition.render(None, None)
         assert body == generate_latest(registry)
+
+
+async def test_an_events_render_runs_on_the_loop_and_a_long_one_in_the_render_thread(
+    inventory: Inventory, exposition: Exposition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A render that encodes one pool's lines again runs on the loop: in the render thread,
+    the loop would wait for the GIL while that thread holds it. A render that encodes much
+    (the first, or a scan's thousands of volumes) goes to the thread, so scrapes and events
+    are not held up behind it."""
+    threads: list[str] = []
+    encode = exposition._encode
+
+    def recorded(encoding: str, families: list[Metric]) -> PlainPage:
+        threads.append(threading.current_thread().name)
+        return encode(encoding, families)
+
+    monkeypatch.setattr(exposition, "_encode", recorded)
+    loop_thread = threading.current_thread().name
+    await exposition.render(None, None)
+    running = inventory.hosts[HOST_A].pools["nfs"]
+    inventory.put_pool(HOST_A, replace(running, state=PoolState.INACTIVE, active=False))
+    await exposition.render(None, None)
+    many = scan(*(f"disk-{index:04d}.qcow2" for index in range(INLINE_SAMPLES)))
+    inventory.put_pool(HOST_A, replace(running, volumes=many))
+    body, _ = await exposition.render(None, None)
+    assert b'volume="disk-0999.qcow2"' in body
+    assert threads[0] != loop_thread
+    assert threads[1:] == [loop_thread, threads[0]]

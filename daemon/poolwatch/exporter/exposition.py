@@ -95,13 +95,21 @@ def _version(parameters: list[str]) -> tuple[int, ...] | None:
 
 Page = tuple[bytes, dict[str, str]]
 
+# A render that encodes at most this many samples again (~1 µs each: an event's render, which
+# encodes one pool's lines) runs on the loop. In the render thread it is slower, and so is the
+# loop: while that thread runs Python, every other thread waits for the GIL, which changes
+# hands every 5 ms (sys.getswitchinterval). Measured at 500 pools under 10 scrapers: a 1 ms
+# render took 3-7 ms there, and the loop served nothing meanwhile, events included.
+INLINE_SAMPLES = 1000
+
 
 class Exposition:
     """Renders ``registry`` in the format a scraper asks for, cached per ``generation()``.
 
-    Collecting reads the inventory and telemetry, so it runs on the loop (a few ms); encoding
-    (exporter/encoding.py: ~1 µs a sample) runs in a thread of its own, so scrapes and events
-    are not held up behind it, and only for the parts of the page that changed. Compressing
+    Collecting reads the inventory and telemetry, so it runs on the loop (under a ms at 500
+    pools); encoding (exporter/encoding.py: ~1 µs a sample) is done only for the parts of the
+    page that changed, on the loop when they are few (`INLINE_SAMPLES`), else in a thread of
+    its own, so scrapes and events are not held up behind a long one. Compressing
     runs in another thread (zlib releases the GIL), so a plain render, the one that shows an
     event to a scraper without gzip, never waits behind a gzip of an older page. Concurrent
     scrapes share one render in flight; a gzip page is compressed from the plain one, deflating
@@ -125,7 +133,8 @@ class Exposition:
         self._compressing: dict[str, tuple[PlainPage, asyncio.Future[bytes]]] = {}
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, "metrics-render")
         self._compressor = concurrent.futures.ThreadPoolExecutor(1, "metrics-gzip")
-        # Per encoding; touched by the render thread only.
+        # Per encoding; touched by its render, one at a time (on the loop or in the render
+        # thread).
         self._parts: dict[str, _PartCache] = {}
         # Per encoding and family name: the parts list last encoded, and its run of the page.
         self._runs: dict[str, dict[str, tuple[object, _Run]]] = {}
@@ -150,11 +159,10 @@ class Exposition:
 
         self._sync_generation()
 
-        def encode() -> Callable[[], PlainPage]:
-            families = list(self._registry.collect())  # on the loop
-            return functools.partial(self._encode, fmt.encoding, families)
+        def collect() -> list[Metric]:
+            return list(self._registry.collect())  # on the loop
 
-        plain = await self._page(fmt.encoding, encode)
+        plain = await self._page(fmt.encoding, collect)
         body = await self._gzip(fmt.encoding, plain) if compress else plain.body
         return body, self._headers[(fmt, compress)]
 
@@ -166,7 +174,7 @@ class Exposition:
             self._gzipped.clear()
             self._cached_generation = generation
 
-    async def _page(self, key: str, prepare: Callable[[], Callable[[], PlainPage]]) -> PlainPage:
+    async def _page(self, key: str, prepare: Callable[[], list[Metric]]) -> PlainPage:
         """The plain page of encoding ``key``: cached, or the render in flight or queued.
 
         A render in flight of an older generation is not joined by a second one running beside
@@ -190,18 +198,24 @@ class Exposition:
             rendering.add_done_callback(lambda _done: self._start_queued(key, prepare))
         return await asyncio.shield(queued)
 
-    def _start(
-        self, key: str, prepare: Callable[[], Callable[[], PlainPage]]
-    ) -> asyncio.Future[PlainPage]:
+    def _start(self, key: str, prepare: Callable[[], list[Metric]]) -> asyncio.Future[PlainPage]:
         self._sync_generation()
         generation = self._cached_generation
-        work = prepare()
-        rendering = asyncio.get_running_loop().run_in_executor(self._encoder, work)
+        families = prepare()
+        loop = asyncio.get_running_loop()
+        if self._small(key, families):
+            rendering = loop.create_future()
+            try:
+                rendering.set_result(self._encode(key, families))
+            except Exception as exc:
+                rendering.set_exception(exc)
+        else:
+            rendering = loop.run_in_executor(self._encoder, self._encode, key, families)
         self._rendering[key] = (generation, rendering)
         rendering.add_done_callback(functools.partial(self._rendered, generation, key))
         return rendering
 
-    def _start_queued(self, key: str, prepare: Callable[[], Callable[[], PlainPage]]) -> None:
+    def _start_queued(self, key: str, prepare: Callable[[], list[Metric]]) -> None:
         """After the render in flight: the queued one starts, collecting what is current now."""
         queued = self._queued.pop(key)
         if queued.done():
@@ -262,8 +276,30 @@ class Exposition:
         self._encoder.shutdown(wait=False, cancel_futures=True)
         self._compressor.shutdown(wait=False, cancel_futures=True)
 
+    def _small(self, encoding: str, families: list[Metric]) -> bool:
+        """Whether encoding ``families`` again means at most `INLINE_SAMPLES` samples (the
+        parts that changed since the last render of ``encoding``, and the families made
+        anew every collect): such a render runs on the loop, the others in the render thread."""
+        runs_of = self._runs.get(encoding, {})
+        budget = INLINE_SAMPLES
+        for family in families:
+            if isinstance(family, PartedFamily):
+                last = runs_of.get(family.name)
+                if last is not None and last[0] is family.parts:
+                    continue
+                if last is None or family.base is not last[0]:
+                    return False  # every part looked at, in the thread
+                parts = family.parts
+                budget -= sum(len(parts[position][1]) for position in family.changed)
+            else:
+                budget -= len(family.samples)
+            if budget < 0:
+                return False
+        return True
+
     def _encode(self, encoding: str, families: list[Metric]) -> PlainPage:
-        """In the render thread: the page, from each family's text in order."""
+        """On the loop or in the render thread (`_small`), one render of an encoding at a time:
+        the page, from each family's text in order."""
         encoder = Encoder(encoding)
         parts = self._parts.setdefault(encoding, {})
         runs_of = self._runs.setdefault(encoding, {})
