@@ -122,7 +122,10 @@ class Daemon:
         registry.register(collector)
         self._exposition = Exposition(registry, collector.generation)
         app = create_app(
-            inventory=self.inventory, telemetry=self.telemetry, exposition=self._exposition
+            inventory=self.inventory,
+            telemetry=self.telemetry,
+            exposition=self._exposition,
+            news_in_flight=self._news_in_flight,
         )
         web_config_file = self._config.web.config_file
         self._server = await start_http_server(
@@ -159,6 +162,9 @@ class Daemon:
         pools = sum(len(h.pools) for h in hosts)
         up = sum(1 for h in hosts if h.up)
         return f"pools: {pools}, libvirt connections up: {up}/{len(hosts)}"
+
+    def _news_in_flight(self) -> list[asyncio.Future[None]]:
+        return [f for running in self._running.values() for f in running.watcher.news_in_flight()]
 
     def _connection(self, key: str) -> Watcher | None:
         running = self._running.get(key)

@@ -89,6 +89,8 @@ class Watcher:
         self._event_seq = 0
         self._last_event: dict[str, tuple[int, PoolEventKind]] = {}
         self._reading: set[str] = set()
+        # Pools an event started or defined, until the re-read it asked for is done.
+        self._awaited: dict[str, asyncio.Future[None]] = {}
         self._dirty: dict[str, bool] = {}  # pool -> volumes wanted, for a re-read after this one
         self._scanning: set[str] = set()  # pools with an event-driven volume scan in flight
         self._scan_again: set[str] = set()  # ... and those that want another one after it
@@ -137,6 +139,12 @@ class Watcher:
         self._detached = True
         self._guests.detach()
         self._tasks.cancel()
+
+    def news_in_flight(self) -> list[asyncio.Future[None]]:
+        """The re-reads of the pools that an event started or defined, each done when its pool
+        is read: only a re-read can show such a pool, so a scrape that comes meanwhile waits
+        for them (web/settle.py). A stop shows from its event, before its re-read."""
+        return list(self._awaited.values())
 
     def set_urgent(self, pools: frozenset[str]) -> None:
         """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
@@ -231,6 +239,9 @@ class Watcher:
             return
         if event.kind is PoolEventKind.STOPPED:
             self._show_stopped(event.pool)
+        elif event.kind in (PoolEventKind.STARTED, PoolEventKind.DEFINED):
+            # Only the re-read can show these: a scrape meanwhile waits for it.
+            self._awaited.setdefault(event.pool, asyncio.get_running_loop().create_future())
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
         # whether files came or went (then it scans); sizes are the volume poll's business,
         # or every refresh poll would cost a second scan of every volume.
@@ -272,6 +283,9 @@ class Watcher:
                 volumes = self._dirty.pop(pool)
         finally:
             self._reading.discard(pool)
+            awaited = self._awaited.pop(pool, None)
+            if awaited is not None and not awaited.done():
+                awaited.set_result(None)
 
     async def _read_one(self, name: str, *, volumes: bool) -> None:
         seq = self._event_seq

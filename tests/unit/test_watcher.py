@@ -268,6 +268,40 @@ async def test_stop_event_shows_at_once_then_rereads_the_pool(
     assert telemetry.stats("kvm01").pool_events["images"][PoolEventKind.STOPPED] == 1
 
 
+async def test_a_started_pool_is_news_in_flight_until_read_again_a_stopped_one_is_not(
+    telemetry: Telemetry,
+) -> None:
+    """What a scrape waits for before it renders (web/settle.py): a started pool shows once it
+    is read again; a stopped one shows from its event, so its re-read is not waited for."""
+    source = FakeSource(reading("images", active=False))
+    inventory = Inventory()
+    watcher = watcher_of(source, inventory, telemetry)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await until(lambda: inventory.ready, inventory)
+        assert watcher.news_in_flight() == []
+        source.read_gate = asyncio.Event()  # the re-read waits behind other calls
+        source.pools["images"] = reading("images")
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.05)
+        [started] = watcher.news_in_flight()
+        assert not started.done()
+        source.read_gate.set()
+        await asyncio.wait_for(started, 2)
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        assert watcher.news_in_flight() == []
+
+        source.read_gate = asyncio.Event()
+        source.pools["images"] = reading("images", active=False)
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        assert watcher.news_in_flight() == []
+        source.read_gate.set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_pool_stopped_before_its_scan_is_not_scanned(
     watched: tuple[FakeSource, Inventory],
 ) -> None:

@@ -3,11 +3,12 @@ the landing page as served, and how the server binds, fails and closes."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -52,7 +53,11 @@ class Served:
 
 @asynccontextmanager
 async def serve(
-    inventory: Inventory, telemetry: Telemetry, *, auto_decompress: bool = True
+    inventory: Inventory,
+    telemetry: Telemetry,
+    *,
+    auto_decompress: bool = True,
+    news_in_flight: Callable[[], list[asyncio.Future[None]]] = lambda: [],
 ) -> AsyncIterator[Served]:
     registry = CollectorRegistry()
     collector = InventoryCollector(
@@ -61,7 +66,11 @@ async def serve(
     registry.register(collector)
     exposition = Exposition(registry, collector.generation)
     app = create_app(
-        inventory=inventory, telemetry=telemetry, exposition=exposition, clock=FakeClock(NOW + 12)
+        inventory=inventory,
+        telemetry=telemetry,
+        exposition=exposition,
+        news_in_flight=news_in_flight,
+        clock=FakeClock(NOW + 12),
     )
     server = await start_http_server(app=app, listen=["127.0.0.1:0"])
     try:
@@ -130,6 +139,29 @@ async def test_metrics_follow_the_inventory(served: Served) -> None:
     async with served.session.get("/metrics", headers=PLAIN) as response:
         text = await response.text()
     assert 'libvirt_storage_pool_state{host="alpha",storage_pool="default"}' not in text
+
+
+async def test_a_scrape_waits_for_the_re_read_of_a_started_pool() -> None:
+    """/metrics renders once the re-reads in flight of pools an event started are done
+    (web/settle.py): the page shows what the re-read found."""
+    inventory = sample_inventory()
+    reread: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def read_again() -> None:
+        inventory.drop_pool(HOST_A, "default")  # what the re-read found
+        reread.set_result(None)
+
+    def news_in_flight() -> list[asyncio.Future[None]]:
+        asyncio.get_running_loop().call_soon(read_again)  # ends while the scrape waits
+        return [reread]
+
+    async with (
+        serve(inventory, sample_telemetry(), news_in_flight=news_in_flight) as served,
+        served.session.get("/metrics", headers=PLAIN) as response,
+    ):
+        text = await response.text()
+    assert f'libvirt_storage_pool_state{{host="{HOST_A}",storage_pool="default"}}' not in text
+    assert f'libvirt_storage_pool_state{{host="{HOST_A}",storage_pool="nfs"}}' in text
 
 
 # -- health --------------------------------------------------------------------------------

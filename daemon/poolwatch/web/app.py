@@ -48,6 +48,7 @@ from poolwatch.web.documents_cache import PoolsDocumentCache
 from poolwatch.web.landing_cache import LandingPageCache
 from poolwatch.web.listener import GuardedSite, descriptor_limit
 from poolwatch.web.reload import CHECK_INTERVAL, WebSecurity
+from poolwatch.web.settle import ScrapeSettle
 from poolwatch.web.webconfig import WebConfigError
 
 log = structlog.get_logger()
@@ -58,6 +59,7 @@ EXPOSITION = web.AppKey("exposition", Exposition)
 SECURITY = web.AppKey("web_security", WebSecurity)
 POOLS_DOCUMENTS = web.AppKey("pools_documents", PoolsDocumentCache)
 LANDING = web.AppKey("landing", LandingPageCache)
+SETTLE = web.AppKey("settle", ScrapeSettle)
 
 # The route the web config's protection leaves open. Matched by route, not by path text, so an
 # unknown path (a 404) still needs credentials and reveals nothing.
@@ -90,13 +92,17 @@ def create_app(
     inventory: Inventory,
     telemetry: Telemetry,
     exposition: Exposition,
+    news_in_flight: Callable[[], list[asyncio.Future[None]]] = lambda: [],
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
+    """``news_in_flight``: the re-reads a scrape waits for before /metrics renders
+    (``Watcher.news_in_flight`` of every connection; web/settle.py)."""
     app = web.Application(middlewares=[_limit_in_flight])
     app[IN_FLIGHT] = [0]
     app[INVENTORY] = inventory
     app[TELEMETRY] = telemetry
     app[EXPOSITION] = exposition
+    app[SETTLE] = ScrapeSettle(news_in_flight)
     app[POOLS_DOCUMENTS] = PoolsDocumentCache(inventory)
     app[LANDING] = LandingPageCache(inventory, clock)
     app.on_cleanup.append(_close_caches)
@@ -111,6 +117,7 @@ def create_app(
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    await request.app[SETTLE]()
     body, headers = await request.app[EXPOSITION].render(
         request.headers.get("Accept"), request.headers.get("Accept-Encoding")
     )
