@@ -89,8 +89,9 @@ class Watcher:
         self._event_seq = 0
         self._last_event: dict[str, tuple[int, PoolEventKind]] = {}
         self._reading: set[str] = set()
-        # Pools an event started or defined, until the re-read it asked for is done.
-        self._awaited: dict[str, asyncio.Future[None]] = {}
+        # Pools an event started or defined, until a reading shows it (news_in_flight): the
+        # event's kind, and the future a scrape waits on.
+        self._awaited: dict[str, tuple[PoolEventKind, asyncio.Future[None]]] = {}
         self._dirty: dict[str, bool] = {}  # pool -> volumes wanted, for a re-read after this one
         self._scanning: set[str] = set()  # pools with an event-driven volume scan in flight
         self._scan_again: set[str] = set()  # ... and those that want another one after it
@@ -141,10 +142,11 @@ class Watcher:
         self._tasks.cancel()
 
     def news_in_flight(self) -> list[asyncio.Future[None]]:
-        """The re-reads of the pools that an event started or defined, each done when its pool
-        is read: only a re-read can show such a pool, so a scrape that comes meanwhile waits
-        for them (web/settle.py). A stop shows from its event, before its re-read."""
-        return list(self._awaited.values())
+        """Per pool that an event started or defined, a future done once a reading shows it
+        (running, or there at all) or its re-reads end: only a re-read can show such a pool,
+        so a scrape that comes meanwhile waits for them (web/settle.py). A stop shows from its
+        event, before its re-read."""
+        return [future for _kind, future in self._awaited.values()]
 
     def set_urgent(self, pools: frozenset[str]) -> None:
         """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
@@ -241,7 +243,9 @@ class Watcher:
             self._show_stopped(event.pool)
         elif event.kind in (PoolEventKind.STARTED, PoolEventKind.DEFINED):
             # Only the re-read can show these: a scrape meanwhile waits for it.
-            self._awaited.setdefault(event.pool, asyncio.get_running_loop().create_future())
+            waiting = self._awaited.get(event.pool)
+            future = asyncio.get_running_loop().create_future() if waiting is None else waiting[1]
+            self._awaited[event.pool] = (event.kind, future)
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
         # whether files came or went (then it scans); sizes are the volume poll's business,
         # or every refresh poll would cost a second scan of every volume.
@@ -283,9 +287,12 @@ class Watcher:
                 volumes = self._dirty.pop(pool)
         finally:
             self._reading.discard(pool)
-            awaited = self._awaited.pop(pool, None)
-            if awaited is not None and not awaited.done():
-                awaited.set_result(None)
+            self._shown(pool)
+
+    def _shown(self, pool: str) -> None:
+        awaited = self._awaited.pop(pool, None)
+        if awaited is not None and not awaited[1].done():
+            awaited[1].set_result(None)
 
     async def _read_one(self, name: str, *, volumes: bool) -> None:
         seq = self._event_seq
@@ -326,6 +333,11 @@ class Watcher:
         scan = _carried_scan(self._inventory.pool(self.key, name), reading)
         # The new state goes out before the volume scan: a stop or start must not wait for it.
         self._inventory.put_pool(self.key, self._snapshot(reading, target, scan))
+        awaited = self._awaited.get(name)
+        if awaited is not None and (awaited[0] is not PoolEventKind.STARTED or reading.active):
+            # What the event said shows, though this reading may have begun before it (a
+            # re-read of the pool still in flight): the rest of the re-reads is not awaited.
+            self._shown(name)
         if reading.active and (volumes or scan is None or scan.count != reading.volume_count):
             # Not awaited here: the pool's next event (a stop right after a start) must not wait
             # behind this scan, which queues behind routine calls (measured: a stop seen after

@@ -302,6 +302,34 @@ async def test_a_started_pool_is_news_in_flight_until_read_again_a_stopped_one_i
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_a_re_read_in_flight_that_finds_the_started_pool_running_ends_the_wait(
+    telemetry: Telemetry,
+) -> None:
+    """A pool stopped and started at once: the stop's re-read, still in flight when the start
+    comes, finds it running. A scrape waits for no more, though the start's own re-read
+    follows."""
+    source = FakeSource(reading("images"))
+    inventory = Inventory()
+    watcher = watcher_of(source, inventory, telemetry)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await until(lambda: inventory.ready, inventory)
+        first = source.read_gate = asyncio.Event()
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.01)
+        [started] = watcher.news_in_flight()
+        source.read_gate = asyncio.Event()  # holds the start's own re-read
+        first.set()  # the stop's re-read returns: the pool runs
+        await asyncio.wait_for(started, 2)
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        source.read_gate.set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_pool_stopped_before_its_scan_is_not_scanned(
     watched: tuple[FakeSource, Inventory],
 ) -> None:
