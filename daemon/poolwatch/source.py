@@ -132,8 +132,12 @@ class StorageSource(Protocol):
 
     async def list_pools(self) -> list[PoolReading]: ...
 
-    async def read_pool(self, name: str) -> PoolReading:
-        """Raises PoolNotFound when the pool is gone."""
+    async def read_pool(
+        self, name: str, *, flags: tuple[bool, bool] | None = None, uuid: str | None = None
+    ) -> PoolReading:
+        """Raises PoolNotFound when the pool is gone. ``flags``: persistent and autostart as
+        last read, when no event since can have changed them (spares asking again); ``uuid``:
+        the pool's, where known, so a description of it not changed since can be used."""
         ...
 
     async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:

@@ -89,6 +89,10 @@ class Watcher:
         self._event_seq = 0
         self._last_event: dict[str, tuple[int, PoolEventKind]] = {}
         self._reading: set[str] = set()
+        # Pools whose next re-read asks whether they are persistent and autostart: a pool
+        # defined, or a flag set by a policy. Other events cannot change them (autostart
+        # changes without an event: the info poll reads it every interval).
+        self._flags_unknown: set[str] = set()
         # Pools an event started or defined, until a reading shows it (news_in_flight): the
         # event's kind, and the future a scrape waits on.
         self._awaited: dict[str, tuple[PoolEventKind, asyncio.Future[None]]] = {}
@@ -130,8 +134,10 @@ class Watcher:
         return self._source
 
     def reread(self, pool: str) -> None:
-        """Read one pool again now: for changes libvirt sends no event about."""
+        """Read one pool again now, whole: for changes libvirt sends no event about (an
+        autostart flag set)."""
         if self._connected:
+            self._flags_unknown.add(pool)
             self._request_reread(pool, volumes=False)
 
     def detach(self) -> None:
@@ -234,7 +240,10 @@ class Watcher:
             self._last_refresh[event.pool] = pool_event.at
         else:
             self._log.info("pool_event", pool=event.pool, kind=event.kind.value)
+        if event.kind is PoolEventKind.DEFINED:
+            self._flags_unknown.add(event.pool)
         if event.kind is PoolEventKind.UNDEFINED:
+            self._flags_unknown.discard(event.pool)
             self._last_refresh.pop(event.pool, None)
             self._local.forget(event.pool)
             self._inventory.drop_pool(self.key, event.pool)
@@ -305,9 +314,17 @@ class Watcher:
             early = asyncio.ensure_future(
                 self._targets.inspect(known.type, known.target_path, active=True, pool=name)
             )
+        flags = None
+        if known is not None and name not in self._flags_unknown:
+            flags = known.persistent, known.autostart
+        self._flags_unknown.discard(name)
         try:
-            reading = await self._source.read_pool(name)
+            reading = await self._source.read_pool(
+                name, flags=flags, uuid=None if known is None else known.uuid
+            )
         except BaseException as exc:
+            if flags is None:
+                self._flags_unknown.add(name)  # still to be read
             if early is not None:
                 early.cancel()  # its job is abandoned (TargetInspector)
             if not isinstance(exc, PoolNotFound):

@@ -57,7 +57,9 @@ class FakeLibvirt:
         if self.refresh_fails:
             raise SourceError("refresh failed", code=1)
 
-    async def read_pool(self, name: str) -> PoolReading:
+    async def read_pool(
+        self, name: str, *, flags: tuple[bool, bool] | None = None, uuid: str | None = None
+    ) -> PoolReading:
         return running_pool(self.target)
 
 

@@ -19,6 +19,7 @@ from poolwatch.adapter.reader import (
     read_pools,
 )
 from poolwatch.model import PoolState, VolumeSnapshot
+from poolwatch.poolxml import parse_pool_xml
 from poolwatch.source import VolumeDescription
 
 
@@ -159,9 +160,11 @@ class FakePool:
         return self.active
 
     def isPersistent(self) -> int:
+        self._calls.append(f"{self._name}.isPersistent")
         return 1
 
     def autostart(self) -> int:
+        self._calls.append(f"{self._name}.autostart")
         return 0
 
     def listAllVolumes(self, flags: int) -> list[FakeVolume]:
@@ -237,3 +240,19 @@ def test_a_reading_that_straddles_a_stop_or_start_is_either_running_or_stopped()
         False,
         None,
     )
+
+
+def test_a_re_read_asks_only_for_what_may_have_changed() -> None:
+    """An event's re-read of a known pool: the flags a start, stop or refresh cannot change,
+    and a description not changed since, are taken as they are; info and the volume count
+    are always asked for."""
+    calls: list[str] = []
+    pool = FakePool("p", calls)
+    whole = read_pool(FakeConnection(pool), "p")
+    assert calls == ["p.isPersistent", "p.autostart", "p.XMLDesc", "p.info", "p.numOfVolumes"]
+    described = parse_pool_xml(pool.XMLDesc(0))
+    calls.clear()
+    again = read_pool(FakeConnection(pool), "p", (False, True), described)
+    assert calls == ["p.info", "p.numOfVolumes"]
+    assert (again.persistent, again.autostart) == (False, True)
+    assert again.target_path == whole.target_path

@@ -67,6 +67,7 @@ class FakeSource:
         self.listings: list[str] = []  # pools whose volume names were listed, in order
         self.guests: dict[str, GuestSnapshot] = {}  # by uuid
         self.resumed: list[str] = []
+        self.flags_read: list[bool] = []  # per re-read: whether it asked for the flags
 
     @property
     def events(self) -> asyncio.Queue[SourceEvent]:
@@ -110,12 +111,17 @@ class FakeSource:
             await self.list_gate.wait()
         return snapshot
 
-    async def read_pool(self, name: str) -> PoolReading:
+    async def read_pool(
+        self, name: str, *, flags: tuple[bool, bool] | None = None, uuid: str | None = None
+    ) -> PoolReading:
         self._check()
         if self.read_gate is not None:
             await self.read_gate.wait()
         if name not in self.pools:
             raise PoolNotFound(name)
+        self.flags_read.append(flags is None)
+        if flags is not None:  # not asked for: taken as the caller knows them, as libvirt's is
+            return dataclasses.replace(self.pools[name], persistent=flags[0], autostart=flags[1])
         return self.pools[name]
 
     async def scan_volumes(self, name: str, *, limit: int) -> VolumeScan:
@@ -255,17 +261,44 @@ async def test_stop_event_shows_at_once_then_rereads_the_pool(
     watched: tuple[FakeSource, Inventory], telemetry: Telemetry
 ) -> None:
     source, inventory = watched
-    source.pools["images"] = dataclasses.replace(reading("images", active=False), autostart=True)
+    source.pools["images"] = dataclasses.replace(
+        reading("images", active=False), capacity=7 * GiB, autostart=True
+    )
     source.read_gate = asyncio.Event()  # the re-read waits behind other calls
     source.emit("images", PoolEventKind.STOPPED)
     # libvirt's event is its word that the pool stopped: shown before any call returns.
     await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
     pool = inventory.pool("kvm01", "images")
     assert pool is not None
-    assert (pool.state, pool.volumes, pool.autostart) == (PoolState.INACTIVE, None, False)
+    assert (pool.state, pool.volumes, pool.capacity) == (PoolState.INACTIVE, None, 100 * GiB)
     source.read_gate.set()
-    await until(lambda: inventory.pool("kvm01", "images").autostart, inventory)  # type: ignore[union-attr]
+    await until(lambda: inventory.pool("kvm01", "images").capacity == 7 * GiB, inventory)  # type: ignore[union-attr]
     assert telemetry.stats("kvm01").pool_events["images"][PoolEventKind.STOPPED] == 1
+    # A stop cannot change whether the pool is persistent or autostarts: the re-read did not
+    # ask (the autostart flag changes without an event, and the info poll reads it).
+    assert source.flags_read[-1] is False
+    assert inventory.pool("kvm01", "images").autostart is False  # type: ignore[union-attr]
+
+
+async def test_a_definition_or_a_policys_flag_change_reads_the_flags_again(
+    telemetry: Telemetry,
+) -> None:
+    source = FakeSource(reading("images"))
+    inventory = Inventory()
+    watcher = watcher_of(source, inventory, telemetry)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await until(lambda: inventory.ready, inventory)
+        source.pools["images"] = dataclasses.replace(reading("images"), autostart=True)
+        watcher.reread("images")  # what the autostart policy does after setting the flag
+        await until(lambda: inventory.pool("kvm01", "images").autostart, inventory)  # type: ignore[union-attr]
+        source.pools["images"] = dataclasses.replace(reading("images"), persistent=False)
+        source.emit("images", PoolEventKind.DEFINED)
+        await until(lambda: not inventory.pool("kvm01", "images").persistent, inventory)  # type: ignore[union-attr]
+        assert source.flags_read[-2:] == [True, True]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_started_pool_is_news_in_flight_until_read_again_a_stopped_one_is_not(

@@ -358,9 +358,13 @@ class LibvirtSource:
     def _deliver(self, generation: int, event: SourceEvent) -> None:
         if generation != self._generation:
             return  # from a connection already given up
+        # A pool's description changes when it is defined, and may when it stops or starts
+        # (libvirt applies a definition made while it ran then): read it again.
         if isinstance(event, PoolChanged) and event.kind in (
             PoolEventKind.DEFINED,
             PoolEventKind.UNDEFINED,
+            PoolEventKind.STARTED,
+            PoolEventKind.STOPPED,
         ):
             self._descriptions.pop(event.uuid, None)
             self._definitions += 1
@@ -460,8 +464,11 @@ class LibvirtSource:
         }
         return readings
 
-    async def read_pool(self, name: str) -> PoolReading:
-        return await self._call(reader.read_pool, name, urgent=True)
+    async def read_pool(
+        self, name: str, *, flags: tuple[bool, bool] | None = None, uuid: str | None = None
+    ) -> PoolReading:
+        description = None if uuid is None else self._descriptions.get(uuid)
+        return await self._call(reader.read_pool, name, flags, description, urgent=True)
 
     async def refresh_pool(self, name: str, *, urgent: bool = False) -> None:
         await self._call(reader.refresh_pool, name, urgent=urgent)

@@ -129,13 +129,23 @@ def read_pools(
     return readings, kept, done
 
 
-def read_pool(conn: Any, name: str) -> PoolReading:
+def read_pool(
+    conn: Any,
+    name: str,
+    flags: tuple[bool, bool] | None = None,
+    description: PoolDescription | None = None,
+) -> PoolReading:
+    """One pool, three to six RPCs: ``flags`` (persistent, autostart) and ``description``,
+    where given, are taken as they are (the caller knows nothing since can have changed them)
+    instead of asked for again."""
     pool = conn.storagePoolLookupByName(name)
+    if flags is None:
+        flags = bool(pool.isPersistent()), bool(pool.autostart())
     return _reading(
         pool,
-        parse_pool_xml(pool.XMLDesc(0)),
-        persistent=bool(pool.isPersistent()),
-        autostart=bool(pool.autostart()),
+        description or parse_pool_xml(pool.XMLDesc(0)),
+        persistent=flags[0],
+        autostart=flags[1],
     )
 
 
