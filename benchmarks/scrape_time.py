@@ -5,8 +5,9 @@
   (`libvirt_storage_pool_state`, capacity, allocation, available) under the labels poolwatch
   uses, so `event_latency.Poller` times both the same way. It runs as its own process (a
   threaded `http.server` on one libvirt connection), like the exporters it stands for.
-- `scrapers`: `n` clients in a process of their own scraping a URL back to back (plain text),
-  so their load falls on the exporter, not on the GIL of the process that times the event.
+- `scrapers`: `n` clients in a process of their own scraping a URL back to back, so their load
+  falls on the exporter, not on the GIL of the process that times the event. They ask for gzip
+  (aiohttp's client does by default), as Prometheus does.
 """
 
 from __future__ import annotations
