@@ -1,0 +1,103 @@
+"""What an event's re-read asks libvirt, and what a scrape waits for meanwhile
+(Watcher.news_in_flight, web/settle.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from poolwatch.inventory import Inventory
+from poolwatch.model import PoolEventKind
+from poolwatch.telemetry import Telemetry
+from poolwatch.watcher import Watcher
+from tests.unit.test_watcher import FakeSource, reading, until, watcher_of
+
+
+@pytest.fixture
+def telemetry() -> Telemetry:
+    return Telemetry()
+
+
+@asynccontextmanager
+async def watching(
+    source: FakeSource, telemetry: Telemetry
+) -> AsyncIterator[tuple[Watcher, Inventory]]:
+    """The watcher of ``source``, running, once its first poll is done."""
+    inventory = Inventory()
+    watcher = watcher_of(source, inventory, telemetry)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await until(lambda: inventory.ready, inventory)
+        yield watcher, inventory
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_definition_or_a_policys_flag_change_reads_the_flags_again(
+    telemetry: Telemetry,
+) -> None:
+    """A start, a stop or a refresh cannot change whether a pool is persistent or autostarts,
+    so their re-reads do not ask (test_watcher.py); a definition, and the re-read a policy
+    asks for after setting the flag, do."""
+    source = FakeSource(reading("images"))
+    async with watching(source, telemetry) as (watcher, inventory):
+        source.pools["images"] = dataclasses.replace(reading("images"), autostart=True)
+        watcher.reread("images")  # what the autostart policy does after setting the flag
+        await until(lambda: inventory.pool("kvm01", "images").autostart, inventory)  # type: ignore[union-attr]
+        source.pools["images"] = dataclasses.replace(reading("images"), persistent=False)
+        source.emit("images", PoolEventKind.DEFINED)
+        await until(lambda: not inventory.pool("kvm01", "images").persistent, inventory)  # type: ignore[union-attr]
+        assert source.flags_read[-2:] == [True, True]
+
+
+async def test_a_started_pool_is_news_in_flight_until_read_again_a_stopped_one_is_not(
+    telemetry: Telemetry,
+) -> None:
+    """What a scrape waits for before it renders: a started pool shows once it is read again;
+    a stopped one shows from its event, so its re-read is not waited for."""
+    source = FakeSource(reading("images", active=False))
+    async with watching(source, telemetry) as (watcher, inventory):
+        assert watcher.news_in_flight() == []
+        source.read_gate = asyncio.Event()  # the re-read waits behind other calls
+        source.pools["images"] = reading("images")
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.05)
+        [started] = watcher.news_in_flight()
+        assert not started.done()
+        source.read_gate.set()
+        await asyncio.wait_for(started, 2)
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        assert watcher.news_in_flight() == []
+
+        source.read_gate = asyncio.Event()
+        source.pools["images"] = reading("images", active=False)
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        assert watcher.news_in_flight() == []
+        source.read_gate.set()
+
+
+async def test_a_re_read_in_flight_that_finds_the_started_pool_running_ends_the_wait(
+    telemetry: Telemetry,
+) -> None:
+    """A pool stopped and started at once: the stop's re-read, still in flight when the start
+    comes, finds it running. A scrape waits for no more, though the start's own re-read
+    follows."""
+    source = FakeSource(reading("images"))
+    async with watching(source, telemetry) as (watcher, inventory):
+        first = source.read_gate = asyncio.Event()
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.01)
+        [started] = watcher.news_in_flight()
+        source.read_gate = asyncio.Event()  # holds the start's own re-read
+        first.set()  # the stop's re-read returns: the pool runs
+        await asyncio.wait_for(started, 2)
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        source.read_gate.set()
