@@ -10,7 +10,8 @@ from typing import Any
 import libvirt
 
 from poolwatch.adapter.connection import LibvirtSource
-from poolwatch.source import PoolNotFound
+from poolwatch.model import PoolEventKind
+from poolwatch.source import PoolChanged, PoolNotFound
 from tests.unit.test_reader import FakePool
 
 
@@ -57,6 +58,28 @@ async def test_an_event_reread_does_not_wait_for_the_whole_pool_listing() -> Non
         assert {c.split(".")[0] for c in before if "." in c} == {"p000"}
         readings = await listing
         assert [r.name for r in readings] == [f"p{i:03d}" for i in range(250)]
+    finally:
+        source._conn = None  # nothing to tear down
+        await source.close()
+
+
+async def test_a_refresh_re_read_uses_the_listings_description_a_stop_drops_it() -> None:
+    """libvirt applies a definition made while a pool ran when the pool stops: after a stop
+    (or a start, or a definition) the pool's XML is read again; after a refresh the listing's
+    parse of it serves."""
+    source = LibvirtSource(uri="qemu:///system", read_only=True, call_timeout=10)
+    given = threading.Event()
+    given.set()  # nothing holds the listing
+    conn = FakeConnection(3, given)
+    source._loop = asyncio.get_running_loop()
+    source._conn, source._generation = conn, 1
+    try:
+        await source.list_pools()
+        for kind, read_again in ((PoolEventKind.REFRESHED, False), (PoolEventKind.STOPPED, True)):
+            source._deliver(1, PoolChanged("p001", "uuid-p001", kind))
+            conn.calls.clear()
+            await source.read_pool("p001", flags=(True, False), uuid="uuid-p001")
+            assert ("p001.XMLDesc" in conn.calls) is read_again, kind
     finally:
         source._conn = None  # nothing to tear down
         await source.close()
