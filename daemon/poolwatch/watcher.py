@@ -309,19 +309,17 @@ class Watcher:
         # not wait for the reading (measured: 3-6 ms more under load); again after, only if
         # the reading names another target.
         known = self._inventory.pool(self.key, name)
-        early = None
+        early = flags = uuid = None
         if known is not None:
             early = asyncio.ensure_future(
                 self._targets.inspect(known.type, known.target_path, active=True, pool=name)
             )
-        flags = None
-        if known is not None and name not in self._flags_unknown:
-            flags = known.persistent, known.autostart
+            uuid = known.uuid
+            if name not in self._flags_unknown:
+                flags = known.persistent, known.autostart
         self._flags_unknown.discard(name)
         try:
-            reading = await self._source.read_pool(
-                name, flags=flags, uuid=None if known is None else known.uuid
-            )
+            reading = await self._source.read_pool(name, flags=flags, uuid=uuid)
         except BaseException as exc:
             if flags is None:
                 self._flags_unknown.add(name)  # still to be read

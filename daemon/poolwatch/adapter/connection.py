@@ -163,13 +163,7 @@ class LibvirtSource:
         self._volume_names.close()
         conn, self._conn = self._conn, None
         urgent, self._urgent_conn = self._urgent_conn, None
-        loop = asyncio.get_running_loop()
-        if conn is not None:
-            await loop.run_in_executor(
-                self._connects, self._release, conn, list(self._callback_ids), self._conn_lock
-            )
-        if urgent is not None:
-            await loop.run_in_executor(self._connects, self._release, urgent, [], self._urgent_lock)
+        await self._release_connect(conn, list(self._callback_ids), urgent)
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._urgent_calls.shutdown(wait=False, cancel_futures=True)
         self._connects.shutdown(wait=False, cancel_futures=True)
@@ -224,9 +218,7 @@ class LibvirtSource:
             self._conn = self._urgent_conn = None
             log.warning("libvirt_disconnected", uri=self._uri_label, reason=reason)
             self._events.put_nowait(Disconnected(reason=reason))
-            loop.run_in_executor(self._connects, self._release, conn, ids, self._conn_lock)
-            if urgent is not None:
-                loop.run_in_executor(self._connects, self._release, urgent, [], self._urgent_lock)
+            self._release_connect(conn, ids, urgent)  # in the background
 
     def _open(self, generation: int) -> _Opened:
         """Blocking: open, arm keepalive and callbacks, and open the urgent calls' connection.
@@ -284,6 +276,24 @@ class LibvirtSource:
                         name="libvirt-teardown",
                         daemon=True,
                     ).start()
+
+    def _release_connect(
+        self, conn: Any, callback_ids: _CallbackIds, urgent: Any
+    ) -> asyncio.Future[list[None]]:
+        """Release what one connect opened (``_release`` in the connect thread): the connection
+        with its callbacks, and the urgent calls' connection, where there is one."""
+        loop = asyncio.get_running_loop()
+        opened: tuple[tuple[Any, _CallbackIds, threading.Lock], ...] = (
+            (conn, callback_ids, self._conn_lock),
+            (urgent, [], self._urgent_lock),
+        )
+        return asyncio.gather(
+            *(
+                loop.run_in_executor(self._connects, self._release, connection, ids, lock)
+                for connection, ids, lock in opened
+                if connection is not None
+            )
+        )
 
     def _release(self, conn: Any, callback_ids: _CallbackIds, lock: threading.Lock) -> None:
         """Blocking: tear a connection down once no call runs on it (see ``serialized``)."""

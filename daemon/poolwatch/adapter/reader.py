@@ -135,7 +135,7 @@ def read_pool(
     flags: tuple[bool, bool] | None = None,
     description: PoolDescription | None = None,
 ) -> PoolReading:
-    """One pool, three to six RPCs: ``flags`` (persistent, autostart) and ``description``,
+    """One pool, two to six RPCs: ``flags`` (persistent, autostart) and ``description``,
     where given, are taken as they are (the caller knows nothing since can have changed them)
     instead of asked for again."""
     pool = conn.storagePoolLookupByName(name)
