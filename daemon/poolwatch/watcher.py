@@ -33,6 +33,7 @@ from poolwatch.model import (
     PoolState,
     VolumeScan,
 )
+from poolwatch.news import PoolNews
 from poolwatch.refreshes import refresh_pools, urgent_refresh_interval
 from poolwatch.source import (
     Connected,
@@ -84,18 +85,8 @@ class Watcher:
         self._clock = clock
         self._connected = False
         self._tasks = TaskSet()
-        # Event bookkeeping so that a poll which began before an event never overwrites what
-        # the event's re-read found: per pool, the sequence number and kind of its last event.
-        self._event_seq = 0
-        self._last_event: dict[str, tuple[int, PoolEventKind]] = {}
+        self._news = PoolNews()
         self._reading: set[str] = set()
-        # Pools whose next re-read asks whether they are persistent and autostart: a pool
-        # defined, or a flag set by a policy. Other events cannot change them (autostart
-        # changes without an event: the info poll reads it every interval).
-        self._flags_unknown: set[str] = set()
-        # Pools an event started or defined, until a reading shows it (news_in_flight): the
-        # event's kind, and the future a scrape waits on.
-        self._awaited: dict[str, tuple[PoolEventKind, asyncio.Future[None]]] = {}
         self._dirty: dict[str, bool] = {}  # pool -> volumes wanted, for a re-read after this one
         self._scanning: set[str] = set()  # pools with an event-driven volume scan in flight
         self._scan_again: set[str] = set()  # ... and those that want another one after it
@@ -137,7 +128,7 @@ class Watcher:
         """Read one pool again now, whole: for changes libvirt sends no event about (an
         autostart flag set)."""
         if self._connected:
-            self._flags_unknown.add(pool)
+            self._news.flags_unknown(pool)
             self._request_reread(pool, volumes=False)
 
     def detach(self) -> None:
@@ -151,8 +142,8 @@ class Watcher:
         """Per pool that an event started or defined, a future done once a reading shows it
         (running, or there at all) or its re-reads end: only a re-read can show such a pool,
         so a scrape that comes meanwhile waits for them (web/settle.py). A stop shows from its
-        event, before its re-read."""
-        return [future for _kind, future in self._awaited.values()]
+        event, before its re-read, and ends the wait for a start before it (news.py)."""
+        return self._news.in_flight()
 
     def set_urgent(self, pools: frozenset[str]) -> None:
         """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
@@ -230,8 +221,7 @@ class Watcher:
         return self.key
 
     def _on_pool_changed(self, event: PoolChanged) -> None:
-        self._event_seq += 1
-        self._last_event[event.pool] = (self._event_seq, event.kind)
+        self._news.heard(event.pool, event.kind)
         pool_event = PoolEvent(self._host, event.pool, event.uuid, event.kind, self._clock())
         self._telemetry.record_pool_event(self.key, pool_event)
         if event.kind is PoolEventKind.REFRESHED:
@@ -240,21 +230,13 @@ class Watcher:
             self._last_refresh[event.pool] = pool_event.at
         else:
             self._log.info("pool_event", pool=event.pool, kind=event.kind.value)
-        if event.kind is PoolEventKind.DEFINED:
-            self._flags_unknown.add(event.pool)
         if event.kind is PoolEventKind.UNDEFINED:
-            self._flags_unknown.discard(event.pool)
             self._last_refresh.pop(event.pool, None)
             self._local.forget(event.pool)
             self._inventory.drop_pool(self.key, event.pool)
             return
         if event.kind is PoolEventKind.STOPPED:
             self._show_stopped(event.pool)
-        elif event.kind in (PoolEventKind.STARTED, PoolEventKind.DEFINED):
-            # Only the re-read can show these: a scrape meanwhile waits for it.
-            waiting = self._awaited.get(event.pool)
-            future = asyncio.get_running_loop().create_future() if waiting is None else waiting[1]
-            self._awaited[event.pool] = (event.kind, future)
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
         # whether files came or went (then it scans); sizes are the volume poll's business,
         # or every refresh poll would cost a second scan of every volume.
@@ -262,7 +244,7 @@ class Watcher:
 
     def _show_stopped(self, name: str) -> None:
         """libvirt's event is its word that the pool stopped: shown at once, before the re-read
-        (seven calls, which may wait behind others on the connection) confirms it."""
+        (two to six calls, which may wait behind others on the connection) confirms it."""
         current = self._inventory.pool(self.key, name)
         if current is None or not current.active:
             return
@@ -271,14 +253,6 @@ class Watcher:
             current, state=PoolState.INACTIVE, active=False, volumes=None, fast_path=False
         )
         self._inventory.put_pool(self.key, stopped)
-
-    def _undefined_since(self, pool: str, seq: int) -> bool:
-        last = self._last_event.get(pool)
-        return last is not None and last[0] > seq and last[1] is PoolEventKind.UNDEFINED
-
-    def _changed_since(self, pool: str, seq: int) -> bool:
-        last = self._last_event.get(pool)
-        return last is not None and last[0] > seq
 
     def _request_reread(self, pool: str, *, volumes: bool) -> None:
         if pool in self._reading:
@@ -296,15 +270,10 @@ class Watcher:
                 volumes = self._dirty.pop(pool)
         finally:
             self._reading.discard(pool)
-            self._shown(pool)
-
-    def _shown(self, pool: str) -> None:
-        awaited = self._awaited.pop(pool, None)
-        if awaited is not None and not awaited[1].done():
-            awaited[1].set_result(None)
+            self._news.shown(pool)
 
     async def _read_one(self, name: str, *, volumes: bool) -> None:
-        seq = self._event_seq
+        seq = self._news.seq
         # The target as last read is inspected while libvirt is asked, so a start's statvfs does
         # not wait for the reading (measured: 3-6 ms more under load); again after, only if
         # the reading names another target.
@@ -315,14 +284,13 @@ class Watcher:
                 self._targets.inspect(known.type, known.target_path, active=True, pool=name)
             )
             uuid = known.uuid
-            if name not in self._flags_unknown:
-                flags = known.persistent, known.autostart
-        self._flags_unknown.discard(name)
+        if not self._news.take_flags_unknown(name) and known is not None:
+            flags = known.persistent, known.autostart
         try:
             reading = await self._source.read_pool(name, flags=flags, uuid=uuid)
         except BaseException as exc:
             if flags is None:
-                self._flags_unknown.add(name)  # still to be read
+                self._news.flags_unknown(name)  # still to be read
             if early is not None:
                 early.cancel()  # its job is abandoned (TargetInspector)
             if not isinstance(exc, PoolNotFound):
@@ -343,16 +311,12 @@ class Watcher:
             target = await self._targets.inspect(
                 reading.type, reading.target_path, active=reading.active, pool=reading.name
             )
-        if self._detached or self._undefined_since(name, seq):
+        if self._detached or self._news.undefined_since(name, seq):
             return
         scan = _carried_scan(self._inventory.pool(self.key, name), reading)
         # The new state goes out before the volume scan: a stop or start must not wait for it.
         self._inventory.put_pool(self.key, self._snapshot(reading, target, scan))
-        awaited = self._awaited.get(name)
-        if awaited is not None and (awaited[0] is not PoolEventKind.STARTED or reading.active):
-            # What the event said shows, though this reading may have begun before it (a
-            # re-read of the pool still in flight): the rest of the re-reads is not awaited.
-            self._shown(name)
+        self._news.read(name, active=reading.active)
         if reading.active and (volumes or scan is None or scan.count != reading.volume_count):
             # Not awaited here: the pool's next event (a stop right after a start) must not wait
             # behind this scan, which queues behind routine calls (measured: a stop seen after
@@ -419,7 +383,7 @@ class Watcher:
         await self._timed("volumes", functools.partial(self._poll_volumes, skip=skip))
 
     async def _poll_info(self, *, scanned: list[str] | None = None) -> None:
-        seq = self._event_seq
+        seq = self._news.seq
         readings = await self._source.list_pools()
         targets = await self._targets.inspect_all(
             [Target(r.name, r.type, r.target_path, r.active) for r in readings]
@@ -431,7 +395,7 @@ class Watcher:
         stale_scans = []
         restat = []  # fast-path pools: volume figures from stat() of the files that changed
         for reading, target in zip(readings, targets, strict=True):
-            if self._changed_since(reading.name, seq):
+            if self._news.changed_since(reading.name, seq):
                 continue  # an event's re-read knows better than this listing
             scan = _carried_scan(current.get(reading.name), reading)
             pool = pools[reading.name] = self._snapshot(reading, target, scan)
@@ -440,7 +404,8 @@ class Watcher:
             elif reading.active and (scan is None or scan.count != reading.volume_count):
                 stale_scans.append(reading.name)
         for name, pool in current.items():
-            changed = self._changed_since(name, seq) and not self._undefined_since(name, seq)
+            news = self._news
+            changed = news.changed_since(name, seq) and not news.undefined_since(name, seq)
             if changed and name not in pools:
                 pools[name] = pool
         for name in set(self._last_refresh) - set(pools):

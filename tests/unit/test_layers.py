@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("adapter",),
     ("inventory", "telemetry"),
     ("guests",),
-    ("refreshes",),
+    ("refreshes", "news"),
     ("watcher",),
     ("documents",),
     ("hooks",),

@@ -101,3 +101,19 @@ async def test_a_re_read_in_flight_that_finds_the_started_pool_running_ends_the_
         await asyncio.wait_for(started, 2)
         assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
         source.read_gate.set()
+
+
+async def test_a_stop_ends_the_wait_for_the_start_before_it(telemetry: Telemetry) -> None:
+    """A pool started and stopped again before the start's re-read returns: the stop shows
+    from its event, so a scrape has nothing left to wait for, not even the re-reads."""
+    source = FakeSource(reading("images", active=False))
+    async with watching(source, telemetry) as (watcher, inventory):
+        source.read_gate = asyncio.Event()
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.01)
+        [started] = watcher.news_in_flight()
+        source.emit("images", PoolEventKind.STOPPED)
+        await asyncio.wait_for(started, 2)
+        assert watcher.news_in_flight() == []
+        assert not inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        source.read_gate.set()
