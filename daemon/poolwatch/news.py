@@ -45,13 +45,10 @@ class PoolNews:
             if awaited is not None and awaited[0] is PoolEventKind.STARTED:
                 self.shown(pool)  # the stop shows from its event: no start left to show
 
-    def changed_since(self, pool: str, seq: int) -> bool:
+    def since(self, seq: int, pool: str) -> PoolEventKind | None:
+        """The pool's last event if it came after event ``seq``, else None."""
         last = self._last.get(pool)
-        return last is not None and last[0] > seq
-
-    def undefined_since(self, pool: str, seq: int) -> bool:
-        last = self._last.get(pool)
-        return last is not None and last[0] > seq and last[1] is PoolEventKind.UNDEFINED
+        return last[1] if last is not None and last[0] > seq else None
 
     def flags_unknown(self, pool: str) -> None:
         """The pool's next reading asks for its flags (a policy set one, or a reading that
@@ -61,10 +58,9 @@ class PoolNews:
     def take_flags_unknown(self, pool: str) -> bool:
         """Whether the reading about to begin must ask for the flags; from now on the next
         need not."""
-        if pool in self._flags_unknown:
-            self._flags_unknown.discard(pool)
-            return True
-        return False
+        unknown = pool in self._flags_unknown
+        self._flags_unknown.discard(pool)
+        return unknown
 
     def read(self, pool: str, *, active: bool) -> None:
         """A reading of the pool went into the inventory: it shows what the event said, though

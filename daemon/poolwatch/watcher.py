@@ -278,14 +278,15 @@ class Watcher:
         # not wait for the reading (measured: 3-6 ms more under load); again after, only if
         # the reading names another target.
         known = self._inventory.pool(self.key, name)
+        ask_flags = self._news.take_flags_unknown(name)
         early = flags = uuid = None
         if known is not None:
             early = asyncio.ensure_future(
                 self._targets.inspect(known.type, known.target_path, active=True, pool=name)
             )
             uuid = known.uuid
-        if not self._news.take_flags_unknown(name) and known is not None:
-            flags = known.persistent, known.autostart
+            if not ask_flags:
+                flags = known.persistent, known.autostart
         try:
             reading = await self._source.read_pool(name, flags=flags, uuid=uuid)
         except BaseException as exc:
@@ -311,7 +312,7 @@ class Watcher:
             target = await self._targets.inspect(
                 reading.type, reading.target_path, active=reading.active, pool=reading.name
             )
-        if self._detached or self._news.undefined_since(name, seq):
+        if self._detached or self._news.since(seq, name) is PoolEventKind.UNDEFINED:
             return
         scan = _carried_scan(self._inventory.pool(self.key, name), reading)
         # The new state goes out before the volume scan: a stop or start must not wait for it.
@@ -395,7 +396,7 @@ class Watcher:
         stale_scans = []
         restat = []  # fast-path pools: volume figures from stat() of the files that changed
         for reading, target in zip(readings, targets, strict=True):
-            if self._news.changed_since(reading.name, seq):
+            if self._news.since(seq, reading.name) is not None:
                 continue  # an event's re-read knows better than this listing
             scan = _carried_scan(current.get(reading.name), reading)
             pool = pools[reading.name] = self._snapshot(reading, target, scan)
@@ -404,9 +405,8 @@ class Watcher:
             elif reading.active and (scan is None or scan.count != reading.volume_count):
                 stale_scans.append(reading.name)
         for name, pool in current.items():
-            news = self._news
-            changed = news.changed_since(name, seq) and not news.undefined_since(name, seq)
-            if changed and name not in pools:
+            kind = self._news.since(seq, name)
+            if kind is not None and kind is not PoolEventKind.UNDEFINED and name not in pools:
                 pools[name] = pool
         for name in set(self._last_refresh) - set(pools):
             del self._last_refresh[name]

@@ -10,11 +10,10 @@ async def test_a_poll_begun_before_an_event_knows_it_is_outdated() -> None:
     news = PoolNews()
     news.heard("images", PoolEventKind.STOPPED)
     seq = news.seq  # a poll begins
-    assert not news.changed_since("images", seq)
+    assert news.since(seq, "images") is None
     news.heard("images", PoolEventKind.UNDEFINED)
-    assert news.changed_since("images", seq)
-    assert news.undefined_since("images", seq)
-    assert not news.changed_since("isos", seq)
+    assert news.since(seq, "images") is PoolEventKind.UNDEFINED
+    assert news.since(seq, "isos") is None
 
 
 async def test_only_a_definition_or_a_policy_makes_the_next_reading_ask_for_the_flags() -> None:
