@@ -9,22 +9,25 @@
   Anything that yields a base URL serving `/metrics` can be scraped by `measure.scrape_matrix`
   the same way.
 - events: a bare libvirt client's callback (`event_latency.BareListener`), which lives beside the
-  stop/start cycles it times.
+  stop/start cycles it times; and `switched_server`, the static server whose page a bare
+  client's events switch, timed by the same cycles as poolwatch (the scrape-time exporter, in
+  `scrape_time`, is the third).
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
-import subprocess
+import gzip
+import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import libvirt
+
+from benchmarks.scrape_time import child_process, free_port
 
 
 def bare_poll(conn: Any, xml_cache: dict[str, str]) -> int:
@@ -102,40 +105,77 @@ web.run_app(app, host='127.0.0.1', port=int(sys.argv[3]),
             print=lambda *a: print('ready', flush=True))
 """
 
+# The static server, with two pages: the one poolwatch served with the pool running, and the
+# same bytes with the pool's state line saying stopped. A bare libvirt client's lifecycle
+# callback (libvirt's default event loop in a thread, as in poolwatch) picks the page.
+SWITCHED_SERVER = """
+import sys, threading
+import libvirt
+from aiohttp import web
+uri, pool_name, prefix, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+pages = {state: (open(f'{prefix}.{state}', 'rb').read(), open(f'{prefix}.{state}.gz', 'rb').read())
+         for state in ('running', 'stopped')}
+libvirt.virEventRegisterDefaultImpl()
+def run_events():
+    while True:
+        libvirt.virEventRunDefaultImpl()
+threading.Thread(target=run_events, daemon=True).start()
+conn = libvirt.open(uri)
+current = pages['running' if conn.storagePoolLookupByName(pool_name).isActive() else 'stopped']
+def lifecycle(_conn, pool, event, _detail, _opaque):
+    global current
+    if pool.name() != pool_name:
+        return
+    if event == libvirt.VIR_STORAGE_POOL_EVENT_STARTED:
+        current = pages['running']
+    elif event == libvirt.VIR_STORAGE_POOL_EVENT_STOPPED:
+        current = pages['stopped']
+conn.storagePoolEventRegisterAny(None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, lifecycle, None)
+async def metrics(request):
+    plain, gz = current
+    if 'gzip' in request.headers.get('Accept-Encoding', ''):
+        return web.Response(body=gz, headers={'Content-Type': 'text/plain; version=0.0.4',
+                                              'Content-Encoding': 'gzip'})
+    return web.Response(body=plain, content_type='text/plain')
+app = web.Application()
+app.router.add_get('/metrics', metrics)
+web.run_app(app, host='127.0.0.1', port=port, print=lambda *a: print('ready', flush=True))
+"""
+
 
 @contextlib.contextmanager
 def static_server(workdir: Path, plain: bytes, gz: bytes) -> Iterator[str]:
     """The baseline for scrapes: an aiohttp server that serves the same bytes from memory."""
     (workdir / "page").write_bytes(plain)
     (workdir / "page.gz").write_bytes(gz)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            STATIC_SERVER,
-            str(workdir / "page"),
-            str(workdir / "page.gz"),
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 20
-        line = ""
-        while "ready" not in line and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-        if "ready" not in line:
-            raise RuntimeError("the static baseline server did not start")
+    port = free_port()
+    argv = [sys.executable, "-c", STATIC_SERVER, str(workdir / "page")]
+    argv += [str(workdir / "page.gz"), str(port)]
+    with child_process(argv, "the static baseline server"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+
+
+@contextlib.contextmanager
+def switched_server(uri: str, pool: str, workdir: Path, plain: bytes) -> Iterator[str]:
+    """The floor of the event rows: the static server with `plain` (poolwatch's page, `pool`
+    running) and a copy whose `pool` state line says stopped, switched between them by a bare
+    libvirt client's lifecycle events on `uri`. What it shows needs no libvirt call, no render
+    and no compression: an exporter can show an event no sooner through the same timing client,
+    scrapers and machine. Yields its base URL."""
+    state = re.compile(
+        rb'^(libvirt_storage_pool_state\{[^}]*storage_pool="'
+        + re.escape(pool.encode())
+        + rb'"[^}]*\} )\S+$',
+        re.MULTILINE,
+    )
+    stopped, found = state.subn(rb"\g<1>0.0", plain)
+    if found != 1:
+        raise RuntimeError(f"the page has {found} state lines for {pool}")
+    prefix = workdir / "switched"
+    for name, page in (("running", plain), ("stopped", stopped)):
+        Path(f"{prefix}.{name}").write_bytes(page)
+        Path(f"{prefix}.{name}.gz").write_bytes(gzip.compress(page, 6))
+    port = free_port()
+    argv = [sys.executable, "-c", SWITCHED_SERVER, uri, pool, str(prefix), str(port)]
+    with child_process(argv, "the event-switched static server"):
+        yield f"http://127.0.0.1:{port}"

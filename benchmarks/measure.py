@@ -170,13 +170,18 @@ def pool_event_latency(
     response at `url` showing each new state, beside a bare libvirt client's event."""
     poller = Poller(url, pool_name)
     listener = BareListener(conn, pool_name)
+    before = cpu_times()
     try:
         pool = conn.storagePoolLookupByName(pool_name)
         results, failures = stop_start_cycles(pool, poller, cycles, warmup, listener)
     finally:
         listener.close()
         poller.close()
+    spent = [after - earlier for after, earlier in zip(cpu_times(), before, strict=True)]
     out: dict[str, Any] = {"cycles": cycles, "failures": failures}
+    # The time the hypervisor gave this machine's CPUs to others while they had work: on a
+    # shared host, what separates a slow window from a slow exporter.
+    out["steal_percent"] = 100 * spent[STEAL] / max(1, sum(spent))
     out["raw_ms"] = {k: [round(v * 1000, 2) for v in values] for k, values in results.items()}
     for key, values in results.items():
         if values:
@@ -187,6 +192,16 @@ def pool_event_latency(
         "p99": percentile(polls, 99) * 1000 if polls else None,
     }
     return out
+
+
+# /proc/stat's first line: the machine's CPU time by kind (user, nice, system, idle, iowait, irq,
+# softirq, steal, ...), in clock ticks; guest times are already counted in user and nice.
+STEAL = 7
+
+
+def cpu_times() -> list[int]:
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    return [int(value) for value in fields]
 
 
 def quiet_reads(url: str, pool_name: str, polls: int) -> dict[str, float]:

@@ -2,7 +2,8 @@
 on stdout, and every figure in results.json.
 
 The table has a column per shape measured and a row per figure; a figure a shape lacks shows
-as "-". Event latencies are rows like the others (poolwatch and the scrape-time baseline).
+as "-". Event latencies are rows like the others (poolwatch, the event-switched static server
+and the scrape-time baseline).
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def table(results: dict[str, Any]) -> str:
             "p99 ≤ 10 ms and < scrape-time p50",
         )
         row(
+            f"same, event-switched static server p50 / p99 (max) ms, {scrapers} scrapers",
+            transition("events_switched", kind),
+        )
+        row(
             f"same, scrape-time baseline p50 / p99 (max) ms, {scrapers} scrapers",
             transition("events_scrape_time", kind),
         )
@@ -99,17 +104,29 @@ def table(results: dict[str, Any]) -> str:
         ),
     )
     row(
-        "its reads during the cycles p50 / p99 ms, poolwatch (scrape-time)",
+        "its reads during the cycles p50 / p99 ms, poolwatch (switched; scrape-time)",
         lambda s: (
             f"{s['events']['metrics_poll_ms']['p50']:.1f} / "
             f"{s['events']['metrics_poll_ms']['p99']:.1f}"
-            f" ({s['events_scrape_time']['metrics_poll_ms']['p50']:.1f} / "
+            f" ({s['events_switched']['metrics_poll_ms']['p50']:.1f} / "
+            f"{s['events_switched']['metrics_poll_ms']['p99']:.1f}; "
+            f"{s['events_scrape_time']['metrics_poll_ms']['p50']:.1f} / "
             f"{s['events_scrape_time']['metrics_poll_ms']['p99']:.1f})"
         ),
     )
     row(
-        "transitions not seen within 10 s, poolwatch / scrape-time",
-        lambda s: f"{s['events']['failures']} / {s['events_scrape_time']['failures']}",
+        "CPU steal during the cycles, % of the machine, poolwatch (switched; scrape-time)",
+        lambda s: (
+            f"{s['events']['steal_percent']:.0f} ({s['events_switched']['steal_percent']:.0f}; "
+            f"{s['events_scrape_time']['steal_percent']:.0f})"
+        ),
+    )
+    row(
+        "transitions not seen within 10 s, poolwatch / switched / scrape-time",
+        lambda s: (
+            f"{s['events']['failures']} / {s['events_switched']['failures']} / "
+            f"{s['events_scrape_time']['failures']}"
+        ),
     )
     row(
         "poolwatch's own idle CPU, % of a core (scraped every 15 s)",

@@ -20,6 +20,9 @@ shape (POOLS x VOLUMES per pool), `dir` pools filled with sparse files made dire
   created and removed by hand until /metrics shows it; `--cycles` stop/start cycles of one pool
   under `--scrapers` concurrent scrapers, from the call's return to /metrics showing the state,
   beside the time a bare libvirt client receives the event;
+- the event-switched static server (benchmarks/baselines.py: poolwatch's page from memory, its
+  state line switched by a bare client's events), same cycles under the same scrapers,
+  poolwatch stopped: what the timing client, the scrapers and this machine allow any exporter;
 - the scrape-time baseline (benchmarks/scrape_time.py: listAllStoragePools + info() of every
   pool on each scrape), same cycles under the same scrapers, poolwatch stopped;
 - one full poll (a resync) by poolwatch's own `LibvirtSource` + `Watcher` in this process,
@@ -53,7 +56,7 @@ import libvirt
 from tests.harness.commands import which
 from tests.harness.libvirtd import Libvirtd, LibvirtdError, prerequisites_problem
 
-from benchmarks.baselines import static_server
+from benchmarks.baselines import static_server, switched_server
 from benchmarks.event_latency import start_poolwatch
 from benchmarks.freshness import (
     idle_with_libvirtd,
@@ -162,12 +165,21 @@ async def measure_shape(
                 pool_event_latency, process.url, conn, EVENT_POOL, args.cycles
             )
         await wait_for_series(process.url, exported, 60)  # the restarted pool is rescanned
+        page = await fetch(process.url, False)  # the switched server's, the pool running
         rss, peak = proc_rss_mb(pid)  # after the scrapes: 50 concurrent ones raise the peak
         out["loaded"] = {"rss_mb": rss, "peak_rss_mb": peak}
     finally:
         code = process.stop()
         if code != 0:
             log(f"poolwatch exited with {code}: {process.logs[-5:]}")
+    log(f"{label}: the event-switched static server, same cycles and scrapers ...")
+    with (
+        switched_server(daemon.uri, EVENT_POOL, workdir, page) as url,
+        scrapers(url, args.scrapers),
+    ):
+        out["events_switched"] = await asyncio.to_thread(
+            pool_event_latency, url, conn, EVENT_POOL, args.cycles
+        )
     log(f"{label}: the scrape-time baseline, same cycles and scrapers ...")
     with scrape_time_exporter(daemon.uri) as url, scrapers(url, args.scrapers):
         out["events_scrape_time"] = await asyncio.to_thread(

@@ -104,7 +104,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], what: str) -> Iterator[subprocess.Popen[str]]:
+def child_process(argv: list[str], what: str) -> Iterator[subprocess.Popen[str]]:
+    """`argv` as a child process, once it printed "ready"; terminated when the block ends."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -129,7 +130,7 @@ def scrape_time_exporter(uri: str) -> Iterator[str]:
     """The scrape-time baseline on a free loopback port; yields its base URL."""
     port = free_port()
     argv = [sys.executable, "-c", SCRAPE_TIME_EXPORTER, uri, str(port)]
-    with _process(argv, "the scrape-time exporter"):
+    with child_process(argv, "the scrape-time exporter"):
         yield f"http://127.0.0.1:{port}"
 
 
@@ -139,5 +140,5 @@ def scrapers(url: str, n: int) -> Iterator[None]:
     if n <= 0:
         yield
         return
-    with _process([sys.executable, "-c", SCRAPERS, url, str(n)], "the scrapers"):
+    with child_process([sys.executable, "-c", SCRAPERS, url, str(n)], "the scrapers"):
         yield
