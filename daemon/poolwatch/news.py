@@ -62,6 +62,11 @@ class PoolNews:
         self._flags_unknown.discard(pool)
         return unknown
 
+    def start_awaited(self, pool: str) -> bool:
+        """Whether the pool's last event, a start, is news that no reading has shown yet."""
+        awaited = self._awaited.get(pool)
+        return awaited is not None and awaited[0] is PoolEventKind.STARTED
+
     def read(self, pool: str, *, active: bool) -> None:
         """A reading of the pool went into the inventory: it shows what the event said, though
         it may have begun before the event (a re-read still in flight), unless the event was a

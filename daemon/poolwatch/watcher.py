@@ -22,7 +22,7 @@ import structlog
 
 from poolwatch.addresses import default_host_name, without_credentials
 from poolwatch.fastpath.pools import LocalPools
-from poolwatch.filesystem import Target, TargetInspector
+from poolwatch.filesystem import Inspected, Target, TargetInspector
 from poolwatch.guests import GuestTracker
 from poolwatch.inventory import Inventory
 from poolwatch.model import (
@@ -140,9 +140,10 @@ class Watcher:
 
     def news_in_flight(self) -> list[asyncio.Future[None]]:
         """Per pool that an event started or defined, a future done once a reading shows it
-        (running, or there at all) or its re-reads end: only a re-read can show such a pool,
-        so a scrape that comes meanwhile waits for them (web/settle.py). A stop shows from its
-        event, before its re-read, and ends the wait for a start before it (news.py)."""
+        (running, or there at all) or its re-reads end: such a pool shows from a re-read (a
+        fast-path start from the statvfs its re-read begins with), so a scrape that comes
+        meanwhile waits for it (web/settle.py). A stop shows from its event, before its
+        re-read, and ends the wait for a start before it (news.py)."""
         return self._news.in_flight()
 
     def set_urgent(self, pools: frozenset[str]) -> None:
@@ -254,6 +255,45 @@ class Watcher:
         )
         self._inventory.put_pool(self.key, stopped)
 
+    def _show_started(self, name: str, seq: int, inspected: asyncio.Future[Inspected]) -> None:
+        """libvirt's event is its word that the pool started, and a pool on the fast path takes
+        its figures from a statvfs of its target, not from libvirt: such a pool shows running
+        once the statvfs its re-read begins with is in, before libvirt answers the re-read (four
+        calls, which may wait behind others on the connection). The reading has the last word.
+        A pool that an event stopped, undefined or defined again meanwhile waits for it."""
+        if inspected.cancelled() or inspected.exception() is not None:
+            return
+        filesystem, mounted = inspected.result()
+        known = self._inventory.pool(self.key, name)
+        if (
+            filesystem is None
+            or known is None
+            or known.active
+            or self._detached
+            or not self._news.start_awaited(name)
+            or self._news.since(seq, name) is not None
+        ):
+            return
+        started = PoolReading(
+            name=name,
+            uuid=known.uuid,
+            type=known.type,
+            target_path=known.target_path,
+            source=known.source,
+            state=PoolState.RUNNING,
+            active=True,
+            persistent=known.persistent,
+            autostart=known.autostart,
+            capacity=known.capacity,  # replaced by the statvfs's on the fast path
+            allocation=known.allocation,
+            available=known.available,
+            volume_count=None,
+        )
+        snapshot = self._snapshot(started, (filesystem, mounted), None)
+        if snapshot.fast_path:
+            self._inventory.put_pool(self.key, snapshot)
+            self._news.read(name, active=True)
+
     def _request_reread(self, pool: str, *, volumes: bool) -> None:
         if pool in self._reading:
             self._dirty[pool] = self._dirty.get(pool, False) or volumes
@@ -284,6 +324,8 @@ class Watcher:
             early = asyncio.ensure_future(
                 self._targets.inspect(known.type, known.target_path, active=True, pool=name)
             )
+            if not known.active:
+                early.add_done_callback(functools.partial(self._show_started, name, seq))
             uuid = known.uuid
             if not ask_flags:
                 flags = known.persistent, known.autostart

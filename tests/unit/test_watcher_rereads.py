@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
 from poolwatch.inventory import Inventory
-from poolwatch.model import PoolEventKind
+from poolwatch.model import PoolEventKind, PoolState
 from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
-from tests.unit.test_watcher import FakeSource, reading, until, watcher_of
+from tests.unit.test_watcher import FakeSource, fast_path_watched, reading, until, watcher_of
 
 
 @pytest.fixture
@@ -29,10 +31,17 @@ async def watching(
     """The watcher of ``source``, running, once its first poll is done."""
     inventory = Inventory()
     watcher = watcher_of(source, inventory, telemetry)
+    async with watching_task(watcher, inventory):
+        yield watcher, inventory
+
+
+@asynccontextmanager
+async def watching_task(watcher: Watcher, inventory: Inventory) -> AsyncIterator[None]:
+    """``watcher`` running, once its first poll is done."""
     task = asyncio.create_task(watcher.run())
     try:
         await until(lambda: inventory.ready, inventory)
-        yield watcher, inventory
+        yield
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -117,3 +126,55 @@ async def test_a_stop_ends_the_wait_for_the_start_before_it(telemetry: Telemetry
         assert watcher.news_in_flight() == []
         assert not inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
         source.read_gate.set()
+
+
+async def test_a_fast_path_pool_shows_started_from_its_event_and_a_statvfs(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    """A pool whose target poolwatch can see shows running once the start event and a statvfs
+    of the target are in, before its re-read returns (calls that may wait behind others): its
+    figures are the statvfs's, as after the re-read, and a scrape has nothing to wait for. Then
+    the re-read has the last word."""
+    source, inventory, watcher = fast_path_watched(tmp_path, telemetry)
+    running = source.pools["images"]
+    async with watching_task(watcher, inventory):
+        reads = len(source.flags_read)
+        source.pools["images"] = dataclasses.replace(
+            running, state=PoolState.INACTIVE, active=False, volume_count=None
+        )
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: len(source.flags_read) > reads, inventory)  # its re-read returned
+        source.read_gate = asyncio.Event()
+        source.pools["images"] = running
+        reads = len(source.flags_read)
+        source.emit("images", PoolEventKind.STARTED)
+        await until(lambda: inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        pool = inventory.pool("kvm01", "images")
+        assert pool is not None
+        assert len(source.flags_read) == reads  # the re-read has not returned
+        st = os.statvfs(tmp_path)
+        assert (pool.state, pool.fast_path) == (PoolState.RUNNING, True)
+        assert pool.capacity == st.f_blocks * st.f_frsize  # not the 100 GiB libvirt would say
+        assert watcher.news_in_flight() == []
+        source.read_gate.set()
+        await until(lambda: len(source.flags_read) > reads, inventory)
+        await until(lambda: inventory.pool("kvm01", "images").volumes is not None, inventory)  # type: ignore[union-attr]
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+
+
+async def test_a_pool_the_fast_path_cannot_see_shows_started_only_once_read_again(
+    telemetry: Telemetry,
+) -> None:
+    """Without a statvfs of its target (here: filesystems not measured), a started pool's
+    figures can only come from libvirt: it shows running after the re-read, and scrapes wait."""
+    source = FakeSource(reading("images", active=False))
+    async with watching(source, telemetry) as (watcher, inventory):
+        source.read_gate = asyncio.Event()
+        source.pools["images"] = reading("images")
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.05)
+        assert not inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        [started] = watcher.news_in_flight()
+        source.read_gate.set()
+        await asyncio.wait_for(started, 2)
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
