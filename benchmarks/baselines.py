@@ -89,26 +89,34 @@ POLL_BASELINES: tuple[PollBaseline, ...] = (
 )
 
 
-STATIC_SERVER = """
-import sys
-from aiohttp import web
-plain = open(sys.argv[1], 'rb').read()
-gz = open(sys.argv[2], 'rb').read()
+# Serves `current`, a (plain, gzip) pair of bodies, on `port`; prints "ready" once listening.
+_SERVE = """
 async def metrics(request):
+    plain, gz = current
     if 'gzip' in request.headers.get('Accept-Encoding', ''):
         return web.Response(body=gz, headers={'Content-Type': 'text/plain; version=0.0.4',
                                               'Content-Encoding': 'gzip'})
     return web.Response(body=plain, content_type='text/plain')
 app = web.Application()
 app.router.add_get('/metrics', metrics)
-web.run_app(app, host='127.0.0.1', port=int(sys.argv[3]),
-            print=lambda *a: print('ready', flush=True))
+web.run_app(app, host='127.0.0.1', port=port, print=lambda *a: print('ready', flush=True))
 """
+
+STATIC_SERVER = (
+    """
+import sys
+from aiohttp import web
+current = (open(sys.argv[1], 'rb').read(), open(sys.argv[2], 'rb').read())
+port = int(sys.argv[3])
+"""
+    + _SERVE
+)
 
 # The static server, with two pages: the one poolwatch served with the pool running, and the
 # same bytes with the pool's state line saying stopped. A bare libvirt client's lifecycle
 # callback (libvirt's default event loop in a thread, as in poolwatch) picks the page.
-SWITCHED_SERVER = """
+SWITCHED_SERVER = (
+    """
 import sys, threading
 import libvirt
 from aiohttp import web
@@ -131,16 +139,9 @@ def lifecycle(_conn, pool, event, _detail, _opaque):
     elif event == libvirt.VIR_STORAGE_POOL_EVENT_STOPPED:
         current = pages['stopped']
 conn.storagePoolEventRegisterAny(None, libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE, lifecycle, None)
-async def metrics(request):
-    plain, gz = current
-    if 'gzip' in request.headers.get('Accept-Encoding', ''):
-        return web.Response(body=gz, headers={'Content-Type': 'text/plain; version=0.0.4',
-                                              'Content-Encoding': 'gzip'})
-    return web.Response(body=plain, content_type='text/plain')
-app = web.Application()
-app.router.add_get('/metrics', metrics)
-web.run_app(app, host='127.0.0.1', port=port, print=lambda *a: print('ready', flush=True))
 """
+    + _SERVE
+)
 
 
 @contextlib.contextmanager
