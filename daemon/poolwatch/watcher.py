@@ -141,7 +141,7 @@ class Watcher:
     def news_in_flight(self) -> list[asyncio.Future[None]]:
         """Per pool that an event started or defined, a future done once a reading shows it
         (running, or there at all) or its re-reads end: such a pool shows from a re-read (a
-        fast-path start from the statvfs its re-read begins with), so a scrape that comes
+        fast-path start from a statvfs asked for at its event), so a scrape that comes
         meanwhile waits for it (web/settle.py). A stop shows from its event, before its
         re-read, and ends the wait for a start before it (news.py)."""
         return self._news.in_flight()
@@ -238,6 +238,8 @@ class Watcher:
             return
         if event.kind is PoolEventKind.STOPPED:
             self._show_stopped(event.pool)
+        elif event.kind is PoolEventKind.STARTED:
+            self._show_started_soon(event.pool)
         # A started pool's volumes are news. After a refresh the re-read's volume count tells
         # whether files came or went (then it scans); sizes are the volume poll's business,
         # or every refresh poll would cost a second scan of every volume.
@@ -255,15 +257,22 @@ class Watcher:
         )
         self._inventory.put_pool(self.key, stopped)
 
-    def _show_started(self, name: str, seq: int, inspected: asyncio.Future[Inspected]) -> None:
+    def _show_started_soon(self, name: str) -> None:
         """libvirt's event is its word that the pool started, and a pool on the fast path takes
         its figures from a statvfs of its target, not from libvirt: such a pool shows running
-        once the statvfs its re-read begins with is in, before libvirt answers the re-read (four
-        calls, which may wait behind others on the connection). The reading has the last word.
-        A pool that an event stopped, undefined or defined again meanwhile waits for it."""
-        if inspected.cancelled() or inspected.exception() is not None:
+        once a statvfs asked for at the event is in, before libvirt answers the re-read (four
+        calls, which may wait behind others on the connection). The reading has the last word."""
+        known = self._inventory.pool(self.key, name)
+        if known is None or known.active:
             return
-        filesystem, mounted = inspected.result()
+        target = Target(name, known.type, known.target_path, active=True)
+        seq = self._news.seq  # this event's
+        self._targets.inspect_soon(target, functools.partial(self._show_started, name, seq))
+
+    def _show_started(self, name: str, seq: int, inspected: Inspected) -> None:
+        """`_show_started_soon`'s statvfs is in. A pool that an event stopped, undefined or
+        defined again meanwhile, or that a reading already shows, waits for the reading."""
+        filesystem, mounted = inspected
         known = self._inventory.pool(self.key, name)
         if (
             filesystem is None
@@ -314,9 +323,8 @@ class Watcher:
 
     async def _read_one(self, name: str, *, volumes: bool) -> None:
         seq = self._news.seq
-        # The target as last read is inspected while libvirt is asked, so a start's statvfs does
-        # not wait for the reading (measured: 3-6 ms more under load); again after, only if
-        # the reading names another target.
+        # The target as last read is inspected while libvirt is asked, so the statvfs does not
+        # wait for the reading; again after, only if the reading names another target.
         known = self._inventory.pool(self.key, name)
         ask_flags = self._news.take_flags_unknown(name)
         early = flags = uuid = None
@@ -324,8 +332,6 @@ class Watcher:
             early = asyncio.ensure_future(
                 self._targets.inspect(known.type, known.target_path, active=True, pool=name)
             )
-            if not known.active:
-                early.add_done_callback(functools.partial(self._show_started, name, seq))
             uuid = known.uuid
             if not ask_flags:
                 flags = known.persistent, known.autostart

@@ -3,6 +3,7 @@ the event loop (many in one worker job; a hung target holds up only itself)."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import threading
@@ -186,6 +187,45 @@ async def test_a_hung_target_holds_up_only_itself(
         assert again[1] == (None, None)
         assert again[2][0] is not None
         assert len(log.warnings) == 1
+    finally:
+        released.set()
+        executor.shutdown(wait=True)
+
+
+async def test_inspect_soon_hands_a_statvfs_to_the_loop_and_skips_what_it_cannot_measure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A started pool's statvfs, asked for at its event, comes back on the loop thread; a
+    pool type without a local filesystem, or a target still hung from an earlier call, costs
+    no worker job."""
+    hung, released = str(tmp_path / "nfs"), threading.Event()
+    real = filesystem.inspect_target
+
+    def inspect(pool_type: str, path: str, *, active: bool) -> Any:
+        if path == hung:
+            released.wait(10)
+        return real(pool_type, path, active=active)
+
+    monkeypatch.setattr(filesystem, "inspect_target", inspect)
+    executor = CountingExecutor(2)
+    inspector = TargetInspector(executor, enabled=True, timeout=lambda: 0.2, log=RecordingLog)
+    loop = asyncio.get_running_loop()
+    handed: asyncio.Future[tuple[Any, int]] = loop.create_future()
+    try:
+        inspector.inspect_soon(
+            Target("a", "dir", str(tmp_path), True),
+            lambda found: handed.set_result((found, threading.get_ident())),
+        )
+        (stat, mounted), thread = await asyncio.wait_for(handed, 5)
+        assert stat is not None
+        assert stat.size_bytes > 0
+        assert mounted is False
+        assert thread == threading.get_ident()  # called on the loop, not in the worker
+        await inspector.inspect_all([Target("nfs", "dir", hung, True)])  # given up: hung
+        jobs = executor.jobs
+        inspector.inspect_soon(Target("nfs", "dir", hung, True), lambda _found: None)
+        inspector.inspect_soon(Target("vg", "logical", "/dev/vg", True), lambda _found: None)
+        assert executor.jobs == jobs
     finally:
         released.set()
         executor.shutdown(wait=True)

@@ -3,11 +3,12 @@
 libvirt's event says that a pool stopped, and /metrics shows it at once; that a pool started or
 was defined, it says too, but its figures (capacity, allocation, its volumes' place) come from
 the re-read the event asks for, a few calls that take milliseconds, more on a loaded host (a
-fast-path pool's start shows from a statvfs, before the calls return: Watcher._show_started). A
-scrape that comes meanwhile would show the pool as it was, where a scrape-time exporter would
-show it running; so it waits for those re-reads (``Watcher.news_in_flight``), at most
-`SETTLE_BUDGET`. While a wait has outlived it (a slow or frozen libvirtd), scrapes do not wait at
-all until the late re-reads end: a hung libvirtd costs one scrape the budget, not every scrape.
+fast-path pool's start shows from a statvfs asked for at the event, before the calls return:
+Watcher._show_started_soon). A scrape that comes meanwhile would show the pool as it was,
+where a scrape-time exporter would show it running; so it waits for those re-reads
+(``Watcher.news_in_flight``), at most `SETTLE_BUDGET`. While a wait has outlived it (a slow or
+frozen libvirtd), scrapes do not wait at all until the late re-reads end: a hung libvirtd costs
+one scrape the budget, not every scrape.
 Nothing is asked of libvirt for a scrape, and with no re-read in flight a scrape does not wait.
 """
 
