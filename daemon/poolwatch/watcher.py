@@ -360,7 +360,15 @@ class Watcher:
             target = await self._targets.inspect(
                 reading.type, reading.target_path, active=reading.active, pool=reading.name
             )
-        if self._detached or self._news.since(seq, name) is PoolEventKind.UNDEFINED:
+        later = self._news.since(seq, name)
+        if (
+            self._detached
+            or later is PoolEventKind.UNDEFINED
+            # Asked before a stop or start that it contradicts: it would show the pool as it
+            # was until the event's own re-read, queued behind this one, returns.
+            or (later is PoolEventKind.STOPPED and reading.active)
+            or (later is PoolEventKind.STARTED and not reading.active)
+        ):
             return
         scan = _carried_scan(self._inventory.pool(self.key, name), reading)
         # The new state goes out before the volume scan: a stop or start must not wait for it.

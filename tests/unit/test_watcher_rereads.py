@@ -129,6 +129,84 @@ async def test_a_stop_ends_the_wait_for_the_start_before_it(telemetry: Telemetry
         source.read_gate.set()
 
 
+@asynccontextmanager
+async def states_shown(inventory: Inventory, pool: str) -> AsyncIterator[list[bool]]:
+    """Whether ``pool`` ran, in every generation of the inventory while the block runs."""
+    shown: list[bool] = []
+
+    async def follow() -> None:
+        generation = inventory.generation
+        while True:
+            generation = await inventory.wait_changed(generation)
+            snapshot = inventory.pool("kvm01", pool)
+            shown.append(snapshot is not None and snapshot.active)
+
+    task = asyncio.create_task(follow())
+    try:
+        yield shown
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_start_read_again_after_a_later_stop_is_not_shown(telemetry: Telemetry) -> None:
+    """A pool started, then stopped while the start's re-read waited behind other calls: that
+    re-read's answer (running) is older than the stop, so the pool does not show running again
+    until the stop's own re-read; it stays stopped throughout (it showed running for a re-read's
+    time, 1-9 ms in the benchmark's cycles)."""
+    source = FakeSource(reading("images", active=False))
+    async with watching(source, telemetry) as (_watcher, inventory):
+        start_read = source.read_gate = asyncio.Event()
+        source.pools["images"] = reading("images")  # what libvirt answers the start's re-read
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.01)
+        reads = len(source.flags_read)
+        async with states_shown(inventory, "images") as shown:
+            source.emit("images", PoolEventKind.STOPPED)
+            await asyncio.sleep(0.01)
+            stop_read = source.read_gate = asyncio.Event()
+            start_read.set()
+            await until(lambda: len(source.flags_read) > reads, inventory)
+            await asyncio.sleep(0.01)
+            source.pools["images"] = reading("images", active=False)
+            stop_read.set()
+            await until(lambda: len(source.flags_read) > reads + 1, inventory)
+            await asyncio.sleep(0.01)
+        assert True not in shown
+        assert not inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+
+
+async def test_a_stop_read_again_after_a_later_start_does_not_hide_the_start(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    """The converse on the fast path: a stop's re-read still in flight when the pool starts
+    again and shows running from a statvfs; that re-read's answer (stopped) is older than the
+    start, so the pool keeps showing running."""
+    source, inventory, _watcher = fast_path_watched(tmp_path, telemetry)
+    running = source.pools["images"]
+    stopped = dataclasses.replace(running, state=PoolState.INACTIVE, active=False)
+    async with watching_task(_watcher, inventory):
+        stop_read = source.read_gate = asyncio.Event()
+        source.pools["images"] = stopped  # what libvirt answers the stop's re-read
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        await asyncio.sleep(0.05)  # its statvfs is in; libvirt has not answered yet
+        reads = len(source.flags_read)
+        source.emit("images", PoolEventKind.STARTED)
+        await until(lambda: inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        async with states_shown(inventory, "images") as shown:
+            start_read = source.read_gate = asyncio.Event()
+            stop_read.set()
+            await until(lambda: len(source.flags_read) > reads, inventory)
+            await asyncio.sleep(0.01)
+            source.pools["images"] = running
+            start_read.set()
+            await until(lambda: len(source.flags_read) > reads + 1, inventory)
+            await asyncio.sleep(0.01)
+        assert False not in shown
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+
+
 async def test_a_fast_path_pool_shows_started_from_its_event_and_a_statvfs(
     tmp_path: Path, telemetry: Telemetry
 ) -> None:
