@@ -113,6 +113,7 @@ class TargetInspector:
         self._enabled = enabled
         self._timeout = timeout
         self._pending: set[str] = set()
+        self._stuck: set[str] = set()  # given up after `timeout()`, its call not returned yet
 
     async def inspect(self, pool_type: str, path: str, *, active: bool, pool: str) -> Inspected:
         """The target's filesystem and mount status; (None, None) where not measurable."""
@@ -155,6 +156,7 @@ class TargetInspector:
             if stuck not in job.found:
                 target = job.targets[stuck]
                 self._log().warning("filesystem_stat_timeout", pool=target.pool, path=target.path)
+                self._stuck.add(target.path)
                 # Only the stuck target stays out of later calls until its call returns.
                 self._pending -= held - {target.path}
                 held.intersection_update({target.path})
@@ -169,12 +171,13 @@ class TargetInspector:
         returns: one hand-over between the worker and the loop, where awaiting ``inspect``
         takes four (each a turn of the loop, ~1 ms when scrapes keep it busy). Nothing is
         handed over for a target that is not measurable now, nor when the call hangs: nobody
-        waits for it. It does not keep the target out of other calls (an ``inspect`` beside
-        it measures the target too); one held up by a hung target keeps it out of this one."""
+        waits for it. A target in flight in another call is measured again (a start right
+        after a stop, whose re-read's statvfs has not come back yet); one that another call
+        gave up as hung is not, until that call returns."""
         if (
             not self._enabled
             or target.type not in FILESYSTEM_POOL_TYPES
-            or target.path in self._pending
+            or target.path in self._stuck
         ):
             return
         loop = asyncio.get_running_loop()
@@ -191,3 +194,4 @@ class TargetInspector:
 
     def _release(self, held: set[str], _future: object) -> None:
         self._pending -= held
+        self._stuck -= held

@@ -196,8 +196,8 @@ async def test_inspect_soon_hands_a_statvfs_to_the_loop_and_skips_what_it_cannot
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A started pool's statvfs, asked for at its event, comes back on the loop thread; a
-    pool type without a local filesystem, or a target still hung from an earlier call, costs
-    no worker job."""
+    target in flight in another call is asked again, but a pool type without a local
+    filesystem, or a target that another call gave up as hung, costs no worker job."""
     hung, released = str(tmp_path / "nfs"), threading.Event()
     real = filesystem.inspect_target
 
@@ -221,9 +221,15 @@ async def test_inspect_soon_hands_a_statvfs_to_the_loop_and_skips_what_it_cannot
         assert stat.size_bytes > 0
         assert mounted is False
         assert thread == threading.get_ident()  # called on the loop, not in the worker
-        await inspector.inspect_all([Target("nfs", "dir", hung, True)])  # given up: hung
+        nfs = Target("nfs", "dir", hung, True)
+        polled = asyncio.create_task(inspector.inspect_all([nfs]))
+        await asyncio.sleep(0.05)  # in flight in that call, not given up yet: asked again
         jobs = executor.jobs
-        inspector.inspect_soon(Target("nfs", "dir", hung, True), lambda _found: None)
+        inspector.inspect_soon(nfs, lambda _found: None)
+        assert executor.jobs == jobs + 1
+        await polled  # given up as hung after 0.2 s: no longer asked
+        jobs = executor.jobs
+        inspector.inspect_soon(nfs, lambda _found: None)
         inspector.inspect_soon(Target("vg", "logical", "/dev/vg", True), lambda _found: None)
         assert executor.jobs == jobs
     finally:

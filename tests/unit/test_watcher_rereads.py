@@ -190,7 +190,6 @@ async def test_a_stop_read_again_after_a_later_start_does_not_hide_the_start(
         source.pools["images"] = stopped  # what libvirt answers the stop's re-read
         source.emit("images", PoolEventKind.STOPPED)
         await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
-        await asyncio.sleep(0.05)  # its statvfs is in; libvirt has not answered yet
         reads = len(source.flags_read)
         source.emit("images", PoolEventKind.STARTED)
         await until(lambda: inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
