@@ -155,12 +155,10 @@ async def test_many_targets_are_inspected_in_one_worker_job(tmp_path: Path) -> N
     executor.shutdown()
 
 
-async def test_a_hung_target_holds_up_only_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A dead NFS server blocks its statvfs: the pools after it in the job are still measured,
-    and it is not asked again until its call returns."""
-    hung, released = str(tmp_path / "nfs"), threading.Event()
+def hang_at(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, threading.Event]:
+    """``path`` as the target of a dead NFS server: its inspection blocks until the event is
+    set (10 s at most)."""
+    hung, released = str(path), threading.Event()
     real = filesystem.inspect_target
 
     def inspect(pool_type: str, path: str, *, active: bool) -> Any:
@@ -169,6 +167,15 @@ async def test_a_hung_target_holds_up_only_itself(
         return real(pool_type, path, active=active)
 
     monkeypatch.setattr(filesystem, "inspect_target", inspect)
+    return hung, released
+
+
+async def test_a_hung_target_holds_up_only_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead NFS server blocks its statvfs: the pools after it in the job are still measured,
+    and it is not asked again until its call returns."""
+    hung, released = hang_at(tmp_path / "nfs", monkeypatch)
     executor = concurrent.futures.ThreadPoolExecutor(2)
     log = RecordingLog()
     inspector = TargetInspector(executor, enabled=True, timeout=lambda: 0.2, log=lambda: log)
@@ -198,15 +205,7 @@ async def test_inspect_soon_hands_a_statvfs_to_the_loop_and_skips_what_it_cannot
     """A started pool's statvfs, asked for at its event, comes back on the loop thread; a
     target in flight in another call is asked again, but a pool type without a local
     filesystem, or a target that another call gave up as hung, costs no worker job."""
-    hung, released = str(tmp_path / "nfs"), threading.Event()
-    real = filesystem.inspect_target
-
-    def inspect(pool_type: str, path: str, *, active: bool) -> Any:
-        if path == hung:
-            released.wait(10)
-        return real(pool_type, path, active=active)
-
-    monkeypatch.setattr(filesystem, "inspect_target", inspect)
+    hung, released = hang_at(tmp_path / "nfs", monkeypatch)
     executor = CountingExecutor(2)
     inspector = TargetInspector(executor, enabled=True, timeout=lambda: 0.2, log=RecordingLog)
     loop = asyncio.get_running_loop()
