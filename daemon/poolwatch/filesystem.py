@@ -75,6 +75,11 @@ class Target:
 
 Inspected = tuple[FilesystemStat | None, bool | None]
 
+# How long a target may have been in another call's job and still be measured again by
+# `TargetInspector.inspect_soon`: a healthy statvfs takes microseconds, and a job of every
+# pool's target (the info poll) some milliseconds at 500 pools.
+IN_FLIGHT_GRACE = 0.05
+
 
 class _Job:
     """Targets inspected in turn in one worker job; what it found so far can be read while it
@@ -113,7 +118,7 @@ class TargetInspector:
         self._enabled = enabled
         self._timeout = timeout
         self._pending: set[str] = set()
-        self._stuck: set[str] = set()  # given up after `timeout()`, its call not returned yet
+        self._since: dict[str, float] = {}  # loop time each pending target's job was submitted
 
     async def inspect(self, pool_type: str, path: str, *, active: bool, pool: str) -> Inspected:
         """The target's filesystem and mount status; (None, None) where not measurable."""
@@ -137,6 +142,7 @@ class TargetInspector:
             job = _Job([targets[i] for i in todo])
             held = {t.path for t in job.targets}  # in _pending for this job, until it returns
             self._pending |= held
+            self._since.update(dict.fromkeys(held, loop.time()))
             future = loop.run_in_executor(self._executor, job.run)
             future.add_done_callback(functools.partial(self._release, held))
             try:
@@ -156,7 +162,6 @@ class TargetInspector:
             if stuck not in job.found:
                 target = job.targets[stuck]
                 self._log().warning("filesystem_stat_timeout", pool=target.pool, path=target.path)
-                self._stuck.add(target.path)
                 # Only the stuck target stays out of later calls until its call returns.
                 self._pending -= held - {target.path}
                 held.intersection_update({target.path})
@@ -171,16 +176,20 @@ class TargetInspector:
         returns: one hand-over between the worker and the loop, where awaiting ``inspect``
         takes four (each a turn of the loop, ~1 ms when scrapes keep it busy). Nothing is
         handed over for a target that is not measurable now, nor when the call hangs: nobody
-        waits for it. A target in flight in another call is measured again (a start right
-        after a stop, whose re-read's statvfs has not come back yet); one that another call
-        gave up as hung is not, until that call returns."""
+        waits for it. A target that another call has had in flight for a moment is measured
+        again (a start right after a stop, whose re-read's statvfs has not come back yet); one
+        in flight longer than `IN_FLIGHT_GRACE` is not, as it may hang (a dead NFS server), and
+        a second call would hold a second worker."""
+        loop = asyncio.get_running_loop()
         if (
             not self._enabled
             or target.type not in FILESYSTEM_POOL_TYPES
-            or target.path in self._stuck
+            or (
+                target.path in self._pending
+                and loop.time() - self._since.get(target.path, 0.0) > IN_FLIGHT_GRACE
+            )
         ):
             return
-        loop = asyncio.get_running_loop()
 
         def run() -> None:
             found = inspect_target(target.type, target.path, active=target.active)
@@ -194,4 +203,5 @@ class TargetInspector:
 
     def _release(self, held: set[str], _future: object) -> None:
         self._pending -= held
-        self._stuck -= held
+        for path in held:
+            self._since.pop(path, None)

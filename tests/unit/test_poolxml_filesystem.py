@@ -203,8 +203,9 @@ async def test_inspect_soon_hands_a_statvfs_to_the_loop_and_skips_what_it_cannot
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A started pool's statvfs, asked for at its event, comes back on the loop thread; a
-    target in flight in another call is asked again, but a pool type without a local
-    filesystem, or a target that another call gave up as hung, costs no worker job."""
+    target in flight in another call for a moment is asked again, but a pool type without a
+    local filesystem, or a target in flight for longer (hung, or about to be given up as hung),
+    costs no worker job."""
     hung, released = hang_at(tmp_path / "nfs", monkeypatch)
     executor = CountingExecutor(2)
     inspector = TargetInspector(executor, enabled=True, timeout=lambda: 0.2, log=RecordingLog)
@@ -222,15 +223,17 @@ async def test_inspect_soon_hands_a_statvfs_to_the_loop_and_skips_what_it_cannot
         assert thread == threading.get_ident()  # called on the loop, not in the worker
         nfs = Target("nfs", "dir", hung, True)
         polled = asyncio.create_task(inspector.inspect_all([nfs]))
-        await asyncio.sleep(0.05)  # in flight in that call, not given up yet: asked again
+        await asyncio.sleep(0.01)  # in flight in that call for a moment: asked again
         jobs = executor.jobs
         inspector.inspect_soon(nfs, lambda _found: None)
         assert executor.jobs == jobs + 1
-        await polled  # given up as hung after 0.2 s: no longer asked
-        jobs = executor.jobs
+        await asyncio.sleep(filesystem.IN_FLIGHT_GRACE)  # in flight longer: it may hang
+        inspector.inspect_soon(nfs, lambda _found: None)
+        assert executor.jobs == jobs + 1
+        await polled  # given up as hung after 0.2 s: still not asked
         inspector.inspect_soon(nfs, lambda _found: None)
         inspector.inspect_soon(Target("vg", "logical", "/dev/vg", True), lambda _found: None)
-        assert executor.jobs == jobs
+        assert executor.jobs == jobs + 1
     finally:
         released.set()
         executor.shutdown(wait=True)
