@@ -117,8 +117,8 @@ class TargetInspector:
         self._log = log
         self._enabled = enabled
         self._timeout = timeout
-        self._pending: set[str] = set()
-        self._since: dict[str, float] = {}  # loop time each pending target's job was submitted
+        # Targets in a job that has not returned, with the loop time the job was submitted.
+        self._pending: dict[str, float] = {}
 
     async def inspect(self, pool_type: str, path: str, *, active: bool, pool: str) -> Inspected:
         """The target's filesystem and mount status; (None, None) where not measurable."""
@@ -141,8 +141,7 @@ class TargetInspector:
         while todo:
             job = _Job([targets[i] for i in todo])
             held = {t.path for t in job.targets}  # in _pending for this job, until it returns
-            self._pending |= held
-            self._since.update(dict.fromkeys(held, loop.time()))
+            self._pending.update(dict.fromkeys(held, loop.time()))
             future = loop.run_in_executor(self._executor, job.run)
             future.add_done_callback(functools.partial(self._release, held))
             try:
@@ -163,10 +162,10 @@ class TargetInspector:
                 target = job.targets[stuck]
                 self._log().warning("filesystem_stat_timeout", pool=target.pool, path=target.path)
                 # Only the stuck target stays out of later calls until its call returns.
-                self._pending -= held - {target.path}
+                self._forget(held - {target.path})
                 held.intersection_update({target.path})
             else:
-                self._pending -= held
+                self._forget(held)
                 held.clear()
             todo = [todo[j] for j in range(stuck + 1, len(todo)) if j not in job.found]
         return results
@@ -186,7 +185,7 @@ class TargetInspector:
             or target.type not in FILESYSTEM_POOL_TYPES
             or (
                 target.path in self._pending
-                and loop.time() - self._since.get(target.path, 0.0) > IN_FLIGHT_GRACE
+                and loop.time() - self._pending[target.path] > IN_FLIGHT_GRACE
             )
         ):
             return
@@ -202,6 +201,8 @@ class TargetInspector:
             self._executor.submit(run)
 
     def _release(self, held: set[str], _future: object) -> None:
-        self._pending -= held
-        for path in held:
-            self._since.pop(path, None)
+        self._forget(held)
+
+    def _forget(self, paths: set[str]) -> None:
+        for path in paths:
+            self._pending.pop(path, None)
