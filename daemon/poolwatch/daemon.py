@@ -126,6 +126,7 @@ class Daemon:
             telemetry=self.telemetry,
             exposition=self._exposition,
             news_in_flight=self._news_in_flight,
+            events_unhandled=self._events_unhandled,
         )
         web_config_file = self._config.web.config_file
         self._server = await start_http_server(
@@ -165,6 +166,9 @@ class Daemon:
 
     def _news_in_flight(self) -> list[asyncio.Future[None]]:
         return [f for running in self._running.values() for f in running.watcher.news_in_flight()]
+
+    def _events_unhandled(self) -> bool:
+        return any(running.watcher.events_unhandled() for running in self._running.values())
 
     def _connection(self, key: str) -> Watcher | None:
         running = self._running.get(key)

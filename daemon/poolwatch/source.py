@@ -124,6 +124,10 @@ class StorageSource(Protocol):
     @property
     def read_only(self) -> bool: ...
 
+    def events_on_the_way(self) -> bool:
+        """Whether libvirt has sent an event that ``events`` does not hold yet: one on its way
+        from libvirt's event thread to the loop, there within a loop turn or two."""
+
     async def start(self) -> None:
         """Begin connecting; returns at once. Connected arrives on ``events``."""
 

@@ -146,6 +146,11 @@ class Watcher:
         re-read, and ends the wait for a start before it (news.py)."""
         return self._news.in_flight()
 
+    def events_unhandled(self) -> bool:
+        """Whether libvirt has sent an event this watcher has not handled yet: a scrape waits
+        for it a loop turn or two (web/settle.py), rather than show what it changed as it was."""
+        return self._source.events_on_the_way() or not self._source.events.empty()
+
     def set_urgent(self, pools: frozenset[str]) -> None:
         """Pools near a threshold: refreshed every ``urgent_refresh_interval`` instead."""
         self._urgent = pools

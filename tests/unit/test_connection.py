@@ -124,3 +124,34 @@ async def test_the_volume_names_of_many_pools_come_in_a_few_jobs() -> None:
     finally:
         source._conn = None
         await source.close()
+
+
+async def test_an_event_is_on_its_way_from_libvirts_thread_until_the_loop_queues_it() -> None:
+    """What a scrape waits for (web/settle.py): an event handed over by libvirt's event thread
+    that ``events`` does not hold yet. One of a connection already given up is dropped, and is
+    not waited for either."""
+    source = LibvirtSource(uri="qemu:///system", read_only=True, call_timeout=10)
+    source._loop = asyncio.get_running_loop()
+    source._generation = 2
+    try:
+        for generation in (1, 2):  # the first from the connection before a reconnect
+            thread = threading.Thread(
+                target=source._on_lifecycle,
+                args=(
+                    None,
+                    FakePool("p001", []),
+                    libvirt.VIR_STORAGE_POOL_EVENT_STOPPED,
+                    0,
+                    generation,
+                ),
+            )
+            thread.start()
+            thread.join()
+            assert source.events_on_the_way()  # the loop has not run since
+            assert source.events.empty()
+            await asyncio.sleep(0)  # one turn: the hand-over runs
+            assert not source.events_on_the_way()
+        assert source.events.get_nowait() == PoolChanged("p001", "uuid-p001", PoolEventKind.STOPPED)
+        assert source.events.empty()
+    finally:
+        await source.close()

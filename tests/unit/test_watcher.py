@@ -77,6 +77,9 @@ class FakeSource:
     def read_only(self) -> bool:
         return False
 
+    def events_on_the_way(self) -> bool:
+        return False
+
     async def start(self) -> None:
         self.connect()
 
@@ -255,6 +258,27 @@ async def test_resync_reads_every_pool_and_the_volumes_of_active_ones(
     assert images.volumes.count == 2
     assert images.volumes.capacity_bytes == 30 * GiB
     assert host.pools["isos"].volumes is None
+
+
+async def test_an_event_is_unhandled_from_its_arrival_until_the_watcher_shows_it(
+    telemetry: Telemetry,
+) -> None:
+    """What a scrape waits for before it renders (web/settle.py)."""
+    source = FakeSource(reading("images"))
+    inventory = Inventory()
+    watcher = watcher_of(source, inventory, telemetry)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await until(lambda: inventory.ready, inventory)
+        assert not watcher.events_unhandled()
+        source.emit("images", PoolEventKind.STOPPED)
+        assert watcher.events_unhandled()
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        await until(lambda: not watcher.events_unhandled(), inventory)
+        assert not inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_stop_event_shows_at_once_then_rereads_the_pool(

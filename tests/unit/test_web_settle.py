@@ -1,5 +1,6 @@
-"""A scrape waits for the re-reads in flight that it should show, within a budget; past it,
-scrapes stop waiting until the late ones end (web/settle.py)."""
+"""A scrape waits for the events libvirt sent that the loop has not handled and for the re-reads
+in flight that it should show, within a budget; past it, scrapes stop waiting until the late
+ones end (web/settle.py)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,42 @@ async def test_nothing_in_flight_nothing_to_wait_for() -> None:
     done.set_result(None)
     await asyncio.wait_for(ScrapeSettle(lambda: [done], budget=5.0)(), 1)
     await asyncio.wait_for(ScrapeSettle(lambda: [], budget=5.0)(), 1)
+
+
+async def test_a_scrape_waits_for_an_event_libvirt_sent_until_the_loop_handled_it() -> None:
+    """A pool stopped and libvirt's event thread has said so, but the loop has not handled the
+    event yet (it does a turn or two later): the scrape renders after it, not before."""
+    loop = asyncio.get_running_loop()
+    unhandled = True
+    shown: list[str] = []
+
+    def handle() -> None:
+        nonlocal unhandled
+        unhandled = False
+        shown.append("stopped")
+
+    loop.call_soon(loop.call_soon, handle)  # two turns of the loop away
+    await ScrapeSettle(lambda: [], lambda: unhandled, budget=1.0)()  # in this task: no turn
+    assert shown == ["stopped"]
+
+
+async def test_events_the_loop_does_not_get_to_cost_one_scrape_the_budget() -> None:
+    stuck = True
+    asked = 0
+
+    def unhandled() -> bool:
+        nonlocal asked
+        asked += 1
+        return stuck
+
+    settle = ScrapeSettle(lambda: [], unhandled, budget=0.01)
+    await asyncio.wait_for(settle(), 1)  # gave up after the budget
+    asked = 0
+    for _ in range(3):
+        await asyncio.wait_for(settle(), 1)
+    assert asked == 3  # one look each, no wait while they stay unhandled
+    stuck = False
+    await asyncio.wait_for(settle(), 1)  # handled at last: waits again from now on
+    stuck, asked = True, 0
+    await asyncio.wait_for(settle(), 1)
+    assert asked > 1

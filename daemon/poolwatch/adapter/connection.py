@@ -135,6 +135,11 @@ class LibvirtSource:
         # of a pool redefined while it ran (see list_pools).
         self._definitions = 0
         self._defined_at: dict[str, int] = {}
+        # Events libvirt's event thread handed to the loop, and those the loop has put on
+        # `events`: each counter has one writer (that thread, the loop), so either thread may
+        # read both (events_on_the_way).
+        self._handed = 0
+        self._delivered = 0
 
     @property
     def events(self) -> asyncio.Queue[SourceEvent]:
@@ -143,6 +148,9 @@ class LibvirtSource:
     @property
     def read_only(self) -> bool:
         return self._read_only
+
+    def events_on_the_way(self) -> bool:
+        return self._handed > self._delivered
 
     @property
     def keepalive(self) -> tuple[int, int]:
@@ -335,13 +343,21 @@ class LibvirtSource:
 
     # -- libvirt callbacks (libvirt's event thread, or whichever thread saw a close) ------
 
-    def _hand_over(self, callback: Callable[..., None], *args: Any) -> None:
+    def _hand_over(self, callback: Callable[..., None], *args: Any) -> bool:
         loop = self._loop
         if loop is None or loop.is_closed():
-            return
-        # RuntimeError: the loop closed between the check and the call, shutting down.
-        with contextlib.suppress(RuntimeError):
+            return False
+        try:
             loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            return False  # the loop closed between the check and the call, shutting down
+        return True
+
+    def _hand_over_event(self, generation: int, event: SourceEvent) -> None:
+        # Counted before it is handed over: on its way from the moment the loop can run it.
+        self._handed += 1
+        if not self._hand_over(self._deliver, generation, event):
+            self._handed -= 1
 
     def _on_close(self, _conn: Any, reason: int, generation: int) -> None:
         names = {
@@ -356,16 +372,17 @@ class LibvirtSource:
         kind = _LIFECYCLE.get(event)
         if kind is not None:
             # name() and UUIDString() are local to the pool object: no RPC in this thread.
-            self._hand_over(self._deliver, gen, PoolChanged(pool.name(), pool.UUIDString(), kind))
+            self._hand_over_event(gen, PoolChanged(pool.name(), pool.UUIDString(), kind))
 
     def _on_refresh(self, _conn: Any, pool: Any, generation: int) -> None:
         changed = PoolChanged(pool.name(), pool.UUIDString(), PoolEventKind.REFRESHED)
-        self._hand_over(self._deliver, generation, changed)
+        self._hand_over_event(generation, changed)
 
     def _emit(self, generation: int, event: SourceEvent) -> None:
-        self._hand_over(self._deliver, generation, event)
+        self._hand_over_event(generation, event)
 
     def _deliver(self, generation: int, event: SourceEvent) -> None:
+        self._delivered += 1
         if generation != self._generation:
             return  # from a connection already given up
         # A pool's description changes when it is defined, and may when it stops or starts

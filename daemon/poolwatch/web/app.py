@@ -93,16 +93,18 @@ def create_app(
     telemetry: Telemetry,
     exposition: Exposition,
     news_in_flight: Callable[[], list[asyncio.Future[None]]] = lambda: [],
+    events_unhandled: Callable[[], bool] = lambda: False,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """``news_in_flight``: the re-reads a scrape waits for before /metrics renders
-    (``Watcher.news_in_flight`` of every connection; web/settle.py)."""
+    """``news_in_flight`` and ``events_unhandled``: the re-reads and the events a scrape waits
+    for before /metrics renders (``Watcher.news_in_flight`` and ``Watcher.events_unhandled``
+    of every connection; web/settle.py)."""
     app = web.Application(middlewares=[_limit_in_flight])
     app[IN_FLIGHT] = [0]
     app[INVENTORY] = inventory
     app[TELEMETRY] = telemetry
     app[EXPOSITION] = exposition
-    app[SETTLE] = ScrapeSettle(news_in_flight)
+    app[SETTLE] = ScrapeSettle(news_in_flight, events_unhandled)
     app[POOLS_DOCUMENTS] = PoolsDocumentCache(inventory)
     app[LANDING] = LandingPageCache(inventory, clock)
     app.on_cleanup.append(_close_caches)
