@@ -1,5 +1,6 @@
 """A connection (adapter/connection.py): the pool listing gives way to an event's re-read between
-two pools; the volume names of many pools come in a few jobs."""
+two pools; the volume names of many pools come in a few jobs; the events come on the urgent
+calls' connection, and a scrape knows when one is on its way to the loop."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import libvirt
 
 from poolwatch.adapter.connection import LibvirtSource
 from poolwatch.model import PoolEventKind
-from poolwatch.source import PoolChanged, PoolNotFound
+from poolwatch.source import Connected, PoolChanged, PoolNotFound
 from tests.unit.test_reader import FakePool
 
 
@@ -155,3 +156,92 @@ async def test_an_event_is_on_its_way_from_libvirts_thread_until_the_loop_queues
         assert source.events.empty()
     finally:
         await source.close()
+
+
+class EventsConnection:
+    """What `LibvirtSource` opens: records the callbacks registered on it and what became of
+    them."""
+
+    def __init__(self) -> None:
+        self.close_callbacks: list[tuple[Any, int]] = []
+        self.pool_events: dict[int, Any] = {}
+        self.domain_events: dict[int, Any] = {}
+        self.closed = threading.Event()
+
+    def setKeepAlive(self, interval: int, count: int) -> None:
+        pass
+
+    def registerCloseCallback(self, callback: Any, generation: int) -> None:
+        self.close_callbacks.append((callback, generation))
+
+    def unregisterCloseCallback(self) -> None:
+        self.close_callbacks.clear()
+
+    def storagePoolEventRegisterAny(self, _pool: Any, event_id: int, cb: Any, _gen: int) -> int:
+        self.pool_events[event_id] = cb
+        return event_id
+
+    def storagePoolEventDeregisterAny(self, callback_id: int) -> None:
+        del self.pool_events[callback_id]
+
+    def domainEventRegisterAny(self, _dom: Any, event_id: int, cb: Any, _gen: int) -> int:
+        self.domain_events[event_id] = cb
+        return event_id
+
+    def domainEventDeregisterAny(self, callback_id: int) -> None:
+        del self.domain_events[callback_id]
+
+    def getHostname(self) -> str:
+        return "kvm01"
+
+    def close(self) -> int:
+        self.closed.set()
+        return 0
+
+
+async def test_events_come_on_the_urgent_calls_connection_whose_loss_is_a_reconnect(
+    monkeypatch: Any,
+) -> None:
+    """Not on the routine calls' connection, where an event that came while a call waited for
+    libvirtd reached poolwatch only with that call's reply. Losing either connection loses
+    both (the events must not stop silently), and each is released with its callbacks."""
+    opened: list[EventsConnection] = []
+
+    def open_(_uri: str) -> EventsConnection:
+        opened.append(EventsConnection())
+        return opened[-1]
+
+    monkeypatch.setattr(libvirt, "open", open_)
+    source = LibvirtSource(uri="qemu:///system", read_only=False, call_timeout=10)
+    await source.start()
+    try:
+        assert (await asyncio.wait_for(source.events.get(), 5)).hostname == "kvm01"  # type: ignore[union-attr]
+        routine, urgent = opened
+        assert (source._conn, source._urgent_conn) == (routine, urgent)
+        assert not routine.pool_events
+        assert not routine.domain_events
+        assert set(urgent.pool_events) == {
+            libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
+            libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH,
+        }
+        assert urgent.domain_events
+        assert routine.close_callbacks
+        assert urgent.close_callbacks
+        # libvirt's event thread: the urgent calls' connection closed (keepalive, say).
+        callback, generation = urgent.close_callbacks[0]
+        thread = threading.Thread(
+            target=callback, args=(urgent, libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE, generation)
+        )
+        thread.start()
+        thread.join()
+        lost = await asyncio.wait_for(source.events.get(), 5)
+        assert lost.reason == "keepalive"  # type: ignore[union-attr]
+        assert isinstance(await asyncio.wait_for(source.events.get(), 5), Connected)
+        for released in (routine, urgent):  # in the background, from the connect thread
+            assert await asyncio.to_thread(released.closed.wait, 5)
+        assert not urgent.pool_events
+        assert not urgent.domain_events
+        assert len(opened) == 4  # the reconnect opened both again
+    finally:
+        await source.close()
+    assert all(c.closed.is_set() for c in opened)

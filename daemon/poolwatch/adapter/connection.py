@@ -66,8 +66,9 @@ _LIFECYCLE = {
 
 # Callback ids of one connection: (a domain event?, the id libvirt returned).
 _CallbackIds = list[tuple[bool, int]]
-# What a connect opens: the connection, its callback ids, the hostname, the urgent calls'
-# connection (None for the in-process test driver).
+# What a connect opens: the connection, the event callbacks' ids, the hostname, the urgent calls'
+# connection (None for the in-process test driver), which the events come on where there is one
+# (`_arm`).
 _Opened = tuple[Any, _CallbackIds, str, Any]
 
 # Reconnect backoff: short enough that events flow again within a few seconds of libvirtd's
@@ -236,7 +237,8 @@ class LibvirtSource:
         try:
             if not self._uri.startswith("test:"):
                 urgent = self._open_one()
-            return (*self._arm(conn, generation), urgent)
+            ids = self._arm([c for c in (conn, urgent) if c is not None], generation)
+            return conn, ids, str(conn.getHostname()), urgent
         except libvirt.libvirtError:
             for opened in (conn, urgent):
                 if opened is not None:
@@ -250,13 +252,21 @@ class LibvirtSource:
             conn.setKeepAlive(*self.keepalive)
         return conn
 
-    def _arm(self, conn: Any, generation: int) -> tuple[Any, _CallbackIds, str]:
-        """Blocking: the close callback and the event callbacks of the main connection."""
-        with contextlib.suppress(libvirt.libvirtError):
-            # Through a weak reference: drivers without close callbacks (the test driver)
-            # accept one and never release it, which kept this whole source alive (~30 KB per
-            # connection removed by SIGHUP); now only the small trampoline stays.
-            conn.registerCloseCallback(_WeakCloseCallback(self), generation)
+    def _arm(self, opened: list[Any], generation: int) -> _CallbackIds:
+        """Blocking: a close callback on each connection of a connect (losing either loses
+        both), the event callbacks on the last one: the urgent calls' connection, where there
+        is one. On the routine calls' connection, an event that libvirtd sent while a call
+        waited there for its reply reached poolwatch with that reply, up to a millisecond after
+        a bare client had it (measured at 50 pools x 200 volumes, stop/start cycles, no
+        scrapers: 52% of stops showed on the first /metrics read after destroy() returned, 80%
+        with the events on the urgent calls' connection). Urgent calls are few and short."""
+        for conn in opened:
+            with contextlib.suppress(libvirt.libvirtError):
+                # Through a weak reference: drivers without close callbacks (the test driver)
+                # accept one and never release it, which kept this whole source alive (~30 KB
+                # per connection removed by SIGHUP); now only the small trampoline stays.
+                conn.registerCloseCallback(_WeakCloseCallback(self), generation)
+        conn = opened[-1]
         pool_ids = [
             conn.storagePoolEventRegisterAny(
                 None,
@@ -270,13 +280,21 @@ class LibvirtSource:
         ]
         # Guests: which of them live in the pools, and which a full pool has paused.
         domain_ids = domain_events.register(conn, generation, self._emit)
-        ids = [(False, i) for i in pool_ids] + [(True, i) for i in domain_ids]
-        return conn, ids, str(conn.getHostname())
+        return [(False, i) for i in pool_ids] + [(True, i) for i in domain_ids]
+
+    @staticmethod
+    def _with_callbacks(
+        conn: Any, callback_ids: _CallbackIds, urgent: Any
+    ) -> tuple[tuple[Any, _CallbackIds], tuple[Any, _CallbackIds]]:
+        """Each connection of a connect with the event callbacks registered on it (`_arm`)."""
+        if urgent is None:
+            return (conn, callback_ids), (None, [])
+        return (conn, []), (urgent, callback_ids)
 
     def _release_opened(self, opened: asyncio.Future[_Opened]) -> None:
         if not opened.cancelled() and opened.exception() is None:
             conn, ids, _, urgent = opened.result()
-            for connection, callbacks in ((conn, ids), (urgent, [])):
+            for connection, callbacks in self._with_callbacks(conn, ids, urgent):
                 if connection is not None:
                     threading.Thread(
                         target=self._teardown,
@@ -289,16 +307,15 @@ class LibvirtSource:
         self, conn: Any, callback_ids: _CallbackIds, urgent: Any
     ) -> asyncio.Future[list[None]]:
         """Release what one connect opened (``_release`` in the connect thread): the connection
-        with its callbacks, and the urgent calls' connection, where there is one."""
+        and the urgent calls' connection, where there is one, with the callbacks on each."""
         loop = asyncio.get_running_loop()
-        opened: tuple[tuple[Any, _CallbackIds, threading.Lock], ...] = (
-            (conn, callback_ids, self._conn_lock),
-            (urgent, [], self._urgent_lock),
-        )
+        locks = (self._conn_lock, self._urgent_lock)
         return asyncio.gather(
             *(
                 loop.run_in_executor(self._connects, self._release, connection, ids, lock)
-                for connection, ids, lock in opened
+                for (connection, ids), lock in zip(
+                    self._with_callbacks(conn, callback_ids, urgent), locks, strict=True
+                )
                 if connection is not None
             )
         )
