@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -240,3 +241,32 @@ async def test_a_fast_path_pool_shows_started_from_its_event_and_a_statvfs(
         await until(lambda: len(source.flags_read) > reads, inventory)
         await until(lambda: inventory.pool("kvm01", "images").volumes is not None, inventory)  # type: ignore[union-attr]
         assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+
+
+async def test_a_start_shows_from_its_statvfs_while_the_fast_paths_file_passes_run(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    """The stat() of every file of a pool (thousands) must not hold up the statvfs a start
+    shows from: measured at 5 pools x 6,000 volumes, 14 of 100 starts waited for their re-read
+    instead, their statvfs queued behind the file passes of earlier transitions."""
+    source, inventory, watcher = fast_path_watched(tmp_path, telemetry)
+    running = source.pools["images"]
+    release = threading.Event()
+    async with watching_task(watcher, inventory):
+        reads = len(source.flags_read)
+        source.pools["images"] = dataclasses.replace(
+            running, state=PoolState.INACTIVE, active=False, volume_count=None
+        )
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: len(source.flags_read) > reads, inventory)
+        passes = [watcher._file_stats.submit(release.wait, 5) for _ in range(2)]  # both workers
+        try:
+            source.read_gate = asyncio.Event()
+            source.pools["images"] = running
+            source.emit("images", PoolEventKind.STARTED)
+            await until(lambda: inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+            assert inventory.pool("kvm01", "images").fast_path  # type: ignore[union-attr]
+        finally:
+            release.set()
+            source.read_gate.set()  # type: ignore[union-attr]
+        assert all(future.result(5) for future in passes)
