@@ -1,6 +1,6 @@
 """A connection (adapter/connection.py): the pool listing gives way to an event's re-read between
-two pools; the volume names of many pools come in a few jobs; the events come on the urgent
-calls' connection, and a scrape knows when one is on its way to the loop."""
+two pools; the volume names of many pools come in a few jobs; the events come on a connection
+of their own, and a scrape knows when one is on its way to the loop."""
 
 from __future__ import annotations
 
@@ -199,12 +199,12 @@ class EventsConnection:
         return 0
 
 
-async def test_events_come_on_the_urgent_calls_connection_whose_loss_is_a_reconnect(
+async def test_events_come_on_a_connection_of_their_own_whose_loss_is_a_reconnect(
     monkeypatch: Any,
 ) -> None:
-    """Not on the routine calls' connection, where an event that came while a call waited for
-    libvirtd reached poolwatch only with that call's reply. Losing either connection loses
-    both (the events must not stop silently), and each is released with its callbacks."""
+    """Not on a connection that carries calls, where an event that came while a call waited for
+    libvirtd reached poolwatch only with that call's reply. Losing one connection loses all
+    (the events must not stop silently), and each is released with its callbacks."""
     opened: list[EventsConnection] = []
 
     def open_(_uri: str) -> EventsConnection:
@@ -216,32 +216,32 @@ async def test_events_come_on_the_urgent_calls_connection_whose_loss_is_a_reconn
     await source.start()
     try:
         assert (await asyncio.wait_for(source.events.get(), 5)).hostname == "kvm01"  # type: ignore[union-attr]
-        routine, urgent = opened
+        routine, urgent, events = opened
         assert (source._conn, source._urgent_conn) == (routine, urgent)
-        assert not routine.pool_events
-        assert not routine.domain_events
-        assert set(urgent.pool_events) == {
+        for calls in (routine, urgent):
+            assert not calls.pool_events
+            assert not calls.domain_events
+        assert set(events.pool_events) == {
             libvirt.VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE,
             libvirt.VIR_STORAGE_POOL_EVENT_ID_REFRESH,
         }
-        assert urgent.domain_events
-        assert routine.close_callbacks
-        assert urgent.close_callbacks
-        # libvirt's event thread: the urgent calls' connection closed (keepalive, say).
-        callback, generation = urgent.close_callbacks[0]
+        assert events.domain_events
+        assert all(conn.close_callbacks for conn in opened)
+        # libvirt's event thread: the events' connection closed (keepalive, say).
+        callback, generation = events.close_callbacks[0]
         thread = threading.Thread(
-            target=callback, args=(urgent, libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE, generation)
+            target=callback, args=(events, libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE, generation)
         )
         thread.start()
         thread.join()
         lost = await asyncio.wait_for(source.events.get(), 5)
         assert lost.reason == "keepalive"  # type: ignore[union-attr]
         assert isinstance(await asyncio.wait_for(source.events.get(), 5), Connected)
-        for released in (routine, urgent):  # in the background, from the connect thread
+        for released in (routine, urgent, events):  # in the background, from the connect thread
             assert await asyncio.to_thread(released.closed.wait, 5)
-        assert not urgent.pool_events
-        assert not urgent.domain_events
-        assert len(opened) == 4  # the reconnect opened both again
+        assert not events.pool_events
+        assert not events.domain_events
+        assert len(opened) == 6  # the reconnect opened all three again
     finally:
         await source.close()
     assert all(c.closed.is_set() for c in opened)
