@@ -10,10 +10,15 @@ from typing import Any
 
 import libvirt
 
-from poolwatch.adapter.connection import LibvirtSource
+from poolwatch.adapter.connection import LibvirtSource, _Opened
 from poolwatch.model import PoolEventKind
 from poolwatch.source import Connected, PoolChanged, PoolNotFound
 from tests.unit.test_reader import FakePool
+
+
+def calls_only(conn: Any) -> _Opened:
+    """A connect of ``conn`` alone, with no callbacks: what the calls run on."""
+    return _Opened(conn, None, None, [], "kvm01")
 
 
 class FakeConnection:
@@ -48,7 +53,7 @@ async def test_an_event_reread_does_not_wait_for_the_whole_pool_listing() -> Non
     source = LibvirtSource(uri="qemu:///system", read_only=True, call_timeout=10)
     conn = FakeConnection(250, source._turn.give_way)
     source._loop = asyncio.get_running_loop()
-    source._conn, source._generation = conn, 1
+    source._opened, source._generation = calls_only(conn), 1
     try:
         listing = asyncio.create_task(source.list_pools())
         assert await asyncio.to_thread(conn.in_listing.wait, 5)
@@ -60,7 +65,7 @@ async def test_an_event_reread_does_not_wait_for_the_whole_pool_listing() -> Non
         readings = await listing
         assert [r.name for r in readings] == [f"p{i:03d}" for i in range(250)]
     finally:
-        source._conn = None  # nothing to tear down
+        source._opened = None  # nothing to tear down
         await source.close()
 
 
@@ -73,7 +78,7 @@ async def test_a_refresh_re_read_uses_the_listings_description_a_stop_drops_it()
     given.set()  # nothing holds the listing
     conn = FakeConnection(3, given)
     source._loop = asyncio.get_running_loop()
-    source._conn, source._generation = conn, 1
+    source._opened, source._generation = calls_only(conn), 1
     try:
         await source.list_pools()
         for kind, read_again in ((PoolEventKind.REFRESHED, False), (PoolEventKind.STOPPED, True)):
@@ -82,7 +87,7 @@ async def test_a_refresh_re_read_uses_the_listings_description_a_stop_drops_it()
             await source.read_pool("p001", flags=(True, False), uuid="uuid-p001")
             assert ("p001.XMLDesc" in conn.calls) is read_again, kind
     finally:
-        source._conn = None  # nothing to tear down
+        source._opened = None  # nothing to tear down
         await source.close()
 
 
@@ -104,7 +109,7 @@ class VolumesConnection:
 async def test_the_volume_names_of_many_pools_come_in_a_few_jobs() -> None:
     source = LibvirtSource(uri="qemu:///system", read_only=True, call_timeout=10)
     source._loop = asyncio.get_running_loop()
-    source._conn, source._generation = VolumesConnection(250), 1
+    source._opened, source._generation = calls_only(VolumesConnection(250)), 1
     jobs = 0
     submit = source._calls.submit
 
@@ -123,7 +128,7 @@ async def test_the_volume_names_of_many_pools_come_in_a_few_jobs() -> None:
         assert isinstance(found[250], PoolNotFound)  # that pool's scan only
         assert jobs == 3  # POOL_CHUNK pools a job, not a job per pool
     finally:
-        source._conn = None
+        source._opened = None  # nothing to tear down
         await source.close()
 
 

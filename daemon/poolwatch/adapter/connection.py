@@ -143,10 +143,8 @@ class LibvirtSource:
         self._turn = Turn()
         self._urgent_turn = Turn()  # the urgent calls' worker, where they have one
         self._volume_names = Coalesced(self._list_volume_names)
-        self._conn: Any = None  # libvirt.virConnect while connected
+        self._opened: _Opened | None = None  # all the current connect opened, while connected
         self._conn_lock = threading.Lock()  # held by the thread inside libvirt on _conn
-        self._urgent_conn: Any = None  # the urgent calls' connection, where there is one
-        self._opened: _Opened | None = None  # all this connect opened, while it is current
         self._urgent_lock = threading.Lock()
         self._generation = 0  # which connection an event or a failure belongs to
         self._lost: asyncio.Future[str] | None = None
@@ -173,6 +171,16 @@ class LibvirtSource:
         return self._handed > self._delivered
 
     @property
+    def _conn(self) -> Any:
+        """The routine calls' libvirt.virConnect while connected."""
+        return None if self._opened is None else self._opened.conn
+
+    @property
+    def _urgent_conn(self) -> Any:
+        """The urgent calls' connection, where there is one."""
+        return None if self._opened is None else self._opened.urgent
+
+    @property
     def keepalive(self) -> tuple[int, int]:
         """(interval, count) of the keepalive armed on every connection: it is declared dead
         after interval * (count + 1) seconds of silence, about one call_timeout."""
@@ -190,7 +198,6 @@ class LibvirtSource:
             self._task = None
         self._volume_names.close()
         opened, self._opened = self._opened, None
-        self._conn = self._urgent_conn = None
         if opened is not None:
             await self._release_connect(opened)
         self._calls.shutdown(wait=False, cancel_futures=True)
@@ -236,16 +243,15 @@ class LibvirtSource:
             delay, failures = BACKOFF_INITIAL, 0
             self._generation = generation
             self._opened = opened
-            self._conn = opened.conn
-            self._conn_lock = threading.Lock()  # a call stuck on the old one must not block us
-            self._urgent_conn, self._urgent_lock = opened.urgent, threading.Lock()
+            # A call stuck on the old connections must not block us.
+            self._conn_lock, self._urgent_lock = threading.Lock(), threading.Lock()
             self._descriptions.clear()
             self._defined_at.clear()
             self._lost = loop.create_future()
             log.info("libvirt_connected", uri=self._uri_label, hostname=opened.hostname)
             self._events.put_nowait(Connected(hostname=opened.hostname))
             reason = await self._lost
-            self._conn = self._urgent_conn = self._opened = None
+            self._opened = None
             log.warning("libvirt_disconnected", uri=self._uri_label, reason=reason)
             self._events.put_nowait(Disconnected(reason=reason))
             self._release_connect(opened)  # in the background
