@@ -73,6 +73,7 @@ class Watcher:
         poll: PollConfig,
         stat_filesystems: bool,
         clock: Callable[[], float] = time.time,
+        volumes_polled: Callable[[], None] = lambda: None,
     ) -> None:
         self.key = key
         self.poll = poll  # replaced on reload; every loop reads it afresh
@@ -83,6 +84,7 @@ class Watcher:
         self._inventory = inventory
         self._telemetry = telemetry
         self._clock = clock
+        self._volumes_polled = volumes_polled  # after each volume poll that succeeded
         self._connected = False
         self._tasks = TaskSet()
         self._news = PoolNews()
@@ -440,6 +442,8 @@ class Watcher:
         finally:
             if not self._detached:
                 self._telemetry.record_poll(self.key, kind, time.monotonic() - started, ok=ok)
+        if ok and kind == "volumes" and not self._detached:
+            self._volumes_polled()
 
     async def _resync(self) -> None:
         # The info poll scans the pools it has no current scan for; the volume poll does the

@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "source",
         "sdnotify",
         "deflate",
+        "heap",
     ),
     # Figures read from the local filesystem (statvfs, stat, inotify): no libvirt, no config.
     ("fastpath",),

@@ -206,6 +206,7 @@ def watcher_of(
     *,
     stat_filesystems: bool = False,
     key: str = "kvm01",
+    volumes_polled: Callable[[], None] = lambda: None,
     **poll: float,
 ) -> Watcher:
     """The watcher of connection ``key``; every timer far away unless ``poll`` says: changes in
@@ -220,6 +221,7 @@ def watcher_of(
         telemetry=telemetry,
         poll=PollConfig(**{**far, **poll}),
         stat_filesystems=stat_filesystems,
+        volumes_polled=volumes_polled,
     )
 
 
@@ -590,6 +592,39 @@ async def test_the_volume_poll_lists_no_pool_whose_every_change_inotify_sees(
         watcher.poll = watcher.poll.model_copy(update={"sweep_interval": 0.0})
         await volume_polls(telemetry, 4)
         assert source.listings == ["images"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_each_volume_poll_that_read_the_host_is_told(telemetry: Telemetry) -> None:
+    """The daemon freezes what a volume poll read out of the garbage collector's reach
+    (heap.py): told after the resync's and each later one, not after one that failed."""
+    source = FakeSource(reading("images", volumes=1))
+    source.volumes["images"] = [VolumeSnapshot("a.qcow2", 0, 10 * GiB, 1 * GiB, None)]
+    told: list[int] = []
+    inventory = Inventory()
+    watcher = watcher_of(
+        source,
+        inventory,
+        telemetry,
+        volumes_interval=0.05,
+        volumes_polled=lambda: told.append(polls()),
+    )
+
+    def polls() -> int:
+        durations = telemetry.stats("kvm01").poll_durations.get("volumes")
+        return 0 if durations is None else durations.count
+
+    task = asyncio.create_task(watcher.run())
+    try:
+        await volume_polls(telemetry, 2)
+        assert told[:2] == [1, 2]  # after each poll's end
+        source.connected = False  # libvirt gone, no event about it yet: the polls fail
+        await volume_polls(telemetry, polls() + 1)  # one in flight may have read it still
+        before = len(told)
+        await volume_polls(telemetry, polls() + 2)
+        assert len(told) == before
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
