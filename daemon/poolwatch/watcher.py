@@ -277,7 +277,12 @@ class Watcher:
         once a statvfs asked for at the event is in, before libvirt answers the re-read (four
         calls, which may wait behind others on the connection). The reading has the last word."""
         known = self._inventory.pool(self.key, name)
-        if known is None or known.active:
+        if known is None:
+            return
+        if known.active:
+            # A reading shows it running already: the re-read of a stop just before, which
+            # libvirt answered after the start. Nothing is left to wait for.
+            self._news.read(name, active=True)
             return
         target = Target(name, known.type, known.target_path, active=True)
         seq = self._news.seq  # this event's
@@ -312,7 +317,7 @@ class Watcher:
             available=known.available,
             volume_count=None,
         )
-        snapshot = self._snapshot(started, (filesystem, mounted), None)
+        snapshot = self._snapshot(started, (filesystem, mounted), None, follow=False)
         if snapshot.fast_path:
             self._inventory.put_pool(self.key, snapshot)
             self._news.read(name, active=True)
@@ -613,9 +618,13 @@ class Watcher:
         reading: PoolReading,
         target: tuple[FilesystemStat | None, bool | None],
         scan: VolumeScan | None,
+        *,
+        follow: bool = True,
     ) -> PoolSnapshot:
         last_refresh, now = self._last_refresh.get(reading.name), self._clock()
-        return self._local.snapshot(self._host, reading, target, scan, last_refresh, now)
+        return self._local.snapshot(
+            self._host, reading, target, scan, last_refresh, now, follow=follow
+        )
 
 
 def _carried_scan(previous: PoolSnapshot | None, reading: PoolReading) -> VolumeScan | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from poolwatch.inventory import Inventory
-from poolwatch.model import PoolEventKind, PoolState
+from poolwatch.model import PoolEventKind, PoolState, VolumeSnapshot
 from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
 from tests.unit.test_watcher import FakeSource, fast_path_watched, reading, until, watcher_of
@@ -110,6 +110,28 @@ async def test_a_re_read_in_flight_that_finds_the_started_pool_running_ends_the_
         source.read_gate = asyncio.Event()  # holds the start's own re-read
         first.set()  # the stop's re-read returns: the pool runs
         await asyncio.wait_for(started, 2)
+        assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        source.read_gate.set()
+
+
+async def test_a_start_that_a_reading_shows_before_its_event_is_not_waited_for(
+    telemetry: Telemetry,
+) -> None:
+    """The same, but the stop's re-read returns before the start event is handled: libvirt
+    already answered that the pool runs, the page shows it, and a scrape does not wait for the
+    start's own re-read (traced at 5 pools x 6,000 volumes: 3 of 200 starts waited 7-9 ms
+    for it)."""
+    source = FakeSource(reading("images"))
+    async with watching(source, telemetry) as (watcher, inventory):
+        stop_read = source.read_gate = asyncio.Event()
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        stop_read.set()  # the pool started meanwhile: its re-read finds it running
+        await until(lambda: inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        source.read_gate = asyncio.Event()  # holds the start's own re-read
+        source.emit("images", PoolEventKind.STARTED)
+        await asyncio.sleep(0.01)
+        assert [f for f in watcher.news_in_flight() if not f.done()] == []
         assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
         source.read_gate.set()
 
@@ -215,7 +237,8 @@ async def test_a_fast_path_pool_shows_started_from_its_event_and_a_statvfs(
     """A pool whose target poolwatch can see shows running once the start event and a statvfs
     of the target are in, before its re-read returns (calls that may wait behind others): its
     figures are the statvfs's, as after the re-read, and a scrape has nothing to wait for. Then
-    the re-read has the last word."""
+    the re-read has the last word, and watches the directory again (the early show leaves that
+    to it): a file made by hand shows up."""
     source, inventory, watcher = fast_path_watched(tmp_path, telemetry)
     running = source.pools["images"]
     async with watching_task(watcher, inventory):
@@ -241,6 +264,15 @@ async def test_a_fast_path_pool_shows_started_from_its_event_and_a_statvfs(
         await until(lambda: len(source.flags_read) > reads, inventory)
         await until(lambda: inventory.pool("kvm01", "images").volumes is not None, inventory)  # type: ignore[union-attr]
         assert inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+        (tmp_path / "b.img").write_bytes(b"y" * 8192)
+        source.volumes["images"].append(VolumeSnapshot("b.img", 0, 8192, 8192, 8192))
+        await until(lambda: volume_names(inventory) == ["a.img", "b.img"], inventory)
+
+
+def volume_names(inventory: Inventory) -> list[str]:
+    pool = inventory.pool("kvm01", "images")
+    scan = None if pool is None else pool.volumes
+    return [] if scan is None else sorted(v.name for v in scan.volumes)
 
 
 async def test_a_start_shows_from_its_statvfs_while_the_fast_paths_file_passes_run(

@@ -86,11 +86,14 @@ class LocalPools:
         scan: VolumeScan | None,
         last_refresh: float | None,
         now: float,
+        *,
+        follow: bool = True,
     ) -> PoolSnapshot:
         """The pool as the inventory keeps it: ``target`` is its filesystem and whether it is
-        mounted, ``scan`` its volumes (dropped if it is not running)."""
+        mounted, ``scan`` its volumes (dropped if it is not running). ``follow``: see
+        ``space``."""
         filesystem, mounted = target
-        space = self.space(reading, filesystem)
+        space = self.space(reading, filesystem, follow=follow)
         return PoolSnapshot(
             host=host,
             name=reading.name,
@@ -113,8 +116,14 @@ class LocalPools:
             fast_path=space is not None,
         )
 
-    def space(self, reading: PoolReading, filesystem: FilesystemStat | None) -> PoolSpace | None:
-        """The pool's figures from statvfs, or None where they must come from libvirt."""
+    def space(
+        self, reading: PoolReading, filesystem: FilesystemStat | None, *, follow: bool = True
+    ) -> PoolSpace | None:
+        """The pool's figures from statvfs, or None where they must come from libvirt.
+        ``follow=False`` leaves the watch of a pool's directory to its next reading: a start
+        shows from a statvfs before its re-read returns, and its first inotify and mountinfo
+        calls (~1 ms on a busy host: each gives up the GIL and waits to get it back) would
+        come first. Until then the pool's files are read as if inotify saw nothing."""
         name = reading.name
         if not self._enabled or reading.type not in FILESYSTEM_POOL_TYPES:
             self.forget(name)
@@ -131,6 +140,8 @@ class LocalPools:
             self._leave(name, reason="target moved to another filesystem")
             return None
         self._on.add(name)
+        if not follow:
+            return pool_space(filesystem)
         if self._changes.watch(name, reading.target_path) and self._writes_seen(
             reading, filesystem
         ):
