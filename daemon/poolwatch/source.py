@@ -6,8 +6,7 @@ in memory. Nothing here imports libvirt.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -116,20 +115,20 @@ SourceEvent = Connected | Disconnected | PoolChanged | GuestChanged | GuestIOErr
 class StorageSource(Protocol):
     """One libvirt connection, kept open (and reopened) by its implementation."""
 
-    @property
-    def events(self) -> asyncio.Queue[SourceEvent]:
-        """Connection changes and pool events, in the order they happened."""
-        ...
+    def listen(self, handler: Callable[[SourceEvent], None]) -> None:
+        """From now on (called before ``start``), hand every connection change and pool event
+        to ``handler``, on the event loop and in the order they happened, each as soon as the
+        loop has it: no queue, no task between."""
 
     @property
     def read_only(self) -> bool: ...
 
     def events_on_the_way(self) -> bool:
-        """Whether libvirt has sent an event that ``events`` does not hold yet: one on its way
-        from libvirt's event thread to the loop, there within a loop turn or two."""
+        """Whether libvirt has sent an event not handed to the listener yet: one on its way
+        from libvirt's event thread to the loop, handed over in the loop's next turn."""
 
     async def start(self) -> None:
-        """Begin connecting; returns at once. Connected arrives on ``events``."""
+        """Begin connecting; returns at once. Connected goes to the listener."""
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection."""

@@ -4,8 +4,8 @@ executor. With libvirtaio they did not (a REFRESH event during a 3 GiB vol.wipe(
 
 The long call is a `vol.wipe()` of a fully allocated volume in a dir pool: libvirt writes zeros
 over all of it (a sparse volume would be done at once). Another client refreshes a different
-pool meanwhile, and the REFRESHED event must reach `LibvirtSource.events` while the wipe still
-runs. And the event's re-read, an urgent call, is answered while a routine call holds the
+pool meanwhile, and the REFRESHED event must reach `LibvirtSource`'s listener while the wipe
+still runs. And the event's re-read, an urgent call, is answered while a routine call holds the
 connection's worker.
 """
 
@@ -97,13 +97,20 @@ class OtherClient(threading.Thread):
             self.error = exc
 
 
-async def next_event(source: LibvirtSource, within: float) -> SourceEvent:
-    return await asyncio.wait_for(source.events.get(), within)
+class Listened(LibvirtSource):
+    """A LibvirtSource whose events wait in a queue for the test to take them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.heard: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        self.listen(self.heard.put_nowait)
 
 
-async def measure(
-    libvirtd: Libvirtd, source: LibvirtSource, pools: Pools, size: int
-) -> Measurement:
+async def next_event(source: Listened, within: float) -> SourceEvent:
+    return await asyncio.wait_for(source.heard.get(), within)
+
+
+async def measure(libvirtd: Libvirtd, source: Listened, pools: Pools, size: int) -> Measurement:
     volume = f"big-{size // GiB}g.img"
     size_arg = f"{size // GiB}G"
     # Fully allocated (fallocate): a sparse volume is wiped without writing anything.
@@ -161,7 +168,7 @@ async def measure(
 async def test_refresh_event_arrives_while_a_long_call_runs(
     libvirtd: Libvirtd, pools: Pools
 ) -> None:
-    source = LibvirtSource(uri=libvirtd.uri, read_only=False, call_timeout=30.0)
+    source = Listened(uri=libvirtd.uri, read_only=False, call_timeout=30.0)
     await source.start()
     try:
         assert isinstance(await next_event(source, 10), Connected)
@@ -196,7 +203,7 @@ async def test_an_event_s_re_read_does_not_wait_behind_a_routine_call(
 ) -> None:
     """Urgent calls have a connection and a worker of their own: a re-read is answered while a
     routine call (here held on purpose, as a listing of thousands of volumes holds it) runs."""
-    source = LibvirtSource(uri=libvirtd.uri, read_only=False, call_timeout=30.0)
+    source = Listened(uri=libvirtd.uri, read_only=False, call_timeout=30.0)
     await source.start()
     release = threading.Event()
     try:

@@ -12,7 +12,7 @@ import libvirt
 
 from poolwatch.adapter.connection import LibvirtSource, _Opened
 from poolwatch.model import PoolEventKind
-from poolwatch.source import Connected, PoolChanged, PoolNotFound
+from poolwatch.source import Connected, PoolChanged, PoolNotFound, SourceEvent
 from tests.unit.test_reader import FakePool
 
 
@@ -132,11 +132,13 @@ async def test_the_volume_names_of_many_pools_come_in_a_few_jobs() -> None:
         await source.close()
 
 
-async def test_an_event_is_on_its_way_from_libvirts_thread_until_the_loop_queues_it() -> None:
+async def test_an_event_is_on_its_way_from_libvirts_thread_until_the_listener_has_it() -> None:
     """What a scrape waits for (web/settle.py): an event handed over by libvirt's event thread
-    that ``events`` does not hold yet. One of a connection already given up is dropped, and is
-    not waited for either."""
+    that the listener does not have yet. One of a connection already given up is dropped, and
+    is not waited for either."""
     source = LibvirtSource(uri="qemu:///system", read_only=True, call_timeout=10)
+    heard: list[SourceEvent] = []
+    source.listen(heard.append)
     source._loop = asyncio.get_running_loop()
     source._generation = 2
     try:
@@ -154,11 +156,10 @@ async def test_an_event_is_on_its_way_from_libvirts_thread_until_the_loop_queues
             thread.start()
             thread.join()
             assert source.events_on_the_way()  # the loop has not run since
-            assert source.events.empty()
+            assert heard == []
             await asyncio.sleep(0)  # one turn: the hand-over runs
             assert not source.events_on_the_way()
-        assert source.events.get_nowait() == PoolChanged("p001", "uuid-p001", PoolEventKind.STOPPED)
-        assert source.events.empty()
+        assert heard == [PoolChanged("p001", "uuid-p001", PoolEventKind.STOPPED)]
     finally:
         await source.close()
 
@@ -218,9 +219,11 @@ async def test_events_come_on_a_connection_of_their_own_whose_loss_is_a_reconnec
 
     monkeypatch.setattr(libvirt, "open", open_)
     source = LibvirtSource(uri="qemu:///system", read_only=False, call_timeout=10)
+    heard: asyncio.Queue[SourceEvent] = asyncio.Queue()
+    source.listen(heard.put_nowait)
     await source.start()
     try:
-        assert (await asyncio.wait_for(source.events.get(), 5)).hostname == "kvm01"  # type: ignore[union-attr]
+        assert (await asyncio.wait_for(heard.get(), 5)).hostname == "kvm01"  # type: ignore[union-attr]
         routine, urgent, events = opened
         assert (source._conn, source._urgent_conn) == (routine, urgent)
         for calls in (routine, urgent):
@@ -239,9 +242,9 @@ async def test_events_come_on_a_connection_of_their_own_whose_loss_is_a_reconnec
         )
         thread.start()
         thread.join()
-        lost = await asyncio.wait_for(source.events.get(), 5)
+        lost = await asyncio.wait_for(heard.get(), 5)
         assert lost.reason == "keepalive"  # type: ignore[union-attr]
-        assert isinstance(await asyncio.wait_for(source.events.get(), 5), Connected)
+        assert isinstance(await asyncio.wait_for(heard.get(), 5), Connected)
         for released in (routine, urgent, events):  # in the background, from the connect thread
             assert await asyncio.to_thread(released.closed.wait, 5)
         assert not events.pool_events

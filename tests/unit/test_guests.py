@@ -33,18 +33,18 @@ def _on_images(inventory: Inventory) -> dict[str, GuestState]:
 async def test_events_keep_the_guest_current(watched: tuple[FakeSource, Inventory]) -> None:
     source, inventory = watched
     source.guests[VM.uuid] = VM
-    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.DEFINED, ""))
+    source.push(GuestChanged("vm", VM.uuid, GuestEventKind.DEFINED, ""))
     await until(lambda: _on_images(inventory) == {"vm": GuestState.RUNNING}, inventory)
 
     source.guests[VM.uuid] = dataclasses.replace(
         VM, state=GuestState.PAUSED_IO_ERROR, io_errors={"vda": "enospc"}
     )
-    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.PAUSED, "ioerror"))
+    source.push(GuestChanged("vm", VM.uuid, GuestEventKind.PAUSED, "ioerror"))
     await until(lambda: _on_images(inventory) == {"vm": GuestState.PAUSED_IO_ERROR}, inventory)
     assert inventory.hosts["kvm01"].pool_guests["images"][0].io_error == "enospc"
 
     del source.guests[VM.uuid]
-    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.UNDEFINED, ""))
+    source.push(GuestChanged("vm", VM.uuid, GuestEventKind.UNDEFINED, ""))
     await until(lambda: _on_images(inventory) == {}, inventory)
 
 
@@ -54,10 +54,10 @@ async def test_an_io_error_counts_against_the_pool_of_its_disk(
 ) -> None:
     source, inventory = watched
     source.guests[VM.uuid] = VM
-    source.events.put_nowait(GuestChanged("vm", VM.uuid, GuestEventKind.STARTED, ""))
+    source.push(GuestChanged("vm", VM.uuid, GuestEventKind.STARTED, ""))
     await until(lambda: bool(_on_images(inventory)), inventory)
     error = GuestIOError("vm", VM.uuid, "", "virtio-disk0", "pause", "enospc")
-    source.events.put_nowait(error)
+    source.push(error)
     await until(lambda: bool(telemetry.stats("kvm01").guest_io_errors), inventory)
     assert telemetry.stats("kvm01").guest_io_errors == {("images", "enospc"): 1}
 

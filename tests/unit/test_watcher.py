@@ -13,10 +13,18 @@ import pytest
 
 from poolwatch.config import PollConfig
 from poolwatch.inventory import Inventory
-from poolwatch.model import GuestSnapshot, PoolEventKind, PoolState, VolumeScan, VolumeSnapshot
+from poolwatch.model import (
+    GuestEventKind,
+    GuestSnapshot,
+    PoolEventKind,
+    PoolState,
+    VolumeScan,
+    VolumeSnapshot,
+)
 from poolwatch.source import (
     Connected,
     Disconnected,
+    GuestChanged,
     GuestNotFound,
     PoolChanged,
     PoolNotFound,
@@ -27,6 +35,7 @@ from poolwatch.source import (
 )
 from poolwatch.telemetry import Telemetry
 from poolwatch.watcher import Watcher
+from tests.helpers import captured_logs
 
 GiB = 1024**3
 
@@ -55,7 +64,8 @@ class FakeSource:
     def __init__(self, *pools: PoolReading) -> None:
         self.pools = {p.name: p for p in pools}
         self.volumes: dict[str, list[VolumeSnapshot]] = {}
-        self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        self._listener: Callable[[SourceEvent], None] = lambda _event: None
+        self._on_the_way = 0  # pushed, not handed to the listener yet
         self.list_gate: asyncio.Event | None = None
         self.read_gate: asyncio.Event | None = None  # holds an event's re-read
         self.scan_gate: asyncio.Event | None = None  # holds a volume scan, once counted
@@ -69,16 +79,25 @@ class FakeSource:
         self.resumed: list[str] = []
         self.flags_read: list[bool] = []  # per re-read: whether it asked for the flags
 
-    @property
-    def events(self) -> asyncio.Queue[SourceEvent]:
-        return self._events
+    def listen(self, handler: Callable[[SourceEvent], None]) -> None:
+        self._listener = handler
 
     @property
     def read_only(self) -> bool:
         return False
 
     def events_on_the_way(self) -> bool:
-        return False
+        return self._on_the_way > 0
+
+    def push(self, event: SourceEvent) -> None:
+        """``event`` from libvirt: handed to the listener a loop turn later, as LibvirtSource
+        hands what libvirt's event thread gave the loop."""
+        self._on_the_way += 1
+        asyncio.get_running_loop().call_soon(self._hand, event)
+
+    def _hand(self, event: SourceEvent) -> None:
+        self._on_the_way -= 1
+        self._listener(event)
 
     async def start(self) -> None:
         self.connect()
@@ -88,14 +107,14 @@ class FakeSource:
 
     def connect(self) -> None:
         self.connected = True
-        self._events.put_nowait(Connected(hostname="kvm01"))
+        self.push(Connected(hostname="kvm01"))
 
     def disconnect(self) -> None:
         self.connected = False
-        self._events.put_nowait(Disconnected(reason="eof"))
+        self.push(Disconnected(reason="eof"))
 
     def emit(self, name: str, kind: PoolEventKind) -> None:
-        self._events.put_nowait(PoolChanged(name, f"uuid-{name}", kind))
+        self.push(PoolChanged(name, f"uuid-{name}", kind))
 
     def _check(self) -> None:
         if not self.connected:
@@ -625,6 +644,34 @@ async def test_each_volume_poll_that_read_the_host_is_told(telemetry: Telemetry)
         before = len(told)
         await volume_polls(telemetry, polls() + 2)
         assert len(told) == before
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_event_whose_handling_fails_is_logged_and_the_next_ones_are_handled(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events are handled as the loop gets them, with no task between that a failure would end:
+    one that raises is logged, and the watch goes on."""
+    source = FakeSource(reading("images"))
+    inventory = Inventory()
+    watcher = watcher_of(source, inventory, telemetry)
+
+    def broken(_event: object) -> None:
+        raise RuntimeError("a bug in the guest tracker")
+
+    monkeypatch.setattr(watcher._guests, "on_changed", broken)
+    task = asyncio.create_task(watcher.run())
+    try:
+        with captured_logs() as logs:
+            await until(lambda: inventory.ready, inventory)
+            source.push(GuestChanged("vm", "uuid-vm", GuestEventKind.DEFINED, ""))
+            source.emit("images", PoolEventKind.STOPPED)
+            await until(lambda: not inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
+        [failed] = [e for e in logs if e["event"] == "event_handling_failed"]
+        assert "GuestChanged" in failed["source_event"]
+        assert not task.done()
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

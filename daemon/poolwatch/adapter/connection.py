@@ -130,7 +130,8 @@ class LibvirtSource:
         self._uri_label = without_credentials(uri)  # the URI may hold a password: never log it
         self._read_only = read_only
         self._call_timeout = call_timeout
-        self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        # Set before start (StorageSource.listen): no event comes before.
+        self._listener: Callable[[SourceEvent], None] = lambda _event: None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         # Calls and connects use separate threads so that a hung open() or close() never takes
@@ -153,15 +154,14 @@ class LibvirtSource:
         # of a pool redefined while it ran (see list_pools).
         self._definitions = 0
         self._defined_at: dict[str, int] = {}
-        # Events libvirt's event thread handed to the loop, and those the loop has put on
-        # `events`: each counter has one writer (that thread, the loop), so either thread may
-        # read both (events_on_the_way).
+        # Events libvirt's event thread handed to the loop, and those the loop has handed to
+        # the listener: each counter has one writer (that thread, the loop), so either thread
+        # may read both (events_on_the_way).
         self._handed = 0
         self._delivered = 0
 
-    @property
-    def events(self) -> asyncio.Queue[SourceEvent]:
-        return self._events
+    def listen(self, handler: Callable[[SourceEvent], None]) -> None:
+        self._listener = handler
 
     @property
     def read_only(self) -> bool:
@@ -249,11 +249,11 @@ class LibvirtSource:
             self._defined_at.clear()
             self._lost = loop.create_future()
             log.info("libvirt_connected", uri=self._uri_label, hostname=opened.hostname)
-            self._events.put_nowait(Connected(hostname=opened.hostname))
+            self._listener(Connected(hostname=opened.hostname))
             reason = await self._lost
             self._opened = None
             log.warning("libvirt_disconnected", uri=self._uri_label, reason=reason)
-            self._events.put_nowait(Disconnected(reason=reason))
+            self._listener(Disconnected(reason=reason))
             self._release_connect(opened)  # in the background
 
     def _open(self, generation: int) -> _Opened:
@@ -427,7 +427,7 @@ class LibvirtSource:
             self._descriptions.pop(event.uuid, None)
             self._definitions += 1
             self._defined_at[event.uuid] = self._definitions
-        self._events.put_nowait(event)
+        self._listener(event)
 
     # -- calls -----------------------------------------------------------------------------
 
