@@ -6,7 +6,7 @@ event is handled and no scrape answered. CPython starts one whenever the objects
 into its oldest generation since the last one reach a quarter of those it holds, every few
 seconds under load. Nearly all of them are what poolwatch read (pools, volumes, their samples
 and encoded lines), which live until they change. ``gc.freeze()`` takes every object tracked
-now out of the collector's reach: a full pass then walks only what was made since (0.4 ms
+now out of the collector's reach: a full pass then walks only what was made since (0.4-2 ms
 there).
 
 Frozen objects are still freed when nothing refers to them; only a reference cycle frozen while
@@ -32,7 +32,9 @@ class Heap:
         self._thawed_at = clock()
 
     def freeze(self) -> None:
-        """What exists now lives as long as the process (modules, the config, the server)."""
+        """Collect what is garbage now and take the rest out of the collector's reach: called
+        once started (modules, the config, the server live as long as the process), then by
+        ``polled``."""
         gc.collect()
         gc.freeze()
 

@@ -10,14 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from poolwatch.heap import FREEZE_GAP, THAW_EVERY, Heap
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.factories import FakeClock
 
 
 class Node:
@@ -34,7 +27,7 @@ def unfrozen() -> Iterator[None]:
 
 
 def test_a_poll_freezes_what_it_read_at_most_once_a_minute() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     heap = Heap(clock)
     gc.unfreeze()
     heap.polled()  # the first full read: frozen at once
@@ -51,7 +44,7 @@ def test_a_poll_freezes_what_it_read_at_most_once_a_minute() -> None:
 
 
 def test_a_cycle_frozen_while_in_use_is_freed_by_the_hourly_pass() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     heap = Heap(clock)
     node = Node()
     gone = weakref.ref(node)
@@ -68,7 +61,7 @@ def test_a_cycle_frozen_while_in_use_is_freed_by_the_hourly_pass() -> None:
 
 
 def test_garbage_is_collected_before_it_could_be_frozen() -> None:
-    heap = Heap(Clock())
+    heap = Heap(FakeClock())
     node = Node()
     gone = weakref.ref(node)
     del node  # garbage already when the poll ends
