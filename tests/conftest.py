@@ -1,5 +1,7 @@
-"""Fixtures shared by the tiers that run real components (integration, reliability)."""
+"""Fixtures shared by the tiers that run real components (integration, reliability), and one
+that every test gets."""
 
+import gc
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -7,6 +9,15 @@ import pytest
 from tests.harness.commands import CommandError, MiB
 from tests.harness.loopdev import LoopDevice, loop_problem
 from tests.helpers import unavailable
+
+
+@pytest.fixture(autouse=True)
+def unfrozen() -> Iterator[None]:
+    """A daemon run in the test process freezes its heap after a poll (poolwatch/heap.py), as
+    does test_heap.py: unfrozen after each test, so that nothing one test left stays out of the
+    garbage collector's reach in the next ones."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

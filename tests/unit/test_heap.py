@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
-
-import pytest
 
 from poolwatch.heap import FREEZE_GAP, THAW_EVERY, Heap
 from tests.unit.factories import FakeClock
@@ -18,12 +15,6 @@ class Node:
 
     def __init__(self) -> None:
         self.me = self
-
-
-@pytest.fixture(autouse=True)
-def unfrozen() -> Iterator[None]:
-    yield
-    gc.unfreeze()  # the rest of the test run is collected as usual
 
 
 def test_a_poll_freezes_what_it_read_at_most_once_a_minute() -> None:
