@@ -26,7 +26,7 @@ from poolwatch.errors import ConfigError
 from poolwatch.exporter.collector import InventoryCollector
 from poolwatch.exporter.exposition import Exposition
 from poolwatch.filesystem import is_local_uri
-from poolwatch.heap import Heap
+from poolwatch.heap import Heap, reuse_freed_blocks
 from poolwatch.hooks import HookRunner
 from poolwatch.inventory import Inventory
 from poolwatch.logsetup import LogOutput, configure_logging
@@ -195,6 +195,7 @@ class Daemon:
         """Run until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        reuse_freed_blocks()  # heap.py
         await self.start()
         # What exists now (modules, classes, functions, the config: ~60,000 objects) lives as
         # long as the process: out of the collector's reach, a full collection scans only what

@@ -13,16 +13,61 @@ Frozen objects are still freed when nothing refers to them; only a reference cyc
 in use outlives its last use, until ``gc.unfreeze()``. So the heap is frozen once started, and
 after a volume poll (the read that makes most of those objects) at most once a minute,
 collecting what is garbage first; once an hour it is unfrozen first, and that pass walks all.
+
+The memory under those objects: glibc's malloc hands a freed block of more than 128 KiB back
+to the kernel, and the next such block comes as fresh pages, each faulted in on its first
+touch. poolwatch makes such blocks on every change a scrape shows (the page, 1.7 MB at
+5 x 6,000 volumes, 3.4 MB at 50 x 200; aiohttp's copy of it behind the headers; the gzip
+pieces), on the loop: ~1 ms of faults per page. `reuse_freed_blocks` makes malloc keep them
+for the next ones (measured at 50 x 200 under 10 scrapers, paired runs of 800 transitions:
+stop p50 / p99 4.83 / 9.63 -> 4.26 / 8.30 ms, start 5.39 / 10.10 -> 4.51 / 8.75), and every
+freeze gives what is free back to the kernel (``malloc_trim``), so an idle daemon holds no more
+than it did.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import time
 from collections.abc import Callable
 
 FREEZE_GAP = 60.0  # seconds between two freezes after polls, at least
 THAW_EVERY = 3600.0  # seconds between two passes that walk every object, at least
+
+# mallopt(3) parameters, and the values set: blocks below MMAP_THRESHOLD come from the heap
+# (32 MiB is the most glibc's own adaptive threshold reaches on 64-bit, where it starts from
+# 128 KiB); up to TRIM_THRESHOLD free at the heap's top stays there, several pages' worth.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 16 << 20
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None)  # the process's own symbols, libc's among them
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def reuse_freed_blocks() -> bool:
+    """Have malloc keep large freed blocks for the next ones (module docstring). False where
+    the C library has no mallopt (not glibc): nothing changes there."""
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
+def _give_back_free_memory() -> None:
+    malloc_trim = getattr(_LIBC, "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 class Heap:
@@ -34,9 +79,10 @@ class Heap:
     def freeze(self) -> None:
         """Collect what is garbage now and take the rest out of the collector's reach: called
         once started (modules, the config, the server live as long as the process), then by
-        ``polled``."""
+        ``polled``. The memory that frees goes back to the kernel."""
         gc.collect()
         gc.freeze()
+        _give_back_free_memory()
 
     def polled(self) -> None:
         """A volume poll ended: what it read lives until it changes. The first one frozen at
