@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from poolwatch.model import PoolEvent, PoolEventKind
@@ -63,8 +63,9 @@ class ConnectionStats:
     disconnects: int = 0
     poll_durations: dict[str, Histogram] = field(default_factory=dict)  # by poll kind
     poll_errors: dict[str, int] = field(default_factory=dict)  # by poll kind
-    # pool name -> event kind -> count, oldest pool first
-    pool_events: OrderedDict[str, dict[PoolEventKind, int]] = field(default_factory=OrderedDict)
+    # pool name -> event kind -> count, oldest pool first; a pool's mapping is replaced at each
+    # event, never changed in place (the collector tells an unchanged one by identity)
+    pool_events: OrderedDict[str, Mapping[PoolEventKind, int]] = field(default_factory=OrderedDict)
     actions: dict[tuple[str, str, str], int] = field(default_factory=dict)  # pool, action, result
     autostart_attempts: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, result
     guest_io_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # pool, reason
@@ -164,8 +165,8 @@ class Telemetry:
         right after, and that publishes both, so one event costs one /metrics render."""
         stats = self._stats[key]
         counts = stats.pool_events
-        per_pool = counts.setdefault(event.pool, {})
-        per_pool[event.kind] = per_pool.get(event.kind, 0) + 1
+        per_pool = counts.get(event.pool, {})
+        counts[event.pool] = {**per_pool, event.kind: per_pool.get(event.kind, 0) + 1}
         counts.move_to_end(event.pool)
         if event.kind is PoolEventKind.UNDEFINED:
             stats.gone[event.pool] = self._clock()

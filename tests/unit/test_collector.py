@@ -171,6 +171,17 @@ def test_pool_events_include_undefined_pools(registry: CollectorRegistry) -> Non
     assert value(registry, name, **on_a("default"), event="stopped") is None
 
 
+def test_each_event_moves_its_count_on_the_next_collect(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    # The collector knows a pool's unchanged counts by identity (the part is not rebuilt).
+    name = "libvirt_storage_pool_events_total"
+    for expected in (2, 3):
+        telemetry.record_pool_event(HOST_A, event("default", PoolEventKind.STARTED))
+        assert value(registry, name, **on_a("default"), event="started") == expected
+    assert value(registry, name, **on_a("default"), event="refreshed") == 2
+
+
 def test_connection_health(registry: CollectorRegistry) -> None:
     assert value(registry, "poolwatch_libvirt_up", host=HOST_A, uri=URI_A) == 1
     assert value(registry, "poolwatch_libvirt_up", host=HOST_B, uri=URI_B) == 0

@@ -68,9 +68,9 @@ class InventoryCollector:
         self._volumes: PartCache[VolumeScan | None] = PartCache(
             VOLUME_FAMILIES, volumes_part, volumes_token
         )
-        # The telemetry updates its event counts in place: compared by value every collect.
+        # The telemetry replaces a pool's event counts at each event: known by identity.
         self._events: PartCache[Mapping[PoolEventKind, int]] = PartCache(
-            EVENT_FAMILIES, _events_part, _events_token, frozen=False
+            EVENT_FAMILIES, _events_part, _events_token
         )
         self._policies = policy_parts()
         self._guests = guest_parts()
