@@ -18,11 +18,12 @@ The memory under those objects: glibc's malloc hands a freed block of more than 
 to the kernel, and the next such block comes as fresh pages, each faulted in on its first
 touch. poolwatch makes such blocks on every change a scrape shows (the page, 1.7 MB at
 5 x 6,000 volumes, 3.4 MB at 50 x 200; aiohttp's copy of it behind the headers; the gzip
-pieces), on the loop: ~1 ms of faults per page. `reuse_freed_blocks` makes malloc keep them
-for the next ones (measured at 50 x 200 under 10 scrapers, paired runs of 800 transitions:
-stop p50 / p99 4.83 / 9.63 -> 4.26 / 8.30 ms, start 5.39 / 10.10 -> 4.51 / 8.75), and every
-freeze gives what is free back to the kernel (``malloc_trim``), so an idle daemon holds no more
-than it did.
+pieces), on the loop: 0.5-1 ms of faults per page. `reuse_freed_blocks` makes malloc keep
+them for the next ones (measured at 50 x 200 under 10 scrapers, paired runs of 800
+transitions: pool stop -> /metrics p50 / p99 4.83 / 9.63 -> 4.26 / 8.30 ms, start 5.39 / 10.10
+-> 4.51 / 8.75; BENCHMARKS.md), and every freeze gives what is free back to the kernel
+(``malloc_trim``): up to TRIM_THRESHOLD more stays resident after a burst of scrapes, until the
+next freeze.
 """
 
 from __future__ import annotations
