@@ -4,6 +4,7 @@ for good (heap.py)."""
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 import weakref
@@ -89,9 +90,15 @@ print(faults, held - rss())
 
 
 def changes(mode: str) -> tuple[float, int]:
-    """Page faults per change, and the KiB a freeze gave back after the last one."""
+    """Page faults per change, and the KiB a freeze gave back after the last one, under
+    glibc's defaults (no malloc tuning from the environment)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("MALLOC_") and name != "GLIBC_TUNABLES"
+    }
     out = subprocess.run(
-        [sys.executable, "-c", PAGES, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PAGES, mode], capture_output=True, text=True, check=True, env=env
     ).stdout.split()
     return float(out[0]), int(out[1])
 
