@@ -124,8 +124,8 @@ class StorageSource(Protocol):
     def read_only(self) -> bool: ...
 
     def events_on_the_way(self) -> bool:
-        """Whether libvirt has sent an event not handed to the listener yet: one on its way
-        from libvirt's event thread to the loop, handed over in the loop's next turn."""
+        """Whether libvirt may have sent an event not handed to the listener yet: input that
+        libvirt has not read, or an event it read and handed to the loop for its next turn."""
 
     async def start(self) -> None:
         """Begin connecting; returns at once. Connected goes to the listener."""

@@ -1,6 +1,7 @@
 """Spec §2: libvirt events reach asyncio promptly even while a long libvirt call runs in the
 executor. With libvirtaio they did not (a REFRESH event during a 3 GiB vol.wipe() arrived after
-5.3 s); poolwatch runs libvirt's default event loop in a thread of its own instead.
+5.3 s); poolwatch's own implementation on the loop (adapter/eventloop.py) is woken by every
+change libvirt makes from another thread.
 
 The long call is a `vol.wipe()` of a fully allocated volume in a dir pool: libvirt writes zeros
 over all of it (a sparse volume would be done at once). Another client refreshes a different

@@ -133,9 +133,9 @@ async def test_the_volume_names_of_many_pools_come_in_a_few_jobs() -> None:
 
 
 async def test_an_event_is_on_its_way_from_libvirts_thread_until_the_listener_has_it() -> None:
-    """What a scrape waits for (web/settle.py): an event handed over by libvirt's event thread
-    that the listener does not have yet. One of a connection already given up is dropped, and
-    is not waited for either."""
+    """What a scrape waits for (web/settle.py): an event handed over by libvirt's callback
+    (here from a thread, as a close callback may come) that the listener does not have yet.
+    One of a connection already given up is dropped, and is not waited for either."""
     source = LibvirtSource(uri="qemu:///system", read_only=True, call_timeout=10)
     heard: list[SourceEvent] = []
     source.listen(heard.append)

@@ -91,7 +91,7 @@ class FakeSource:
 
     def push(self, event: SourceEvent) -> None:
         """``event`` from libvirt: handed to the listener a loop turn later, as LibvirtSource
-        hands what libvirt's event thread gave the loop."""
+        hands over what libvirt's callbacks give it."""
         self._on_the_way += 1
         asyncio.get_running_loop().call_soon(self._hand, event)
 

@@ -46,7 +46,7 @@ async def test_nothing_in_flight_nothing_to_wait_for() -> None:
 
 
 async def test_a_scrape_waits_for_an_event_libvirt_sent_until_the_loop_handled_it() -> None:
-    """A pool stopped and libvirt's event thread has said so, but the loop has not handled the
+    """A pool stopped and libvirtd has said so, but the loop has not handled the
     event yet (it does a turn or two later): the scrape renders after it, not before."""
     loop = asyncio.get_running_loop()
     unhandled = True

@@ -34,7 +34,7 @@ import structlog
 
 from poolwatch.adapter import domain_events, domains, reader
 from poolwatch.adapter.coalesce import Coalesced
-from poolwatch.adapter.eventloop import ensure_event_loop
+from poolwatch.adapter.eventloop import LoopEvents, ensure_event_loop
 from poolwatch.adapter.turns import Turn, serialized
 from poolwatch.addresses import without_credentials
 from poolwatch.model import GuestSnapshot, PoolEventKind, VolumeScan, volume_scan
@@ -154,11 +154,12 @@ class LibvirtSource:
         # of a pool redefined while it ran (see list_pools).
         self._definitions = 0
         self._defined_at: dict[str, int] = {}
-        # Events libvirt's event thread handed to the loop, and those the loop has handed to
-        # the listener: each counter has one writer (that thread, the loop), so either thread
-        # may read both (events_on_the_way).
+        # Events libvirt's callbacks handed to the loop, and those the loop has handed to the
+        # listener: each counter has one writer (the thread libvirt calls back on, the loop),
+        # so either thread may read both (events_on_the_way).
         self._handed = 0
         self._delivered = 0
+        self._events: LoopEvents | None = None  # libvirt's, on the loop (adapter/eventloop.py)
 
     def listen(self, handler: Callable[[SourceEvent], None]) -> None:
         self._listener = handler
@@ -168,7 +169,9 @@ class LibvirtSource:
         return self._read_only
 
     def events_on_the_way(self) -> bool:
-        return self._handed > self._delivered
+        return self._handed > self._delivered or (
+            self._events is not None and self._events.input_waiting()
+        )
 
     @property
     def _conn(self) -> Any:
@@ -187,7 +190,7 @@ class LibvirtSource:
         return max(1, int(self._call_timeout // 3)), 2
 
     async def start(self) -> None:
-        ensure_event_loop()
+        self._events = ensure_event_loop()
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._keep_connected(), name=f"libvirt {self._uri_label}")
 
@@ -372,7 +375,8 @@ class LibvirtSource:
         if generation == self._generation and self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
 
-    # -- libvirt callbacks (libvirt's event thread, or whichever thread saw a close) ------
+    # -- libvirt callbacks (on the loop, adapter/eventloop.py; a close on whichever thread saw
+    # it) --------------------------------------------------------------------------------
 
     def _hand_over(self, callback: Callable[..., None], *args: Any) -> bool:
         loop = self._loop

@@ -2,7 +2,8 @@
 
 Registered on every connection beside the storage pool events (see ``connection``): lifecycle
 (defined, undefined, started, stopped, suspended, resumed), device added or removed, and QEMU's
-I/O error with its reason. The callbacks run on libvirt's event thread and make no RPC (a
+I/O error with its reason. The callbacks run on the asyncio loop (adapter/eventloop.py), or
+whichever thread runs libvirt's events, and make no RPC (a
 domain object's ``name()`` and ``UUIDString()`` are local); each hands a ``GuestChanged`` or
 ``GuestIOError`` to ``emit(generation, event)``, which passes it to the asyncio loop.
 """
@@ -18,7 +19,7 @@ import libvirt
 from poolwatch.model import GuestEventKind
 from poolwatch.source import GuestChanged, GuestIOError, SourceEvent
 
-# Called on libvirt's event thread with the connection's generation and the event.
+# Called from libvirt's callbacks with the connection's generation and the event.
 Emit = Callable[[int, SourceEvent], None]
 
 _GUEST_LIFECYCLE = {

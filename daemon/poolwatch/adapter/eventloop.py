@@ -1,41 +1,324 @@
-"""libvirt's own event loop, run in one dedicated thread.
+"""libvirt's event implementation, run by the asyncio loop itself.
 
-libvirtaio is not safe when calls run in executor threads: libvirt then queues events from
-those threads and libvirtaio touches the asyncio loop from them without waking it (measured:
-a REFRESH event during a long vol.wipe() arrived after 5.3 s). The default implementation in a
-thread of its own dispatches within milliseconds; callbacks hand over to asyncio with
-``loop.call_soon_threadsafe``.
+libvirt reads its connections' sockets and fires its timers (keepalive, the dispatch of queued
+events) through whatever event implementation the process registers. This one registers
+libvirt's file descriptors as readers and writers of the asyncio loop and its timers as loop
+callbacks, so the thread that serves /metrics also reads libvirt's events: an event that
+libvirtd has sent is read in the loop's next turn, where a thread of its own first had to get a
+CPU (on a busy host 1-4 ms later than a bare client at p90-p99, which made a scrape right after
+a pool stopped show it running). It also tells what libvirt has not handled yet
+(``input_waiting``): a scrape waits for that turn (web/settle.py).
+
+libvirt calls this implementation from any thread: a thread in a call reads the messages that
+arrive meanwhile, events included, and arms the dispatch timer from there. libvirtaio, the
+asyncio implementation of libvirt-python, then touches the loop from that thread without
+waking it (measured: a REFRESH event during a long vol.wipe() arrived after 5.3 s). Here every
+change is recorded under a lock and applied on the loop thread: at once when it comes from
+there, through ``call_soon_threadsafe`` (which wakes the loop) when it does not.
+
+The implementation is registered once per process, before any connection opens
+(``ensure_event_loop``), and follows the running loop that calls it: a later loop in the same
+process (a test's) takes over every watch and timer. Called where no loop runs (a script or a
+test using libvirt synchronously), it runs them on a loop in a thread of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import select
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import libvirt
-import structlog
+
+READABLE = libvirt.VIR_EVENT_HANDLE_READABLE
+WRITABLE = libvirt.VIR_EVENT_HANDLE_WRITABLE
+
+
+@dataclass
+class _Watch:
+    fd: int
+    events: int
+    callback: Callable[[int, int, int, Any], None]
+    opaque: Any
+
+
+@dataclass
+class _Timer:
+    interval: int  # ms; -1 disarmed, 0 on every turn of the loop
+    callback: Callable[[int, Any], None]
+    opaque: Any
+
+
+class _Attachment:
+    """What one asyncio loop runs for libvirt; touched on that loop's thread only."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, thread: int) -> None:
+        self.loop = loop
+        self.thread = thread
+        self.watched: dict[int, int] = {}  # fd -> the events the loop watches it for
+        self.readable = select.poll()  # the fds read for libvirt, for input_waiting
+        self.timers: dict[int, asyncio.Handle] = {}  # armed timers
+
+    @property
+    def alive(self) -> bool:
+        return not self.loop.is_closed()
+
+    def close(self) -> None:
+        if not self.alive:
+            return
+        for fd in self.watched:
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+        for handle in self.timers.values():
+            handle.cancel()
+        self.watched.clear()
+        self.timers.clear()
+
+
+class LoopEvents:
+    """libvirt's event implementation (virEventRegisterImpl) on one asyncio loop at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._watches: dict[int, _Watch] = {}
+        self._timers: dict[int, _Timer] = {}
+        self._to_free: list[Any] = []  # opaques of removed watches and timers
+        self._at: _Attachment | None = None
+
+    def register(self) -> None:
+        libvirt.virEventRegisterImpl(
+            self._add_handle,
+            self._update_handle,
+            self._remove_handle,
+            self._add_timeout,
+            self._update_timeout,
+            self._remove_timeout,
+        )
+
+    @property
+    def running(self) -> bool:
+        """Whether a loop runs libvirt's events now."""
+        at = self._at
+        return at is not None and at.loop.is_running()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``'s thread: run every watch and timer there from now on."""
+        if self._at is not None and self._at.loop is loop:
+            return
+        old, at = self._at, _Attachment(loop, threading.get_ident())
+        self._at = at
+        if old is not None and old.alive:
+            if old.thread == at.thread:
+                old.close()
+            else:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    old.loop.call_soon_threadsafe(old.close)
+        with self._lock:
+            fds = {watch.fd for watch in self._watches.values()}
+            timer_ids = list(self._timers)
+        for fd in fds:
+            self._sync_fd(at, fd)
+        for timer_id in timer_ids:
+            self._sync_timer(at, timer_id)
+        self._free(at)
+
+    def input_waiting(self) -> bool:
+        """On the loop thread: libvirt has input the loop has not read yet (a message on one of
+        the sockets it watches for libvirt) or work due in the loop's next turn (queued events
+        to dispatch)."""
+        at = self._at
+        if at is None or at.thread != threading.get_ident():
+            return False
+        with self._lock:
+            if any(timer.interval == 0 for timer in self._timers.values()):
+                return True
+        return bool(at.watched) and bool(at.readable.poll(0))
+
+    # -- called by libvirt, from any thread ---------------------------------------------------
+
+    def _add_handle(self, fd: int, events: int, callback: Any, opaque: Any) -> int:
+        with self._lock:
+            watch_id = next(self._ids)
+            self._watches[watch_id] = _Watch(fd, events, callback, opaque)
+        self._on_loop(self._sync_fd, fd)
+        return watch_id
+
+    def _update_handle(self, watch_id: int, events: int) -> None:
+        with self._lock:
+            watch = self._watches.get(watch_id)
+            if watch is None:
+                return
+            watch.events = events
+        self._on_loop(self._sync_fd, watch.fd)
+
+    def _remove_handle(self, watch_id: int) -> int:
+        with self._lock:
+            watch = self._watches.pop(watch_id, None)
+            if watch is None:
+                return -1
+            self._to_free.append(watch.opaque)
+        self._on_loop(self._sync_fd, watch.fd)
+        self._free_soon()
+        return 0
+
+    def _add_timeout(self, interval: int, callback: Any, opaque: Any) -> int:
+        with self._lock:
+            timer_id = next(self._ids)
+            self._timers[timer_id] = _Timer(interval, callback, opaque)
+        self._on_loop(self._sync_timer, timer_id)
+        return timer_id
+
+    def _update_timeout(self, timer_id: int, interval: int) -> None:
+        with self._lock:
+            timer = self._timers.get(timer_id)
+            if timer is None:
+                return
+            timer.interval = interval
+        self._on_loop(self._sync_timer, timer_id)
+
+    def _remove_timeout(self, timer_id: int) -> int:
+        with self._lock:
+            timer = self._timers.pop(timer_id, None)
+            if timer is None:
+                return -1
+            self._to_free.append(timer.opaque)
+        self._on_loop(self._sync_timer, timer_id)
+        self._free_soon()
+        return 0
+
+    def _on_loop(self, function: Callable[..., None], *args: Any) -> None:
+        """``function(attachment, *args)`` on the loop thread: now when this is it, else in the
+        loop's next turn. Without a loop (none attached yet, or it closed) the change waits in
+        the tables for the next ``attach``."""
+        at = self._at
+        if at is None or not at.alive:
+            return
+        if threading.get_ident() == at.thread:
+            function(at, *args)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            at.loop.call_soon_threadsafe(function, at, *args)
+
+    def _free_soon(self) -> None:
+        """The removed watches' and timers' opaques are freed in a turn of the loop, never
+        within the call that removed them: libvirt may hold locks there that freeing takes."""
+        at = self._at
+        if at is not None and at.alive:
+            with contextlib.suppress(RuntimeError):
+                at.loop.call_soon_threadsafe(self._free, at)
+
+    # -- on the loop thread, for the attachment current when they were asked for --------------
+
+    def _sync_fd(self, at: _Attachment, fd: int) -> None:
+        """Make the loop watch ``fd`` for what libvirt's watches on it want now."""
+        if at is not self._at or not at.alive:
+            return
+        with self._lock:
+            wanted = 0
+            for watch in self._watches.values():
+                if watch.fd == fd:
+                    wanted |= watch.events & (READABLE | WRITABLE)
+        watched = at.watched.get(fd, 0)
+        if wanted & READABLE and not watched & READABLE:
+            at.loop.add_reader(fd, self._dispatch, at, fd, READABLE)
+            at.readable.register(fd, select.POLLIN)
+        elif watched & READABLE and not wanted & READABLE:
+            at.loop.remove_reader(fd)
+            at.readable.unregister(fd)
+        if wanted & WRITABLE and not watched & WRITABLE:
+            at.loop.add_writer(fd, self._dispatch, at, fd, WRITABLE)
+        elif watched & WRITABLE and not wanted & WRITABLE:
+            at.loop.remove_writer(fd)
+        if wanted:
+            at.watched[fd] = wanted
+        else:
+            at.watched.pop(fd, None)
+
+    def _dispatch(self, at: _Attachment, fd: int, event: int) -> None:
+        with self._lock:
+            due = [
+                (watch_id, watch)
+                for watch_id, watch in self._watches.items()
+                if watch.fd == fd and watch.events & event
+            ]
+        for watch_id, watch in due:
+            watch.callback(watch_id, fd, event, watch.opaque)
+
+    def _sync_timer(self, at: _Attachment, timer_id: int) -> None:
+        """(Re)arm the timer for its interval from now, or disarm it."""
+        if at is not self._at or not at.alive:
+            return
+        handle = at.timers.pop(timer_id, None)
+        if handle is not None:
+            handle.cancel()
+        with self._lock:
+            timer = self._timers.get(timer_id)
+        if timer is None or timer.interval < 0:
+            return
+        if timer.interval == 0:
+            at.timers[timer_id] = at.loop.call_soon(self._fire, at, timer_id, timer)
+        else:
+            delay = timer.interval / 1000
+            at.timers[timer_id] = at.loop.call_later(delay, self._fire, at, timer_id, timer)
+
+    def _fire(self, at: _Attachment, timer_id: int, timer: _Timer) -> None:
+        del at.timers[timer_id]
+        timer.callback(timer_id, timer.opaque)
+        # Again after its interval, unless the callback armed it anew or removed it.
+        if timer_id not in at.timers:
+            self._sync_timer(at, timer_id)
+
+    def _free(self, at: _Attachment) -> None:
+        if at is not self._at:
+            return
+        with self._lock:
+            opaques, self._to_free = self._to_free, []
+        for opaque in opaques:
+            libvirt.virEventInvokeFreeCallback(opaque)
+
 
 _lock = threading.Lock()
-_thread: threading.Thread | None = None
-
-log = structlog.get_logger()
+_events: LoopEvents | None = None
 
 
-def ensure_event_loop() -> None:
-    """Register and start libvirt's default event loop once per process, before any open()."""
-    global _thread
+def ensure_event_loop() -> LoopEvents:
+    """Register the implementation once per process, before any open(). Called on a running
+    loop, libvirt's events run there from now on; elsewhere they stay where they run, or, where
+    no loop runs them, on a loop in a thread of its own ("libvirt-events")."""
+    global _events
     with _lock:
-        if _thread is not None:
-            return
-        # Without a handler libvirt prints every error to stderr as well as raising it.
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-        libvirt.virEventRegisterDefaultImpl()
-        _thread = threading.Thread(target=_run, name="libvirt-events", daemon=True)
-        _thread.start()
-
-
-def _run() -> None:
-    while True:
+        if _events is None:
+            # Without a handler libvirt prints every error to stderr as well as raising it.
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+            _events = LoopEvents()
+            _events.register()
+        events = _events
         try:
-            libvirt.virEventRunDefaultImpl()
-        except libvirt.libvirtError as exc:  # a failed poll(); keep the loop alive
-            log.warning("libvirt_event_loop_error", error=str(exc))
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None:
+            events.attach(running)
+        elif not events.running:
+            _attach_to_thread_of_its_own(events)
+    return events
+
+
+def _attach_to_thread_of_its_own(events: LoopEvents) -> None:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="libvirt-events", daemon=True).start()
+    attached = concurrent.futures.Future[None]()
+
+    def attach() -> None:
+        events.attach(loop)
+        attached.set_result(None)
+
+    loop.call_soon_threadsafe(attach)
+    attached.result()

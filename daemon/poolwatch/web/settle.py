@@ -1,9 +1,10 @@
 """A scrape waits, briefly, for the news it should show and does not have yet.
 
-Two kinds. An event libvirt has sent that the loop has not handled: libvirt's event thread
-hands it to the loop, where it is handled in the turn that takes it up (under a millisecond
-at p90 under load), so a scrape that comes meanwhile, right after the pool stopped, would show
-it running; it waits for that turn (``Watcher.events_unhandled``). Then the re-reads an event
+Two kinds. An event libvirtd has sent that the loop has not handled: the loop reads libvirt's
+sockets itself (adapter/eventloop.py), and a message waiting there, or an event libvirt read
+and has yet to dispatch or hand over, is handled within the next turns (under a millisecond at
+p90 under load); a scrape that comes meanwhile, right after the pool stopped, would show it
+running, so it waits for those turns (``Watcher.events_unhandled``). Then the re-reads an event
 asked for: libvirt's event says that a pool stopped, and /metrics shows it at once; that a pool
 started or was defined, it says too, but its figures (capacity, allocation, its volumes'
 place) come from the re-read the event asks for, a few calls that take milliseconds, more on
