@@ -93,6 +93,9 @@ class Watcher:
         self._scanning: set[str] = set()  # pools with an event-driven volume scan in flight
         self._scan_again: set[str] = set()  # ... and those that want another one after it
         self._last_refresh: dict[str, float] = {}
+        # Running dir pools: their target path, what its last inspection found and when
+        # (monotonic): a quick restart shows from it (_show_started_soon).
+        self._measured: dict[str, tuple[str, Inspected, float]] = {}
         self._urgent: frozenset[str] = frozenset()  # pools the policies want refreshed sooner
         # The statvfs of pool targets (a start shows from one) never wait behind the fast
         # path's stat() of every file of a pool (6,000 at 5 pools x 6,000 volumes): when they
@@ -248,6 +251,7 @@ class Watcher:
             self._log.info("pool_event", pool=event.pool, kind=event.kind.value)
         if event.kind is PoolEventKind.UNDEFINED:
             self._last_refresh.pop(event.pool, None)
+            self._measured.pop(event.pool, None)
             self._local.forget(event.pool)
             self._inventory.drop_pool(self.key, event.pool)
             return
@@ -276,7 +280,8 @@ class Watcher:
         """libvirt's event is its word that the pool started, and a pool on the fast path takes
         its figures from a statvfs of its target, not from libvirt: such a pool shows running
         once a statvfs asked for at the event is in, before libvirt answers the re-read (four
-        calls, which may wait behind others on the connection). The reading has the last word."""
+        calls, which may wait behind others on the connection); a dir pool restarted within an
+        info poll of its last statvfs, at once from that one. The reading has the last word."""
         known = self._inventory.pool(self.key, name)
         if known is None:
             return
@@ -285,14 +290,29 @@ class Watcher:
             # libvirt answered after the start. Nothing is left to wait for.
             self._news.read(name, active=True)
             return
-        target = Target(name, known.type, known.target_path, active=True)
         seq = self._news.seq  # this event's
+        measured = self._measured.get(name)
+        if (
+            measured is not None
+            and known.type == "dir"
+            and measured[0] == known.target_path
+            and time.monotonic() - measured[2] <= self.poll.interval
+        ):
+            # Restarted within an info poll of its last statvfs: a dir pool's filesystem does
+            # not change with a stop and a start, and the figures of that statvfs are as fresh
+            # as an info poll's always are. Shown at once, not after a statvfs in a worker,
+            # whose thread waits for a CPU on a busy host (paired at 5 x 6,000 under 10
+            # scrapers: start p50 / p90 3.38 / 5.11 -> 2.71 / 3.91 ms).
+            self._show_started(name, seq, measured[1])
+            if not self._news.start_awaited(name):
+                return
+        target = Target(name, known.type, known.target_path, active=True)
         self._targets.inspect_soon(target, functools.partial(self._show_started, name, seq))
 
     def _show_started(self, name: str, seq: int, inspected: Inspected) -> None:
         """`_show_started_soon`'s statvfs is in. A pool that an event stopped, undefined or
         defined again meanwhile, or that a reading already shows, waits for the reading."""
-        filesystem, mounted = inspected
+        filesystem = inspected[0]
         known = self._inventory.pool(self.key, name)
         if (
             filesystem is None
@@ -318,7 +338,7 @@ class Watcher:
             available=known.available,
             volume_count=None,
         )
-        snapshot = self._snapshot(started, (filesystem, mounted), None, follow=False)
+        snapshot = self._snapshot(started, inspected, None, follow=False)
         if snapshot.fast_path:
             self._inventory.put_pool(self.key, snapshot)
             self._news.read(name, active=True)
@@ -491,6 +511,7 @@ class Watcher:
         for name in current.keys() - pools.keys():
             self._telemetry.record_pool_gone(self.key, name)
             self._local.forget(name)
+            self._measured.pop(name, None)
         self._inventory.replace_pools(self.key, pools)
         if scanned is not None:  # a resync, whose volume poll lists them: scan once, here
             stale_scans, restat = stale_scans + restat, []
@@ -623,6 +644,10 @@ class Watcher:
         follow: bool = True,
     ) -> PoolSnapshot:
         last_refresh, now = self._last_refresh.get(reading.name), self._clock()
+        measured = self._measured.get(reading.name)
+        fresh = measured is None or measured[1] is not target  # not a restart's reuse of it
+        if reading.active and reading.type == "dir" and target[0] is not None and fresh:
+            self._measured[reading.name] = (reading.target_path, target, time.monotonic())
         return self._local.snapshot(
             self._host, reading, target, scan, last_refresh, now, follow=follow
         )

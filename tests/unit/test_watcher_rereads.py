@@ -302,3 +302,67 @@ async def test_a_start_shows_from_its_statvfs_while_the_fast_paths_file_passes_r
             release.set()
             source.read_gate.set()  # type: ignore[union-attr]
         assert all(future.result(5) for future in passes)
+
+
+async def test_a_dir_pool_restarted_within_an_info_poll_shows_from_its_last_statvfs(
+    tmp_path: Path, telemetry: Telemetry
+) -> None:
+    """A dir pool's filesystem does not change with a stop and a start: restarted within an
+    info poll of its last statvfs, it shows running at its event, from that statvfs (as fresh
+    as any info poll's figures), with no statvfs of its own to wait for (its worker waits for
+    a CPU on a busy host). Restarted later, it waits for a statvfs as before."""
+    source, inventory, watcher = fast_path_watched(tmp_path, telemetry)
+    running = source.pools["images"]
+    stopped = dataclasses.replace(running, state=PoolState.INACTIVE, active=False)
+
+    def active() -> bool:
+        return inventory.pool("kvm01", "images").active  # type: ignore[union-attr]
+
+    async def stop() -> None:
+        reads = len(source.flags_read)
+        source.pools["images"] = stopped
+        source.emit("images", PoolEventKind.STOPPED)
+        await until(lambda: len(source.flags_read) > reads, inventory)  # its re-read returned
+
+    async with watching_task(watcher, inventory):
+        await stop()
+        release = threading.Event()
+        blocked = [watcher._statfs.submit(release.wait, 5) for _ in range(2)]  # both workers
+        try:
+            source.read_gate = asyncio.Event()  # nor does the re-read return
+            source.pools["images"] = running
+            measured = watcher._measured["images"]
+            source.emit("images", PoolEventKind.STARTED)
+            await until(active, inventory)
+            assert watcher._measured["images"] == measured  # its reuse does not date it anew
+            pool = inventory.pool("kvm01", "images")
+            assert pool is not None
+            st = os.statvfs(tmp_path)
+            assert (pool.state, pool.fast_path) == (PoolState.RUNNING, True)
+            assert pool.capacity == st.f_blocks * st.f_frsize
+            assert watcher.news_in_flight() == []
+        finally:
+            release.set()
+            source.read_gate.set()  # type: ignore[union-attr]
+        assert all(future.result(5) for future in blocked)
+        async with asyncio.timeout(2):
+            while watcher._reading:  # the start's re-read is over  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+        await stop()
+        path, inspected, at = watcher._measured["images"]
+        watcher._measured["images"] = (path, inspected, at - watcher.poll.interval - 1)
+        release = threading.Event()
+        blocked = [watcher._statfs.submit(release.wait, 5) for _ in range(2)]
+        try:
+            source.read_gate = asyncio.Event()
+            source.pools["images"] = running
+            source.emit("images", PoolEventKind.STARTED)
+            await asyncio.sleep(0.05)
+            assert not active()  # its last statvfs is older than an info poll
+            assert watcher.news_in_flight() != []
+            release.set()
+            await until(active, inventory)  # from a statvfs of its own
+        finally:
+            release.set()
+            source.read_gate.set()  # type: ignore[union-attr]

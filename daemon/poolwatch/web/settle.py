@@ -9,7 +9,8 @@ asked for: libvirt's event says that a pool stopped, and /metrics shows it at on
 started or was defined, it says too, but its figures (capacity, allocation, its volumes'
 place) come from the re-read the event asks for, a few calls that take milliseconds, more on
 a loaded host (a fast-path pool's start shows from a statvfs asked for at the event, before
-the calls return: Watcher._show_started_soon). A scrape that comes meanwhile would show the
+the calls return, or at once from its last one when a dir pool restarts within an info poll:
+Watcher._show_started_soon). A scrape that comes meanwhile would show the
 pool as it was, where a scrape-time exporter would show it running; so it waits for those
 re-reads (``Watcher.news_in_flight``).
 
