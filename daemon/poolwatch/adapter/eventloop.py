@@ -38,6 +38,8 @@ import libvirt
 
 READABLE = libvirt.VIR_EVENT_HANDLE_READABLE
 WRITABLE = libvirt.VIR_EVENT_HANDLE_WRITABLE
+ERROR = libvirt.VIR_EVENT_HANDLE_ERROR
+HANGUP = libvirt.VIR_EVENT_HANDLE_HANGUP
 
 
 @dataclass
@@ -56,33 +58,28 @@ class _Timer:
 
 
 class _Attachment:
-    """What one asyncio loop runs for libvirt; touched on that loop's thread only."""
+    """The loop that runs libvirt's events, and its armed timers (touched on its thread only)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, thread: int) -> None:
         self.loop = loop
         self.thread = thread
-        self.watched: dict[int, int] = {}  # fd -> the events the loop watches it for
-        self.readable = select.poll()  # the fds read for libvirt, for input_waiting
-        self.timers: dict[int, asyncio.Handle] = {}  # armed timers
+        self.timers: dict[int, asyncio.Handle] = {}
 
     @property
     def alive(self) -> bool:
         return not self.loop.is_closed()
 
-    def close(self) -> None:
-        if not self.alive:
-            return
-        for fd in self.watched:
-            self.loop.remove_reader(fd)
-            self.loop.remove_writer(fd)
-        for handle in self.timers.values():
-            handle.cancel()
-        self.watched.clear()
-        self.timers.clear()
-
 
 class LoopEvents:
-    """libvirt's event implementation (virEventRegisterImpl) on one asyncio loop at a time."""
+    """libvirt's event implementation (virEventRegisterImpl) on one asyncio loop at a time.
+
+    libvirt's file descriptors are kept in an epoll set of their own, which the loop watches as
+    one reader. A thread in a libvirt call stops the loop watching its connection's socket and
+    starts it again around every call: that changes the epoll set directly (epoll_ctl is safe
+    from any thread), and a call does not wake the loop. Through the loop, those two changes
+    woke it twice per call: 110 us of CPU per call, against 41 us with libvirt's default
+    implementation in a thread of its own and 30 us this way (back-to-back calls in a worker,
+    measured); at 500 pools x 2 volumes, 4,000 calls a minute, idle CPU went 0.57 -> 1.08 %."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -90,6 +87,8 @@ class LoopEvents:
         self._watches: dict[int, _Watch] = {}
         self._timers: dict[int, _Timer] = {}
         self._to_free: list[Any] = []  # opaques of removed watches and timers
+        self._epoll = select.epoll()
+        self._polled: dict[int, int] = {}  # fd -> its epoll mask, as in the set
         self._at: _Attachment | None = None
 
     def register(self) -> None:
@@ -116,30 +115,27 @@ class LoopEvents:
         self._at = at
         if old is not None and old.alive:
             if old.thread == at.thread:
-                old.close()
+                self._detach(old)
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile
-                    old.loop.call_soon_threadsafe(old.close)
+                    old.loop.call_soon_threadsafe(self._detach, old)
+        loop.add_reader(self._epoll.fileno(), self._ready, at)
         with self._lock:
-            fds = {watch.fd for watch in self._watches.values()}
             timer_ids = list(self._timers)
-        for fd in fds:
-            self._sync_fd(at, fd)
         for timer_id in timer_ids:
             self._sync_timer(at, timer_id)
         self._free(at)
 
     def input_waiting(self) -> bool:
         """On the loop thread: libvirt has input the loop has not read yet (a message on one of
-        the sockets it watches for libvirt) or work due in the loop's next turn (queued events
-        to dispatch)."""
+        its sockets) or work due in the loop's next turn (queued events to dispatch)."""
         at = self._at
         if at is None or at.thread != threading.get_ident():
             return False
         with self._lock:
             if any(timer.interval == 0 for timer in self._timers.values()):
                 return True
-        return bool(at.watched) and bool(at.readable.poll(0))
+        return any(mask & select.EPOLLIN for _fd, mask in self._epoll.poll(0))
 
     # -- called by libvirt, from any thread ---------------------------------------------------
 
@@ -147,24 +143,23 @@ class LoopEvents:
         with self._lock:
             watch_id = next(self._ids)
             self._watches[watch_id] = _Watch(fd, events, callback, opaque)
-        self._on_loop(self._sync_fd, fd)
+            self._poll(fd)
         return watch_id
 
     def _update_handle(self, watch_id: int, events: int) -> None:
         with self._lock:
             watch = self._watches.get(watch_id)
-            if watch is None:
-                return
-            watch.events = events
-        self._on_loop(self._sync_fd, watch.fd)
+            if watch is not None:
+                watch.events = events
+                self._poll(watch.fd)
 
     def _remove_handle(self, watch_id: int) -> int:
         with self._lock:
             watch = self._watches.pop(watch_id, None)
             if watch is None:
                 return -1
+            self._poll(watch.fd)
             self._to_free.append(watch.opaque)
-        self._on_loop(self._sync_fd, watch.fd)
         self._free_soon()
         return 0
 
@@ -180,7 +175,14 @@ class LoopEvents:
             timer = self._timers.get(timer_id)
             if timer is None:
                 return
+            unchanged = timer.interval == interval
             timer.interval = interval
+        at = self._at
+        if unchanged and interval > 0 and at is not None and at.thread != threading.get_ident():
+            # The keepalive timer, set again on every message a call in a worker receives: it
+            # keeps its schedule rather than wake the loop per call (when it fires, libvirt
+            # checks the time since the last message and sets it again).
+            return
         self._on_loop(self._sync_timer, timer_id)
 
     def _remove_timeout(self, timer_id: int) -> int:
@@ -193,10 +195,32 @@ class LoopEvents:
         self._free_soon()
         return 0
 
+    def _poll(self, fd: int) -> None:
+        """With the lock held: the epoll set watches ``fd`` for what its watches want now."""
+        mask = 0
+        for watch in self._watches.values():
+            if watch.fd == fd:
+                mask |= select.EPOLLIN if watch.events & READABLE else 0
+                mask |= select.EPOLLOUT if watch.events & WRITABLE else 0
+        current = self._polled.get(fd)
+        try:
+            if not mask:
+                if current is not None:
+                    del self._polled[fd]
+                    self._epoll.unregister(fd)
+            elif current is None:
+                self._epoll.register(fd, mask)
+                self._polled[fd] = mask
+            elif current != mask:
+                self._epoll.modify(fd, mask)
+                self._polled[fd] = mask
+        except OSError:  # closed already: the kernel dropped it from the set
+            self._polled.pop(fd, None)
+
     def _on_loop(self, function: Callable[..., None], *args: Any) -> None:
         """``function(attachment, *args)`` on the loop thread: now when this is it, else in the
-        loop's next turn. Without a loop (none attached yet, or it closed) the change waits in
-        the tables for the next ``attach``."""
+        loop's next turn (woken). Without a loop (none attached yet, or it closed) the change
+        waits in the tables for the next ``attach``."""
         at = self._at
         if at is None or not at.alive:
             return
@@ -216,40 +240,32 @@ class LoopEvents:
 
     # -- on the loop thread, for the attachment current when they were asked for --------------
 
-    def _sync_fd(self, at: _Attachment, fd: int) -> None:
-        """Make the loop watch ``fd`` for what libvirt's watches on it want now."""
-        if at is not self._at or not at.alive:
-            return
-        with self._lock:
-            wanted = 0
-            for watch in self._watches.values():
-                if watch.fd == fd:
-                    wanted |= watch.events & (READABLE | WRITABLE)
-        watched = at.watched.get(fd, 0)
-        if wanted & READABLE and not watched & READABLE:
-            at.loop.add_reader(fd, self._dispatch, at, fd, READABLE)
-            at.readable.register(fd, select.POLLIN)
-        elif watched & READABLE and not wanted & READABLE:
-            at.loop.remove_reader(fd)
-            at.readable.unregister(fd)
-        if wanted & WRITABLE and not watched & WRITABLE:
-            at.loop.add_writer(fd, self._dispatch, at, fd, WRITABLE)
-        elif watched & WRITABLE and not wanted & WRITABLE:
-            at.loop.remove_writer(fd)
-        if wanted:
-            at.watched[fd] = wanted
-        else:
-            at.watched.pop(fd, None)
+    def _ready(self, at: _Attachment) -> None:
+        if at is not self._at:
+            return  # another loop took over; this one stops watching in its next turn
+        for fd, mask in self._epoll.poll(0):
+            event = (
+                (READABLE if mask & select.EPOLLIN else 0)
+                | (WRITABLE if mask & select.EPOLLOUT else 0)
+                | (ERROR if mask & select.EPOLLERR else 0)
+                | (HANGUP if mask & select.EPOLLHUP else 0)
+            )
+            with self._lock:
+                due = [
+                    (watch_id, watch)
+                    for watch_id, watch in self._watches.items()
+                    if watch.fd == fd and watch.events
+                ]
+            for watch_id, watch in due:
+                watch.callback(watch_id, fd, event, watch.opaque)
 
-    def _dispatch(self, at: _Attachment, fd: int, event: int) -> None:
-        with self._lock:
-            due = [
-                (watch_id, watch)
-                for watch_id, watch in self._watches.items()
-                if watch.fd == fd and watch.events & event
-            ]
-        for watch_id, watch in due:
-            watch.callback(watch_id, fd, event, watch.opaque)
+    def _detach(self, at: _Attachment) -> None:
+        if not at.alive:
+            return
+        at.loop.remove_reader(self._epoll.fileno())
+        for handle in at.timers.values():
+            handle.cancel()
+        at.timers.clear()
 
     def _sync_timer(self, at: _Attachment, timer_id: int) -> None:
         """(Re)arm the timer for its interval from now, or disarm it."""
@@ -270,6 +286,8 @@ class LoopEvents:
 
     def _fire(self, at: _Attachment, timer_id: int, timer: _Timer) -> None:
         del at.timers[timer_id]
+        if at is not self._at:
+            return
         timer.callback(timer_id, timer.opaque)
         # Again after its interval, unless the callback armed it anew or removed it.
         if timer_id not in at.timers:
