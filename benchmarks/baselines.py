@@ -114,7 +114,7 @@ port = int(sys.argv[3])
 
 # The static server, with two pages: the one poolwatch served with the pool running, and the
 # same bytes with the pool's state line saying stopped. A bare libvirt client's lifecycle
-# callback (libvirt's default event loop in a thread, as in poolwatch) picks the page.
+# callback (libvirt's default event loop in a thread of its own) picks the page.
 SWITCHED_SERVER = (
     """
 import sys, threading
