@@ -202,20 +202,27 @@ class LoopEvents:
             if watch.fd == fd:
                 mask |= select.EPOLLIN if watch.events & READABLE else 0
                 mask |= select.EPOLLOUT if watch.events & WRITABLE else 0
-        current = self._polled.get(fd)
+        current = self._polled.pop(fd, None)
+        if mask == current or not (mask or current):
+            if mask:
+                self._polled[fd] = mask
+            return
         try:
             if not mask:
-                if current is not None:
-                    del self._polled[fd]
-                    self._epoll.unregister(fd)
+                self._epoll.unregister(fd)
             elif current is None:
                 self._epoll.register(fd, mask)
-                self._polled[fd] = mask
-            elif current != mask:
+            else:
                 self._epoll.modify(fd, mask)
-                self._polled[fd] = mask
-        except OSError:  # closed already: the kernel dropped it from the set
-            self._polled.pop(fd, None)
+        except FileNotFoundError:  # a file closed under this number left the set with it
+            if mask:
+                self._epoll.register(fd, mask)
+        except FileExistsError:
+            self._epoll.modify(fd, mask)
+        except OSError:  # closed already (EBADF): nothing to watch
+            return
+        if mask:
+            self._polled[fd] = mask
 
     def _on_loop(self, function: Callable[..., None], *args: Any) -> None:
         """``function(attachment, *args)`` on the loop thread: now when this is it, else in the
