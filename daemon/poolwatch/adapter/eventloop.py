@@ -1,9 +1,10 @@
 """libvirt's event implementation, run by the asyncio loop itself.
 
 libvirt reads its connections' sockets and fires its timers (keepalive, the dispatch of queued
-events) through whatever event implementation the process registers. This one registers
-libvirt's file descriptors as readers and writers of the asyncio loop and its timers as loop
-callbacks, so the thread that serves /metrics also reads libvirt's events: an event that
+events) through whatever event implementation the process registers. This one watches
+libvirt's file descriptors from the asyncio loop (an epoll set of their own, one reader of the
+loop) and runs its timers as loop callbacks, so the thread that serves /metrics also reads
+libvirt's events: an event that
 libvirtd has sent is read in the loop's next turn, where a thread of its own first had to get a
 CPU (on a busy host 1-4 ms later than a bare client at p90-p99, which made a scrape right after
 a pool stopped show it running). It also tells what libvirt has not handled yet
@@ -12,9 +13,10 @@ a pool stopped show it running). It also tells what libvirt has not handled yet
 libvirt calls this implementation from any thread: a thread in a call reads the messages that
 arrive meanwhile, events included, and arms the dispatch timer from there. libvirtaio, the
 asyncio implementation of libvirt-python, then touches the loop from that thread without
-waking it (measured: a REFRESH event during a long vol.wipe() arrived after 5.3 s). Here every
-change is recorded under a lock and applied on the loop thread: at once when it comes from
-there, through ``call_soon_threadsafe`` (which wakes the loop) when it does not.
+waking it (measured: a REFRESH event during a long vol.wipe() arrived after 5.3 s). Here a
+watch's change goes straight into the epoll set (safe from any thread), and a timer's is
+applied on the loop thread: at once when it comes from there, through ``call_soon_threadsafe``
+(which wakes the loop) when it does not.
 
 The implementation is registered once per process, before any connection opens
 (``ensure_event_loop``), and follows the running loop that calls it: a later loop in the same
