@@ -251,6 +251,7 @@ async def test_a_fast_path_pool_shows_started_from_its_event_and_a_statvfs(
         source.read_gate = asyncio.Event()
         source.pools["images"] = running
         reads = len(source.flags_read)
+        watcher._measured.clear()  # a statvfs of its own, not a quick restart's last one
         source.emit("images", PoolEventKind.STARTED)
         await until(lambda: inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
         pool = inventory.pool("kvm01", "images")
@@ -295,6 +296,7 @@ async def test_a_start_shows_from_its_statvfs_while_the_fast_paths_file_passes_r
         try:
             source.read_gate = asyncio.Event()
             source.pools["images"] = running
+            watcher._measured.clear()  # a statvfs of its own, not a quick restart's last one
             source.emit("images", PoolEventKind.STARTED)
             await until(lambda: inventory.pool("kvm01", "images").active, inventory)  # type: ignore[union-attr]
             assert inventory.pool("kvm01", "images").fast_path  # type: ignore[union-attr]
