@@ -375,8 +375,7 @@ class LibvirtSource:
         if generation == self._generation and self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
 
-    # -- libvirt callbacks (on the loop, adapter/eventloop.py; a close on whichever thread saw
-    # it) --------------------------------------------------------------------------------
+    # -- libvirt callbacks (on the loop; a close on whichever thread saw it) ---------------
 
     def _hand_over(self, callback: Callable[..., None], *args: Any) -> bool:
         loop = self._loop
