@@ -303,15 +303,18 @@ class Watcher:
             # as an info poll's always are. Shown at once, not after a statvfs in a worker,
             # whose thread waits for a CPU on a busy host (paired at 5 x 6,000 under 10
             # scrapers: start p50 / p90 3.38 / 5.11 -> 2.71 / 3.91 ms).
-            self._show_started(name, seq, measured[1])
+            self._show_started(name, seq, measured[1], reused=True)
             if not self._news.start_awaited(name):
                 return
         target = Target(name, known.type, known.target_path, active=True)
         self._targets.inspect_soon(target, functools.partial(self._show_started, name, seq))
 
-    def _show_started(self, name: str, seq: int, inspected: Inspected) -> None:
-        """`_show_started_soon`'s statvfs is in. A pool that an event stopped, undefined or
-        defined again meanwhile, or that a reading already shows, waits for the reading."""
+    def _show_started(
+        self, name: str, seq: int, inspected: Inspected, *, reused: bool = False
+    ) -> None:
+        """`_show_started_soon`'s statvfs is in (``reused``: the pool's last one, which keeps
+        its date). A pool that an event stopped, undefined or defined again meanwhile, or that
+        a reading already shows, waits for the reading."""
         filesystem = inspected[0]
         known = self._inventory.pool(self.key, name)
         if (
@@ -338,7 +341,7 @@ class Watcher:
             available=known.available,
             volume_count=None,
         )
-        snapshot = self._snapshot(started, inspected, None, follow=False)
+        snapshot = self._snapshot(started, inspected, None, follow=False, measured=not reused)
         if snapshot.fast_path:
             self._inventory.put_pool(self.key, snapshot)
             self._news.read(name, active=True)
@@ -642,11 +645,12 @@ class Watcher:
         scan: VolumeScan | None,
         *,
         follow: bool = True,
+        measured: bool = True,
     ) -> PoolSnapshot:
+        """``measured``: ``target`` was inspected just now (not a quick restart's reuse of the
+        last inspection), so a running dir pool's is kept as its last one."""
         last_refresh, now = self._last_refresh.get(reading.name), self._clock()
-        measured = self._measured.get(reading.name)
-        fresh = measured is None or measured[1] is not target  # not a restart's reuse of it
-        if reading.active and reading.type == "dir" and target[0] is not None and fresh:
+        if measured and reading.active and reading.type == "dir" and target[0] is not None:
             self._measured[reading.name] = (reading.target_path, target, time.monotonic())
         return self._local.snapshot(
             self._host, reading, target, scan, last_refresh, now, follow=follow
