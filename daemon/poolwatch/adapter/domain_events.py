@@ -3,9 +3,9 @@
 Registered on every connection beside the storage pool events (see ``connection``): lifecycle
 (defined, undefined, started, stopped, suspended, resumed), device added or removed, and QEMU's
 I/O error with its reason. The callbacks run on the asyncio loop (adapter/eventloop.py), or
-whichever thread runs libvirt's events, and make no RPC (a
-domain object's ``name()`` and ``UUIDString()`` are local); each hands a ``GuestChanged`` or
-``GuestIOError`` to ``emit(generation, event)``, which passes it to the asyncio loop.
+whichever thread runs libvirt's events, and make no RPC (a domain object's ``name()`` and
+``UUIDString()`` are local); each hands a ``GuestChanged`` or ``GuestIOError`` to
+``emit(generation, event)``, which passes it to the asyncio loop.
 """
 
 from __future__ import annotations

@@ -4,11 +4,10 @@ libvirt reads its connections' sockets and fires its timers (keepalive, the disp
 events) through whatever event implementation the process registers. This one watches
 libvirt's file descriptors from the asyncio loop (an epoll set of their own, one reader of the
 loop) and runs its timers as loop callbacks, so the thread that serves /metrics also reads
-libvirt's events: an event that
-libvirtd has sent is read in the loop's next turn, where a thread of its own first had to get a
-CPU (on a busy host 1-4 ms later than a bare client at p90-p99, which made a scrape right after
-a pool stopped show it running). It also tells what libvirt has not handled yet
-(``input_waiting``): a scrape waits for that turn (web/settle.py).
+libvirt's events: an event that libvirtd has sent is read in the loop's next turn, where a
+thread of its own first had to get a CPU (on a busy host 1-4 ms later than a bare client at
+p90-p99, which made a scrape right after a pool stopped show it running). It also tells what
+libvirt has not handled yet (``input_waiting``): a scrape waits for that turn (web/settle.py).
 
 libvirt calls this implementation from any thread: a thread in a call reads the messages that
 arrive meanwhile, events included, and arms the dispatch timer from there. libvirtaio, the
@@ -119,8 +118,7 @@ class LoopEvents:
             if old.thread == at.thread:
                 self._detach(old)
             else:
-                with contextlib.suppress(RuntimeError):  # closed meanwhile
-                    old.loop.call_soon_threadsafe(self._detach, old)
+                _next_turn(old, self._detach, old)
         loop.add_reader(self._epoll.fileno(), self._ready, at)
         with self._lock:
             timer_ids = list(self._timers)
@@ -236,16 +234,14 @@ class LoopEvents:
         if threading.get_ident() == at.thread:
             function(at, *args)
             return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            at.loop.call_soon_threadsafe(function, at, *args)
+        _next_turn(at, function, at, *args)
 
     def _free_soon(self) -> None:
         """The removed watches' and timers' opaques are freed in a turn of the loop, never
         within the call that removed them: libvirt may hold locks there that freeing takes."""
         at = self._at
         if at is not None and at.alive:
-            with contextlib.suppress(RuntimeError):
-                at.loop.call_soon_threadsafe(self._free, at)
+            _next_turn(at, self._free, at)
 
     # -- on the loop thread, for the attachment current when they were asked for --------------
 
@@ -309,6 +305,13 @@ class LoopEvents:
             opaques, self._to_free = self._to_free, []
         for opaque in opaques:
             libvirt.virEventInvokeFreeCallback(opaque)
+
+
+def _next_turn(at: _Attachment, function: Callable[..., None], *args: Any) -> None:
+    """``function(*args)`` in a turn of ``at``'s loop, woken from any thread; dropped when the
+    loop closed meanwhile."""
+    with contextlib.suppress(RuntimeError):
+        at.loop.call_soon_threadsafe(function, *args)
 
 
 _lock = threading.Lock()

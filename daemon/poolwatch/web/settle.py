@@ -10,9 +10,9 @@ started or was defined, it says too, but its figures (capacity, allocation, its 
 place) come from the re-read the event asks for, a few calls that take milliseconds, more on
 a loaded host (a fast-path pool's start shows from a statvfs asked for at the event, before
 the calls return, or at once from its last one when a dir pool restarts within an info poll:
-Watcher._show_started_soon). A scrape that comes meanwhile would show the
-pool as it was, where a scrape-time exporter would show it running; so it waits for those
-re-reads (``Watcher.news_in_flight``).
+Watcher._show_started_soon). A scrape that comes meanwhile would show the pool as it was, where
+a scrape-time exporter would show it running; so it waits for those re-reads
+(``Watcher.news_in_flight``).
 
 Both within `SETTLE_BUDGET` in all. While a wait has outlived it (a slow or frozen libvirtd, a
 loop that does not get to the events), scrapes do not wait for that kind of news at all until
