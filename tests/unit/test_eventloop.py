@@ -5,12 +5,14 @@ event queued by a call in another thread wakes the loop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import uuid
 from typing import Any
 
 import libvirt
+import pytest
 
 from poolwatch.adapter.connection import LibvirtSource
 from poolwatch.adapter.eventloop import ensure_event_loop
@@ -92,3 +94,50 @@ async def test_an_event_queued_by_a_call_in_another_thread_wakes_the_loop() -> N
     finally:
         conn.storagePoolEventDeregisterAny(callback)
         conn.close()
+
+
+@pytest.mark.parametrize("old_events", ["the same", "more"])
+async def test_a_new_file_under_the_number_of_a_closed_watched_one_is_watched(
+    old_events: str,
+) -> None:
+    """libvirt may close a socket before it removes its watch; the kernel then drops the file
+    from the epoll set, and the next socket it opens often gets the same number. A watch on
+    that new socket must be read, whether or not the old watch asked for the same events."""
+    ensure_event_loop()
+    old, old_peer = socket.socketpair()
+    new, new_peer = socket.socketpair()
+    fd = old.fileno()
+    fired: list[str] = []
+    got = asyncio.Event()
+
+    def on_old(_watch: int, _fd: int, _event: int, _opaque: Any) -> None:
+        pass  # called on the number's events too, as libvirt's stale watch would be
+
+    def on_new(_watch: int, _fd: int, event: int, _opaque: Any) -> None:
+        # Called with the events any watch of the number asked for (the old one's too).
+        if event & libvirt.VIR_EVENT_HANDLE_READABLE:
+            fired.append(os.read(fd, 100).decode())
+            got.set()
+
+    events = libvirt.VIR_EVENT_HANDLE_READABLE
+    if old_events == "more":
+        events |= libvirt.VIR_EVENT_HANDLE_WRITABLE
+    stale = libvirt.virEventAddHandle(fd, events, on_old, None)
+    watch = -1
+    try:
+        old.detach()
+        os.close(fd)  # the old socket's file is gone, its watch is not (yet)
+        os.dup2(new.fileno(), fd)  # the number's next file
+        new.close()
+        watch = libvirt.virEventAddHandle(fd, libvirt.VIR_EVENT_HANDLE_READABLE, on_new, None)
+        new_peer.send(b"event")
+        await asyncio.wait_for(got.wait(), 2)
+        assert fired == ["event"]
+    finally:
+        assert libvirt.virEventRemoveHandle(stale) == 0
+        if watch != -1:
+            assert libvirt.virEventRemoveHandle(watch) == 0
+        await asyncio.sleep(0)  # their opaques are freed in a turn of the loop
+        os.close(fd)
+        old_peer.close()
+        new_peer.close()

@@ -143,7 +143,7 @@ class LoopEvents:
         with self._lock:
             watch_id = next(self._ids)
             self._watches[watch_id] = _Watch(fd, events, callback, opaque)
-            self._poll(fd)
+            self._poll(fd, added=True)
         return watch_id
 
     def _update_handle(self, watch_id: int, events: int) -> None:
@@ -195,34 +195,33 @@ class LoopEvents:
         self._free_soon()
         return 0
 
-    def _poll(self, fd: int) -> None:
-        """With the lock held: the epoll set watches ``fd`` for what its watches want now."""
+    def _poll(self, fd: int, *, added: bool = False) -> None:
+        """With the lock held: the epoll set watches ``fd`` for what its watches want now.
+
+        ``added``: a watch on ``fd`` was just added, maybe for a new file under the number of one
+        that was closed before its watch was removed. Closing a file takes it out of the set, so
+        the mask last set for the number says nothing of the new file: the set is told anew."""
         mask = 0
         for watch in self._watches.values():
             if watch.fd == fd:
                 mask |= select.EPOLLIN if watch.events & READABLE else 0
                 mask |= select.EPOLLOUT if watch.events & WRITABLE else 0
-        current = self._polled.pop(fd, None)
-        if mask == current or not (mask or current):
-            if mask:
-                self._polled[fd] = mask
+        if mask == self._polled.get(fd, 0) and not added:
             return
         try:
             if not mask:
                 self._epoll.unregister(fd)
-            elif current is None:
-                self._epoll.register(fd, mask)
             else:
-                self._epoll.modify(fd, mask)
-        except FileNotFoundError:  # a file closed under this number left the set with it
-            if mask:
-                self._epoll.register(fd, mask)
-        except FileExistsError:
-            self._epoll.modify(fd, mask)
-        except OSError:  # closed already (EBADF): nothing to watch
-            return
+                try:
+                    self._epoll.modify(fd, mask)
+                except FileNotFoundError:  # not in the set: its first watch, or a new file
+                    self._epoll.register(fd, mask)
+        except OSError:  # closed (EBADF), or out of the set with its file (ENOENT): not watched
+            mask = 0
         if mask:
             self._polled[fd] = mask
+        else:
+            self._polled.pop(fd, None)
 
     def _on_loop(self, function: Callable[..., None], *args: Any) -> None:
         """``function(attachment, *args)`` on the loop thread: now when this is it, else in the
